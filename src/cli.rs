@@ -1,0 +1,67 @@
+//! Command-line interface: every flag also reads an environment variable.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "spark-admission",
+    version,
+    about = "Admission webhook that applies platform policies to pods created by spark-submit"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the webhook (defaults: ./policies, ./certs generated on first start, :8443 and admin :8080).
+    Serve(crate::admission::ServeArgs),
+    /// Write a CA and serving certificate for a cluster install and print the caBundle.
+    Certs(crate::certs::CertsArgs),
+    /// Show what the policies would do to a pod or AdmissionReview (exit 0 allowed, 1 denied, 2 bad input).
+    Explain(ExplainArgs),
+    /// Check policy files or folders against the schema (for GitOps CI); non-zero exit on any error.
+    CheckPolicies(CheckPoliciesArgs),
+    /// Print the JSON Schema of the policy format.
+    Schema,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// Policy folder or file.
+    #[arg(long, env = "SPARK_ADMISSION_POLICIES", default_value = "policies")]
+    pub policies: PathBuf,
+    /// Namespace of the pod (default: from the review or the pod, else "default").
+    #[arg(long, env = "SPARK_ADMISSION_NAMESPACE")]
+    pub namespace: Option<String>,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table, env = "SPARK_ADMISSION_OUTPUT")]
+    pub output: OutputFormat,
+    /// Name of the driver's Spark container.
+    #[arg(long, env = "SPARK_ADMISSION_DRIVER_CONTAINER", default_value = crate::spark::DEFAULT_DRIVER_CONTAINER)]
+    pub driver_container: String,
+    /// Name of the executors' Spark container.
+    #[arg(long, env = "SPARK_ADMISSION_EXECUTOR_CONTAINER", default_value = crate::spark::DEFAULT_EXECUTOR_CONTAINER)]
+    pub executor_container: String,
+    /// A Pod or an AdmissionReview, JSON or YAML; `-` reads standard input.
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// The JSON Patch the webhook would send.
+    Patch,
+    /// The pod after the patch.
+    Pod,
+    /// Each change with the policy and field that caused it, warnings and rule verdicts.
+    Table,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckPoliciesArgs {
+    /// Policy files or folders.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+}

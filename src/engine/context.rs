@@ -1,0 +1,147 @@
+//! State shared by the merge steps while one pod is planned: which policy decided which
+//! field, what changed, and the warnings for the submitter.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+/// One change a policy made, for `explain --output table` and logs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Change {
+    pub policy: String,
+    pub field: String,
+    pub action: String,
+}
+
+pub(crate) struct Ctx<'p> {
+    /// The policy being applied now.
+    pub policy: &'p str,
+    /// That policy's section allows replacing values the pod already has.
+    pub overwrite: bool,
+    /// Field key -> policy that decided it first (the higher-priority one).
+    claims: HashMap<String, &'p str>,
+    pub changes: Vec<Change>,
+    pub warnings: Vec<String>,
+}
+
+impl<'p> Ctx<'p> {
+    pub fn new() -> Self {
+        Self {
+            policy: "",
+            overwrite: false,
+            claims: HashMap::new(),
+            changes: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    pub fn change(&mut self, field: impl Into<String>, action: impl Into<String>) {
+        self.changes.push(Change {
+            policy: self.policy.to_owned(),
+            field: field.into(),
+            action: action.into(),
+        });
+    }
+
+    pub fn warn(&mut self, message: impl Into<String>) {
+        let message = message.into();
+        if !self.warnings.contains(&message) {
+            self.warnings.push(message);
+        }
+    }
+
+    /// Who decided `key` before the current policy, if another policy did.
+    pub fn claimed_by_other(&self, key: &str) -> Option<&'p str> {
+        self.claims
+            .get(key)
+            .copied()
+            .filter(|owner| *owner != self.policy)
+    }
+
+    /// Marks `key` as decided by the current policy; returns the earlier owner if it was
+    /// already decided by a higher-priority policy (which then wins).
+    pub fn claim(&mut self, key: &str) -> Result<(), &'p str> {
+        if let Some(owner) = self.claimed_by_other(key) {
+            return Err(owner);
+        }
+        self.claims.insert(key.to_owned(), self.policy);
+        Ok(())
+    }
+
+    /// The rule for one scalar value: the highest-priority policy decides; a value the pod
+    /// already has wins unless the policy says `overwrite: true`. Returns true when the
+    /// caller should write `wanted`.
+    pub fn decide<T: PartialEq>(
+        &mut self,
+        key: &str,
+        field: &str,
+        current: Option<&T>,
+        wanted: &T,
+        show: impl Fn(&T) -> String,
+    ) -> bool {
+        self.decide_with(key, field, current, wanted, self.overwrite, show)
+    }
+
+    /// `decide` with an explicit overwrite flag (resources `force` always overwrites).
+    pub fn decide_with<T: PartialEq>(
+        &mut self,
+        key: &str,
+        field: &str,
+        current: Option<&T>,
+        wanted: &T,
+        overwrite: bool,
+        show: impl Fn(&T) -> String,
+    ) -> bool {
+        if let Err(owner) = self.claim(key) {
+            if current != Some(wanted) {
+                self.change(
+                    field,
+                    format!(
+                        "not set to {}: policy \"{owner}\" has higher priority",
+                        show(wanted)
+                    ),
+                );
+            }
+            return false;
+        }
+        match current {
+            None => {
+                self.change(field, format!("set to {}", show(wanted)));
+                true
+            }
+            Some(c) if c == wanted => false,
+            Some(c) if overwrite => {
+                self.change(field, format!("replaced {} with {}", show(c), show(wanted)));
+                true
+            }
+            Some(c) => {
+                self.warn(format!(
+                    "policy \"{}\": {field} is already {} on this pod, so the policy's {} was not applied",
+                    self.policy,
+                    show(c),
+                    show(wanted)
+                ));
+                false
+            }
+        }
+    }
+}
+
+/// Quoted display for strings.
+pub(crate) fn quoted(s: &String) -> String {
+    format!("\"{s}\"")
+}
+
+/// Compact JSON display for structured values.
+pub(crate) fn json<T: Serialize>(v: &T) -> String {
+    let s = serde_json::to_string(v).unwrap_or_default();
+    if s.len() > 120 {
+        let mut cut = 117;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        format!("{}...", &s[..cut])
+    } else {
+        s
+    }
+}

@@ -1,0 +1,50 @@
+//! Labels and annotations: merged by key; a key the pod already has keeps its value unless
+//! the policy says `overwrite`.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Pod;
+
+use super::context::{quoted, Ctx};
+use super::APPLIED_ANNOTATION;
+use crate::policy::model::PodPatch;
+
+pub(crate) fn apply(ctx: &mut Ctx<'_>, pod: &mut Pod, patch: &PodPatch) {
+    merge_map(ctx, "labels", &mut pod.metadata.labels, &patch.labels);
+    merge_map(
+        ctx,
+        "annotations",
+        &mut pod.metadata.annotations,
+        &patch.annotations,
+    );
+}
+
+/// Merges `wanted` into a string map field named `field` (labels, annotations, nodeSelector).
+pub(crate) fn merge_map(
+    ctx: &mut Ctx<'_>,
+    field: &str,
+    map: &mut Option<BTreeMap<String, String>>,
+    wanted: &BTreeMap<String, String>,
+) {
+    for (k, v) in wanted {
+        let key = format!("{field}/{k}");
+        let shown = format!("{field}[{k}]");
+        let current = map.as_ref().and_then(|m| m.get(k));
+        if ctx.decide(&key, &shown, current, v, quoted) {
+            map.get_or_insert_with(BTreeMap::new)
+                .insert(k.clone(), v.clone());
+        }
+    }
+}
+
+/// Records which policies were applied; always ours to set.
+pub(crate) fn record_applied(ctx: &mut Ctx<'_>, pod: &mut Pod, value: &str) {
+    let annotations = pod.metadata.annotations.get_or_insert_with(BTreeMap::new);
+    if annotations.get(APPLIED_ANNOTATION).map(String::as_str) != Some(value) {
+        annotations.insert(APPLIED_ANNOTATION.to_owned(), value.to_owned());
+        ctx.change(
+            format!("annotations[{APPLIED_ANNOTATION}]"),
+            format!("set to \"{value}\""),
+        );
+    }
+}

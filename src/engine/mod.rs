@@ -1,0 +1,186 @@
+//! Pod + compiled policies -> decision: the JSON Patch to send, the warnings, the policies
+//! applied (mutation), and the rule findings (validation). Knows nothing of HTTP.
+//!
+//! Planning works on a typed copy of the pod: each merge step edits the copy with its own
+//! rule (one file per concern), and the patch is the diff between the pod as received and
+//! the edited copy. Every step only adds or edits in place, so the diff is a list of adds
+//! and replaces that applies cleanly to the object the API server sent, and running the
+//! engine on its own output changes nothing.
+
+mod containers;
+mod context;
+mod dependencies;
+mod env;
+mod images;
+mod metadata;
+mod patch;
+mod resources;
+mod rules;
+mod scheduling;
+mod security;
+mod volumes;
+
+use k8s_openapi::api::core::v1::Pod;
+use serde::Serialize;
+
+pub use context::Change;
+pub use rules::{Finding, Validation};
+
+use crate::matching::PolicySet;
+use crate::policy::model::PodPatch;
+use crate::policy::CompiledPolicy;
+use crate::spark::{ContainerNames, NotSpark, SparkPod, SparkRole};
+use context::Ctx;
+
+/// Annotation listing the policies applied to a pod, as `name@hash,...`.
+pub const APPLIED_ANNOTATION: &str = "spark-admission.io/applied";
+
+/// Engine settings that do not change with the policies.
+#[derive(Debug, Clone, Default)]
+pub struct Engine {
+    pub container_names: ContainerNames,
+}
+
+/// What the mutating webhook answers for one pod.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Mutation {
+    /// The Spark role, or `None` when the pod is not a Spark pod (then nothing else is set).
+    pub role: Option<SparkRole>,
+    /// RFC 6902 operations, applying to the pod exactly as received.
+    pub patch: json_patch::Patch,
+    /// `name@hash` of each policy that contributed changes for this pod.
+    pub applied: Vec<String>,
+    pub changes: Vec<Change>,
+    /// Messages for the submitter (returned as admission warnings).
+    pub warnings: Vec<String>,
+}
+
+impl Mutation {
+    pub fn is_spark(&self) -> bool {
+        self.role.is_some()
+    }
+}
+
+impl Engine {
+    pub fn new(container_names: ContainerNames) -> Self {
+        Self { container_names }
+    }
+
+    /// Plans the patch for a pod being created in `namespace`.
+    pub fn mutate(&self, set: &PolicySet, pod: &Pod, namespace: &str) -> Mutation {
+        let spark = match SparkPod::recognise(pod, &self.container_names) {
+            Ok(s) => s,
+            Err(NotSpark::NoRoleLabel) => return Mutation::default(),
+            Err(NotSpark::UnknownRole(r)) => {
+                return Mutation {
+                    warnings: vec![format!(
+                        "spark-admission: label spark-role=\"{r}\" is neither driver nor executor; no policy was applied"
+                    )],
+                    ..Mutation::default()
+                }
+            }
+        };
+        let policies = set.matching(&spark, namespace);
+        let mut out = Mutation {
+            role: Some(spark.role),
+            ..Mutation::default()
+        };
+        if policies.is_empty() {
+            return out;
+        }
+        let mut planned = pod.clone();
+        let mut ctx = Ctx::new();
+        let mut applied = Vec::new();
+        for policy in &policies {
+            let mut contributed = false;
+            for section in policy.patches_for(spark.role) {
+                ctx.policy = &policy.name;
+                ctx.overwrite = section.overwrite;
+                apply_section(&mut ctx, &mut planned, section, &spark);
+                contributed = true;
+            }
+            if contributed {
+                applied.push(policy.tag.clone());
+            }
+        }
+        // Image rules run last, over every container, so that sidecars and init containers
+        // added by any policy get the same rewrite (and a second pass finds nothing to do).
+        images::apply_image_rules(&mut ctx, &mut planned, &policies, spark.role);
+
+        if !applied.is_empty() {
+            ctx.policy = "spark-admission";
+            metadata::record_applied(&mut ctx, &mut planned, &applied.join(","));
+        }
+        scheduling::reconcile_priority(pod, &mut planned);
+
+        out.patch = patch::diff(pod, &planned);
+        out.applied = applied;
+        out.changes = ctx.changes;
+        out.warnings = ctx.warnings;
+        out
+    }
+
+    /// Checks the rules of every matching policy against a pod being created.
+    pub fn validate(&self, set: &PolicySet, pod: &Pod, namespace: &str) -> Validation {
+        match SparkPod::recognise(pod, &self.container_names) {
+            Ok(spark) => {
+                let policies = set.matching(&spark, namespace);
+                rules::check(&policies, &spark, namespace)
+            }
+            Err(_) => Validation::default(),
+        }
+    }
+
+    /// The policies that would apply, for `explain`.
+    pub fn matching<'s>(
+        &self,
+        set: &'s PolicySet,
+        pod: &Pod,
+        namespace: &str,
+    ) -> Vec<&'s CompiledPolicy> {
+        SparkPod::recognise(pod, &self.container_names)
+            .map(|s| set.matching(&s, namespace))
+            .unwrap_or_default()
+    }
+}
+
+/// One policy section, in a fixed order: pod metadata and scheduling, then storage and the
+/// Spark container, then extra containers.
+fn apply_section(ctx: &mut Ctx<'_>, pod: &mut Pod, patch: &PodPatch, spark: &SparkPod<'_>) {
+    metadata::apply(ctx, pod, patch);
+    let Some(spec) = pod.spec.as_mut() else {
+        ctx.warn(format!(
+            "policy \"{}\": the pod has no spec; only labels and annotations were applied",
+            ctx.policy
+        ));
+        return;
+    };
+    scheduling::apply(ctx, spec, patch);
+    images::apply_pull_secrets(ctx, spec, patch);
+    if needs_spark_container(patch) && spark.spark_container.is_none() {
+        ctx.warn(format!(
+            "policy \"{}\": this {} pod has no container named \"{}\", so its container settings (volumes, dependencies, env, resources, security context) were skipped",
+            ctx.policy, spark.role, spark.expected_container
+        ));
+    }
+    volumes::apply(ctx, spec, patch, spark.spark_container);
+    containers::apply(ctx, spec, patch);
+    if let Some(idx) = spark.spark_container {
+        dependencies::apply(ctx, spec, patch, idx, spark.role);
+        env::apply(ctx, spec, patch, idx);
+        resources::apply(ctx, spec, patch, idx);
+        security::apply_container(ctx, spec, patch, idx);
+    }
+    security::apply_pod(ctx, spec, patch);
+}
+
+fn needs_spark_container(p: &PodPatch) -> bool {
+    !p.dependencies.is_empty()
+        || !p.env.is_empty()
+        || !p.env_from.is_empty()
+        || p.resources.is_some()
+        || p.security_context.is_some()
+        || p.volumes
+            .iter()
+            .any(|v| v.containers == crate::policy::model::ContainerTarget::Spark)
+}

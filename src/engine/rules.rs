@@ -1,0 +1,315 @@
+//! Validation rules: what a Spark pod may not do, with messages a data engineer can act on
+//! (which Spark setting to change), naming the policy, the rule, the value and the limit.
+
+use globset::GlobMatcher;
+use k8s_openapi::api::core::v1::{Container, Pod};
+use serde::Serialize;
+
+use crate::policy::model::{RuleMode, Rules};
+use crate::policy::{CompiledPolicy, CompiledRules};
+use crate::quantity;
+use crate::spark::{SparkPod, SparkRole};
+
+/// One broken rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub policy: String,
+    pub rule: &'static str,
+    pub mode: RuleMode,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Validation {
+    pub findings: Vec<Finding>,
+    /// Policies whose rules were checked, as `name@hash`.
+    pub checked: Vec<String>,
+}
+
+impl Validation {
+    pub fn denied(&self) -> bool {
+        self.findings.iter().any(|f| f.mode == RuleMode::Enforce)
+    }
+
+    pub fn with_mode(&self, mode: RuleMode) -> impl Iterator<Item = &Finding> {
+        self.findings.iter().filter(move |f| f.mode == mode)
+    }
+
+    /// The denial message: every enforced finding, one sentence each.
+    pub fn denial_message(&self) -> String {
+        self.with_mode(RuleMode::Enforce)
+            .map(|f| f.message.as_str())
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+pub(crate) fn check(
+    policies: &[&CompiledPolicy],
+    spark: &SparkPod<'_>,
+    namespace: &str,
+) -> Validation {
+    let mut out = Validation::default();
+    for p in policies {
+        let Some(rules) = &p.rules else { continue };
+        out.checked.push(p.tag.clone());
+        let mut c = Checker {
+            policy: &p.name,
+            mode: rules.rules.mode,
+            spark,
+            namespace,
+            findings: &mut out.findings,
+        };
+        c.run(rules);
+    }
+    out
+}
+
+struct Checker<'a, 'b> {
+    policy: &'a str,
+    mode: RuleMode,
+    spark: &'a SparkPod<'b>,
+    namespace: &'a str,
+    findings: &'a mut Vec<Finding>,
+}
+
+impl Checker<'_, '_> {
+    fn report(&mut self, rule: &'static str, message: String) {
+        self.findings.push(Finding {
+            policy: self.policy.to_owned(),
+            rule,
+            mode: self.mode,
+            message: format!("policy \"{}\" ({rule}): {message}", self.policy),
+        });
+    }
+
+    fn pod(&self) -> &Pod {
+        self.spark.pod
+    }
+
+    fn all_containers(&self) -> impl Iterator<Item = &Container> {
+        let spec = self.pod().spec.as_ref();
+        spec.into_iter().flat_map(|s| {
+            s.containers
+                .iter()
+                .chain(s.init_containers.iter().flatten())
+        })
+    }
+
+    fn run(&mut self, compiled: &CompiledRules) {
+        let r: &Rules = &compiled.rules;
+        let role = self.spark.role;
+        if r.require_spark_container && self.spark.spark_container.is_none() {
+            self.report(
+                "requireSparkContainer",
+                format!(
+                    "this {role} pod has no container named \"{}\"; pods must be created by spark-submit (with spark.kubernetes.{role}.podTemplateContainerName left at its default)",
+                    self.spark.expected_container
+                ),
+            );
+        }
+        if let Some(globs) = &compiled.allowed_images {
+            self.check_images(globs, r.allowed_images.as_deref().unwrap_or_default());
+        }
+        if let Some(max) = r.max_resources.as_ref().and_then(|m| m.for_role(role)) {
+            self.check_max_resources(&max.requests, "requests");
+            self.check_max_resources(&max.limits, "limits");
+        }
+        for label in &r.required_labels {
+            if self.spark.label(label).is_none() {
+                self.report(
+                    "requiredLabels",
+                    format!(
+                        "the pod has no label \"{label}\"; add it with --conf spark.kubernetes.{role}.label.{label}=<value>"
+                    ),
+                );
+            }
+        }
+        if !r.forbidden_volume_types.is_empty() {
+            self.check_volume_types(&r.forbidden_volume_types);
+        }
+        if r.forbid_privileged {
+            let names: Vec<String> = self
+                .all_containers()
+                .filter(|c| c.security_context.as_ref().and_then(|s| s.privileged) == Some(true))
+                .map(|c| format!("\"{}\"", c.name))
+                .collect();
+            if !names.is_empty() {
+                self.report(
+                    "forbidPrivileged",
+                    format!("container {} runs privileged, which is not allowed in namespace {}; remove privileged: true from the pod template", names.join(", "), self.namespace),
+                );
+            }
+        }
+        if r.forbid_privilege_escalation {
+            let names: Vec<String> = self
+                .all_containers()
+                .filter(|c| {
+                    c.security_context
+                        .as_ref()
+                        .and_then(|s| s.allow_privilege_escalation)
+                        != Some(false)
+                })
+                .map(|c| format!("\"{}\"", c.name))
+                .collect();
+            if !names.is_empty() {
+                self.report(
+                    "forbidPrivilegeEscalation",
+                    format!("container {} does not set securityContext.allowPrivilegeEscalation: false; set it in the pod template (or ask your platform team to have a policy set it)", names.join(", ")),
+                );
+            }
+        }
+        if r.forbid_host_namespaces {
+            if let Some(spec) = self.pod().spec.as_ref() {
+                let used: Vec<&str> = [
+                    ("hostNetwork", spec.host_network),
+                    ("hostPID", spec.host_pid),
+                    ("hostIPC", spec.host_ipc),
+                ]
+                .into_iter()
+                .filter(|(_, v)| *v == Some(true))
+                .map(|(n, _)| n)
+                .collect();
+                if !used.is_empty() {
+                    self.report(
+                        "forbidHostNamespaces",
+                        format!("the pod uses {}, which is not allowed in namespace {}; remove it from the pod template", used.join(", "), self.namespace),
+                    );
+                }
+            }
+        }
+        if let Some(globs) = &compiled.allowed_service_accounts {
+            let sa = self
+                .pod()
+                .spec
+                .as_ref()
+                .and_then(|s| s.service_account_name.as_deref())
+                .unwrap_or("default");
+            if !globs.iter().any(|g| g.is_match(sa)) {
+                let allowed = r
+                    .allowed_service_accounts
+                    .as_deref()
+                    .unwrap_or_default()
+                    .join(", ");
+                let hint = match role {
+                    SparkRole::Driver => "spark.kubernetes.authenticate.driver.serviceAccountName",
+                    SparkRole::Executor => {
+                        "spark.kubernetes.authenticate.executor.serviceAccountName"
+                    }
+                };
+                self.report(
+                    "allowedServiceAccounts",
+                    format!("service account \"{sa}\" is not allowed in namespace {} (allowed: {allowed}); set {hint}", self.namespace),
+                );
+            }
+        }
+    }
+
+    fn check_images(&mut self, globs: &[GlobMatcher], patterns: &[String]) {
+        let bad: Vec<(String, String)> = self
+            .all_containers()
+            .filter_map(|c| {
+                let image = c.image.as_deref().unwrap_or("");
+                (!globs.iter().any(|g| g.is_match(image)))
+                    .then(|| (c.name.clone(), image.to_owned()))
+            })
+            .collect();
+        for (name, image) in bad {
+            let hint = if Some(name.as_str()) == self.spark.container().map(|c| c.name.as_str()) {
+                format!(
+                    "; set spark.kubernetes.{}.container.image to an allowed image",
+                    self.spark.role
+                )
+            } else {
+                String::new()
+            };
+            self.report(
+                "allowedImages",
+                format!(
+                    "container \"{name}\" uses image \"{image}\", which is not allowed here (allowed: {}){hint}",
+                    patterns.join(", ")
+                ),
+            );
+        }
+    }
+
+    fn check_max_resources(
+        &mut self,
+        max: &std::collections::BTreeMap<
+            String,
+            k8s_openapi::apimachinery::pkg::api::resource::Quantity,
+        >,
+        kind: &str,
+    ) {
+        let Some(container) = self.spark.container() else {
+            return;
+        };
+        let role = self.spark.role;
+        let actual = container.resources.as_ref().and_then(|r| match kind {
+            "requests" => r.requests.as_ref(),
+            _ => r.limits.as_ref(),
+        });
+        let mut problems = Vec::new();
+        for (resource, limit) in max {
+            let Some(have) = actual.and_then(|a| a.get(resource)) else {
+                continue;
+            };
+            let (Some(h), Some(l)) = (quantity::parse(&have.0), quantity::parse(&limit.0)) else {
+                continue;
+            };
+            if h > l {
+                problems.push((resource.clone(), have.0.clone(), limit.0.clone()));
+            }
+        }
+        for (resource, have, limit) in problems {
+            self.report(
+                "maxResources",
+                format!(
+                    "the {role} asks for {resource} {have} ({kind}), above the {limit} allowed for {role}s in namespace {}; {}",
+                    self.namespace,
+                    spark_setting_hint(role, &resource, kind)
+                ),
+            );
+        }
+    }
+
+    fn check_volume_types(&mut self, forbidden: &[String]) {
+        let Some(volumes) = self.pod().spec.as_ref().and_then(|s| s.volumes.as_ref()) else {
+            return;
+        };
+        let mut bad = Vec::new();
+        for v in volumes {
+            let Ok(serde_json::Value::Object(m)) = serde_json::to_value(v) else {
+                continue;
+            };
+            for kind in m.keys().filter(|k| *k != "name") {
+                if forbidden.iter().any(|f| f == kind) {
+                    bad.push((v.name.clone(), kind.clone()));
+                }
+            }
+        }
+        for (name, kind) in bad {
+            self.report(
+                "forbiddenVolumeTypes",
+                format!(
+                    "volume \"{name}\" is a {kind} volume, which is not allowed in namespace {}; remove the spark.kubernetes.{}.volumes.{kind}.{name}.* settings",
+                    self.namespace, self.spark.role
+                ),
+            );
+        }
+    }
+}
+
+/// Which Spark setting controls a resource of the Spark container.
+fn spark_setting_hint(role: SparkRole, resource: &str, kind: &str) -> String {
+    match (resource, kind) {
+        ("memory", _) => format!("lower spark.{role}.memory or spark.{role}.memoryOverhead"),
+        ("cpu", "limits") => format!("lower spark.kubernetes.{role}.limit.cores"),
+        ("cpu", _) => {
+            format!("lower spark.kubernetes.{role}.request.cores (or spark.{role}.cores)")
+        }
+        _ => format!(
+            "lower spark.kubernetes.{role}.resource / spark.{role}.resource.{resource} settings"
+        ),
+    }
+}

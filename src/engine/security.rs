@@ -1,0 +1,70 @@
+//! Security contexts, pod-level and Spark-container-level: merged field by field, so a
+//! policy adding `runAsNonRoot` keeps the `fsGroup` the pod already has.
+
+use k8s_openapi::api::core::v1::PodSpec;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::context::{json, Ctx};
+use crate::policy::model::PodPatch;
+
+pub(crate) fn apply_pod(ctx: &mut Ctx<'_>, spec: &mut PodSpec, patch: &PodPatch) {
+    if let Some(want) = &patch.pod_security_context {
+        merge_fields(
+            ctx,
+            "securityContext",
+            "pod",
+            &mut spec.security_context,
+            want,
+        );
+    }
+}
+
+pub(crate) fn apply_container(
+    ctx: &mut Ctx<'_>,
+    spec: &mut PodSpec,
+    patch: &PodPatch,
+    spark: usize,
+) {
+    if let Some(want) = &patch.security_context {
+        let c = &mut spec.containers[spark];
+        let field = format!("containers[{}].securityContext", c.name);
+        let key = format!("container/{}", c.name);
+        merge_fields(ctx, &field, &key, &mut c.security_context, want);
+    }
+}
+
+/// Sets each top-level field of `want` with the usual scalar rule.
+fn merge_fields<T: Serialize + DeserializeOwned + PartialEq>(
+    ctx: &mut Ctx<'_>,
+    field: &str,
+    key: &str,
+    current: &mut Option<T>,
+    want: &T,
+) {
+    let Ok(Value::Object(wanted)) = serde_json::to_value(want) else {
+        return;
+    };
+    let mut merged = match current.as_ref().map(serde_json::to_value) {
+        Some(Ok(Value::Object(m))) => m,
+        _ => Map::new(),
+    };
+    let mut changed = false;
+    for (k, v) in wanted {
+        if v.is_null() {
+            continue;
+        }
+        let claim = format!("securityContext/{key}/{k}");
+        let shown = format!("{field}.{k}");
+        if ctx.decide(&claim, &shown, merged.get(&k), &v, json) {
+            merged.insert(k, v);
+            changed = true;
+        }
+    }
+    if changed {
+        if let Ok(v) = serde_json::from_value(Value::Object(merged)) {
+            *current = Some(v);
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! Volumes (merged by name) and their mounts (merged by mountPath). A clash with a different
+//! existing volume or mount is reported, never written: the pod stays valid.
+
+use k8s_openapi::api::core::v1::{Container, PodSpec, Volume, VolumeMount};
+
+use super::context::{json, Ctx};
+use crate::policy::model::{ContainerTarget, Mount, PodPatch};
+
+pub(crate) fn apply(ctx: &mut Ctx<'_>, spec: &mut PodSpec, patch: &PodPatch, spark: Option<usize>) {
+    for vp in &patch.volumes {
+        let targets: Vec<usize> = match (vp.mount.is_some(), vp.containers) {
+            (false, _) => Vec::new(),
+            (true, ContainerTarget::All) => (0..spec.containers.len()).collect(),
+            (true, ContainerTarget::Spark) => match spark {
+                Some(i) => vec![i],
+                None => continue, // warned once by the caller
+            },
+        };
+        if !add_volume(ctx, spec, &vp.volume) {
+            continue;
+        }
+        if let Some(m) = &vp.mount {
+            let mount = to_volume_mount(m, &vp.volume.name);
+            for i in targets {
+                add_mount(ctx, &mut spec.containers[i], &mount);
+            }
+        }
+    }
+}
+
+pub(crate) fn to_volume_mount(m: &Mount, volume: &str) -> VolumeMount {
+    VolumeMount {
+        name: volume.to_owned(),
+        mount_path: m.mount_path.clone(),
+        read_only: m.read_only,
+        sub_path: m.sub_path.clone(),
+        sub_path_expr: m.sub_path_expr.clone(),
+        mount_propagation: m.mount_propagation.clone(),
+        recursive_read_only: None,
+    }
+}
+
+/// Adds the volume unless one with that name exists. Returns false when the name is taken
+/// by a different volume (then its mounts must not be added either).
+pub(crate) fn add_volume(ctx: &mut Ctx<'_>, spec: &mut PodSpec, volume: &Volume) -> bool {
+    let list = spec.volumes.get_or_insert_with(Vec::new);
+    match list.iter().find(|v| v.name == volume.name) {
+        Some(existing) if existing == volume => true,
+        Some(existing) => {
+            let by = ctx
+                .claimed_by_other(&format!("volume/{}", volume.name))
+                .map(|p| format!("policy \"{p}\""))
+                .unwrap_or_else(|| "the pod".to_owned());
+            ctx.warn(format!(
+                "policy \"{}\": volume \"{}\" was not added because {by} already has a different volume of that name ({})",
+                ctx.policy,
+                volume.name,
+                json(existing)
+            ));
+            false
+        }
+        None => {
+            let _ = ctx.claim(&format!("volume/{}", volume.name));
+            list.push(volume.clone());
+            ctx.change("volumes", format!("added \"{}\"", volume.name));
+            true
+        }
+    }
+}
+
+/// Adds the mount unless the container already mounts something at that path.
+pub(crate) fn add_mount(ctx: &mut Ctx<'_>, container: &mut Container, mount: &VolumeMount) -> bool {
+    let list = container.volume_mounts.get_or_insert_with(Vec::new);
+    match list.iter().find(|m| m.mount_path == mount.mount_path) {
+        Some(existing) if existing == mount => true,
+        Some(existing) => {
+            ctx.warn(format!(
+                "policy \"{}\": {} was not mounted at {} in container \"{}\" because \"{}\" is already mounted there",
+                ctx.policy, mount.name, mount.mount_path, container.name, existing.name
+            ));
+            false
+        }
+        None => {
+            list.push(mount.clone());
+            ctx.change(
+                format!("containers[{}].volumeMounts", container.name),
+                format!("mounted \"{}\" at {}", mount.name, mount.mount_path),
+            );
+            true
+        }
+    }
+}

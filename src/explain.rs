@@ -1,0 +1,195 @@
+//! `explain`: what the policies would do to one pod, for admins and for golden tests.
+
+use k8s_openapi::api::core::v1::Pod;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::engine::{Engine, Mutation, Validation};
+use crate::matching::PolicySet;
+use crate::policy::model::RuleMode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExplainError {
+    #[error("input is neither JSON nor YAML: {0}")]
+    Syntax(String),
+    #[error("input is not a Pod or an AdmissionReview carrying a Pod: {0}")]
+    NotAPod(String),
+    #[error("the patch does not apply to the pod (a bug: please report it): {0}")]
+    Patch(String),
+}
+
+/// A pod as given on the command line, and the namespace the input names, if any.
+#[derive(Debug, Clone)]
+pub struct Input {
+    pub pod_json: Value,
+    pub pod: Pod,
+    pub namespace: Option<String>,
+}
+
+/// Reads a Pod or an AdmissionReview, in JSON or YAML.
+pub fn read_input(text: &str) -> Result<Input, ExplainError> {
+    let doc: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(json_err) => serde_saphyr::from_str(text).map_err(|yaml_err| {
+            ExplainError::Syntax(format!(
+                "as JSON: {json_err}; as YAML: {}",
+                first_line(&yaml_err.to_string())
+            ))
+        })?,
+    };
+    let (pod_json, namespace) =
+        if doc.get("kind").and_then(Value::as_str) == Some("AdmissionReview") {
+            let request = doc.get("request").ok_or_else(|| {
+                ExplainError::NotAPod("the AdmissionReview has no request".into())
+            })?;
+            let object = request
+                .get("object")
+                .filter(|o| !o.is_null())
+                .ok_or_else(|| {
+                    ExplainError::NotAPod("the AdmissionReview request has no object".into())
+                })?;
+            let ns = request
+                .get("namespace")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            (object.clone(), ns)
+        } else {
+            let ns = doc
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            (doc, ns)
+        };
+    match pod_json.get("kind").and_then(Value::as_str) {
+        Some("Pod") | None => {}
+        Some(other) => return Err(ExplainError::NotAPod(format!("kind is {other}"))),
+    }
+    let pod: Pod = serde_json::from_value(pod_json.clone())
+        .map_err(|e| ExplainError::NotAPod(e.to_string()))?;
+    Ok(Input {
+        pod_json,
+        pod,
+        namespace,
+    })
+}
+
+/// Everything `explain` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub namespace: String,
+    pub matched: Vec<String>,
+    pub mutation: Mutation,
+    /// The pod after the patch, exactly as the API server would store it.
+    pub mutated: Value,
+    /// Rules checked against the mutated pod, as the validating webhook would.
+    pub validation: Validation,
+}
+
+impl Report {
+    pub fn denied(&self) -> bool {
+        self.validation.denied()
+    }
+}
+
+pub fn explain(
+    engine: &Engine,
+    set: &PolicySet,
+    input: &Input,
+    namespace: &str,
+) -> Result<Report, ExplainError> {
+    let mutation = engine.mutate(set, &input.pod, namespace);
+    let mut mutated = input.pod_json.clone();
+    json_patch::patch(&mut mutated, &mutation.patch)
+        .map_err(|e| ExplainError::Patch(e.to_string()))?;
+    let mutated_pod: Pod =
+        serde_json::from_value(mutated.clone()).map_err(|e| ExplainError::Patch(e.to_string()))?;
+    let validation = engine.validate(set, &mutated_pod, namespace);
+    let matched = engine
+        .matching(set, &input.pod, namespace)
+        .iter()
+        .map(|p| p.tag.clone())
+        .collect();
+    Ok(Report {
+        namespace: namespace.to_owned(),
+        matched,
+        mutation,
+        mutated,
+        validation,
+    })
+}
+
+/// The human-readable table.
+pub fn render_table(r: &Report) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let role = r
+        .mutation
+        .role
+        .map(|r| r.as_str())
+        .unwrap_or("not a Spark pod");
+    let _ = writeln!(s, "namespace: {}   role: {role}", r.namespace);
+    let _ = writeln!(
+        s,
+        "policies matched: {}",
+        if r.matched.is_empty() {
+            "none".to_owned()
+        } else {
+            r.matched.join(", ")
+        }
+    );
+    let _ = writeln!(s);
+    if r.mutation.changes.is_empty() {
+        let _ = writeln!(s, "changes: none");
+    } else {
+        let w_policy = r
+            .mutation
+            .changes
+            .iter()
+            .map(|c| c.policy.len())
+            .max()
+            .unwrap_or(6)
+            .max(6);
+        let w_field = r
+            .mutation
+            .changes
+            .iter()
+            .map(|c| c.field.len())
+            .max()
+            .unwrap_or(5)
+            .max(5);
+        let _ = writeln!(s, "{:<w_policy$}  {:<w_field$}  CHANGE", "POLICY", "FIELD");
+        for c in &r.mutation.changes {
+            let _ = writeln!(
+                s,
+                "{:<w_policy$}  {:<w_field$}  {}",
+                c.policy, c.field, c.action
+            );
+        }
+    }
+    let _ = writeln!(s, "\npatch: {} operation(s)", r.mutation.patch.0.len());
+    for w in &r.mutation.warnings {
+        let _ = writeln!(s, "warning: {w}");
+    }
+    let _ = writeln!(s);
+    if r.validation.checked.is_empty() {
+        let _ = writeln!(s, "validation: no rules apply");
+    }
+    for f in &r.validation.findings {
+        let verdict = match f.mode {
+            RuleMode::Enforce => "DENY",
+            RuleMode::Warn => "WARN",
+            RuleMode::Audit => "AUDIT",
+        };
+        let _ = writeln!(s, "{verdict:<5} {}", f.message);
+    }
+    let _ = writeln!(
+        s,
+        "verdict: {}",
+        if r.denied() { "denied" } else { "allowed" }
+    );
+    s
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}

@@ -1,0 +1,114 @@
+use std::io::Read;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+
+use spark_admission::cli::{CheckPoliciesArgs, Cli, Command, ExplainArgs, OutputFormat};
+use spark_admission::engine::Engine;
+use spark_admission::explain::{explain, read_input, render_table};
+use spark_admission::matching::PolicySet;
+use spark_admission::source::load_paths;
+use spark_admission::spark::ContainerNames;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => spark_admission::admission::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Certs(args) => spark_admission::certs::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Explain(args) => run_explain(args),
+        Command::CheckPolicies(args) => Ok(run_check(args)),
+        Command::Schema => print_schema(),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run_explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
+    let text = if args.file.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading standard input")?;
+        s
+    } else {
+        std::fs::read_to_string(&args.file)
+            .with_context(|| format!("reading {}", args.file.display()))?
+    };
+    let input = read_input(&text)?;
+    let (policies, errors) = load_paths(std::slice::from_ref(&args.policies));
+    if !errors.is_empty() {
+        for e in &errors {
+            eprintln!("{e}");
+        }
+        anyhow::bail!(
+            "{} policy error(s) in {}",
+            errors.len(),
+            args.policies.display()
+        );
+    }
+    let set = PolicySet::new(policies);
+    for w in &set.warnings {
+        eprintln!("warning: {w}");
+    }
+    let engine = Engine::new(ContainerNames {
+        driver: args.driver_container,
+        executor: args.executor_container,
+    });
+    let namespace = args
+        .namespace
+        .or(input.namespace.clone())
+        .unwrap_or_else(|| "default".to_owned());
+    let report = explain(&engine, &set, &input, &namespace)?;
+    match args.output {
+        OutputFormat::Patch => {
+            println!("{}", serde_json::to_string_pretty(&report.mutation.patch)?)
+        }
+        OutputFormat::Pod => println!("{}", serde_json::to_string_pretty(&report.mutated)?),
+        OutputFormat::Table => print!("{}", render_table(&report)),
+    }
+    if args.output != OutputFormat::Table {
+        for w in &report.mutation.warnings {
+            eprintln!("warning: {w}");
+        }
+        for f in &report.validation.findings {
+            eprintln!("{:?}: {}", f.mode, f.message);
+        }
+    }
+    Ok(if report.denied() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn run_check(args: CheckPoliciesArgs) -> ExitCode {
+    let (policies, errors) = load_paths(&args.paths);
+    let set = PolicySet::new(policies);
+    for e in &errors {
+        println!("{e}");
+    }
+    for w in &set.warnings {
+        println!("warning: {w}");
+    }
+    if errors.is_empty() {
+        eprintln!("{} policies OK", set.len());
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("{} error(s)", errors.len());
+        ExitCode::from(1)
+    }
+}
+
+fn print_schema() -> anyhow::Result<ExitCode> {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&spark_admission::policy::schema_json())?
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,261 @@
+//! The compiled form of a policy: regexes and globs built, quantities checked, hash taken,
+//! so that nothing on the request path parses or compiles anything.
+
+use globset::{Glob, GlobMatcher};
+use regex::Regex;
+use sha2::{Digest, Sha256};
+
+use super::model::{PodPatch, ResourceValues, Rules, SparkPodPolicy};
+use super::PolicyError;
+use crate::quantity;
+use crate::spark::SparkRole;
+
+#[derive(Debug, Clone)]
+pub struct CompiledPolicy {
+    pub name: String,
+    /// Where it came from, for messages: `file.yaml#1 (name)`.
+    pub origin: String,
+    /// First 10 hex digits of the SHA-256 of the policy as loaded.
+    pub hash: String,
+    /// `name@hash`, as written in the applied-policy annotation.
+    pub tag: String,
+    pub priority: i32,
+    pub namespaces: Vec<String>,
+    pub drivers: bool,
+    pub executors: bool,
+    pub app_name: Option<Regex>,
+    pub match_labels: Vec<(String, String)>,
+    pub all: Option<PodPatch>,
+    pub driver: Option<PodPatch>,
+    pub executor: Option<PodPatch>,
+    pub rules: Option<CompiledRules>,
+    pub source: SparkPodPolicy,
+}
+
+#[derive(Debug, Clone)]
+pub struct CompiledRules {
+    pub rules: Rules,
+    pub allowed_images: Option<Vec<GlobMatcher>>,
+    pub allowed_service_accounts: Option<Vec<GlobMatcher>>,
+}
+
+impl CompiledPolicy {
+    pub fn compile(policy: SparkPodPolicy, origin: String) -> Result<Self, PolicyError> {
+        let err = |path: &str, msg: String| PolicyError::new(origin.clone(), path, msg);
+        let spec = &policy.spec;
+
+        for (i, ns) in spec.namespaces.iter().enumerate() {
+            Glob::new(ns).map_err(|e| {
+                err(
+                    &format!("/spec/namespaces/{i}"),
+                    format!("not a valid namespace glob: {e}"),
+                )
+            })?;
+        }
+        let (drivers, executors) = match spec.selector.as_ref().and_then(|s| s.roles.as_ref()) {
+            None => (true, true),
+            Some(roles) if roles.is_empty() => {
+                return Err(err(
+                    "/spec/selector/roles",
+                    "an empty role list matches no pod; omit it to match both roles".into(),
+                ))
+            }
+            Some(roles) => (
+                roles.contains(&SparkRole::Driver),
+                roles.contains(&SparkRole::Executor),
+            ),
+        };
+        let app_name = match spec.selector.as_ref().and_then(|s| s.app_name.as_deref()) {
+            None => None,
+            Some(re) => Some(Regex::new(re).map_err(|e| {
+                err(
+                    "/spec/selector/appName",
+                    format!(
+                        "not a valid regular expression: {}",
+                        last_line(&e.to_string())
+                    ),
+                )
+            })?),
+        };
+        let match_labels = spec
+            .selector
+            .as_ref()
+            .map(|s| {
+                s.match_labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+
+        for (section, patch) in [
+            ("all", &spec.all),
+            ("driver", &spec.driver),
+            ("executor", &spec.executor),
+        ] {
+            if let Some(p) = patch {
+                check_patch(p, &format!("/spec/{section}"), &err)?;
+            }
+        }
+        let rules = match &spec.validate {
+            None => None,
+            Some(r) => Some(compile_rules(r, &err)?),
+        };
+
+        let canonical = serde_json::to_vec(&policy).map_err(|e| err("", e.to_string()))?;
+        let digest = Sha256::digest(&canonical);
+        let hash: String = digest.iter().take(5).map(|b| format!("{b:02x}")).collect();
+        let name = policy.metadata.name.clone();
+        Ok(Self {
+            tag: format!("{name}@{hash}"),
+            name,
+            origin,
+            hash,
+            priority: spec.priority,
+            namespaces: spec.namespaces.clone(),
+            drivers,
+            executors,
+            app_name,
+            match_labels,
+            all: spec.all.clone(),
+            driver: spec.driver.clone(),
+            executor: spec.executor.clone(),
+            rules,
+            source: policy,
+        })
+    }
+
+    /// The patch sections that apply to a role, in application order.
+    pub fn patches_for(&self, role: SparkRole) -> impl Iterator<Item = &PodPatch> {
+        let specific = match role {
+            SparkRole::Driver => self.driver.as_ref(),
+            SparkRole::Executor => self.executor.as_ref(),
+        };
+        self.all.iter().chain(specific)
+    }
+
+    pub fn applies_to_role(&self, role: SparkRole) -> bool {
+        match role {
+            SparkRole::Driver => self.drivers,
+            SparkRole::Executor => self.executors,
+        }
+    }
+}
+
+fn check_patch(
+    p: &PodPatch,
+    at: &str,
+    err: &impl Fn(&str, String) -> PolicyError,
+) -> Result<(), PolicyError> {
+    if let Some(r) = &p.resources {
+        for (kind, values) in [("defaults", &r.defaults), ("force", &r.force)] {
+            if let Some(v) = values {
+                check_quantities(v, &format!("{at}/resources/{kind}"), err)?;
+            }
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, d) in p.dependencies.iter().enumerate() {
+        if !seen.insert(d.name.as_str()) {
+            return Err(err(
+                &format!("{at}/dependencies/{i}/name"),
+                format!("dependency \"{}\" is listed twice", d.name),
+            ));
+        }
+        if !d.jars && !d.python {
+            return Err(err(
+                &format!("{at}/dependencies/{i}"),
+                "set jars or python (or both): otherwise the dependency is mounted but never used"
+                    .into(),
+            ));
+        }
+    }
+    for (i, v) in p.volumes.iter().enumerate() {
+        if v.volume.name.is_empty() {
+            return Err(err(
+                &format!("{at}/volumes/{i}/volume/name"),
+                "a volume needs a name".into(),
+            ));
+        }
+    }
+    for (list, containers) in [
+        ("initContainers", &p.init_containers),
+        ("sidecars", &p.sidecars),
+    ] {
+        for (i, c) in containers.iter().enumerate() {
+            if c.name.is_empty() {
+                return Err(err(
+                    &format!("{at}/{list}/{i}/name"),
+                    "a container needs a name".into(),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_quantities(
+    v: &ResourceValues,
+    at: &str,
+    err: &impl Fn(&str, String) -> PolicyError,
+) -> Result<(), PolicyError> {
+    for (kind, map) in [("requests", &v.requests), ("limits", &v.limits)] {
+        for (name, q) in map {
+            if quantity::parse(&q.0).is_none_or(|x| x < 0.0) {
+                return Err(err(
+                    &format!("{at}/{kind}/{}", escape_pointer(name)),
+                    format!(
+                        "\"{}\" is not a Kubernetes quantity (examples: 500m, 2, 4Gi)",
+                        q.0
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn compile_rules(
+    r: &Rules,
+    err: &impl Fn(&str, String) -> PolicyError,
+) -> Result<CompiledRules, PolicyError> {
+    let globs = |list: &Option<Vec<String>>,
+                 field: &str|
+     -> Result<Option<Vec<GlobMatcher>>, PolicyError> {
+        list.as_ref()
+            .map(|l| {
+                l.iter()
+                    .enumerate()
+                    .map(|(i, g)| {
+                        Glob::new(g).map(|g| g.compile_matcher()).map_err(|e| {
+                            err(
+                                &format!("/spec/validate/{field}/{i}"),
+                                format!("not a valid glob: {e}"),
+                            )
+                        })
+                    })
+                    .collect()
+            })
+            .transpose()
+    };
+    if let Some(max) = &r.max_resources {
+        for (role, v) in [("driver", &max.driver), ("executor", &max.executor)] {
+            if let Some(v) = v {
+                check_quantities(v, &format!("/spec/validate/maxResources/{role}"), err)?;
+            }
+        }
+    }
+    Ok(CompiledRules {
+        rules: r.clone(),
+        allowed_images: globs(&r.allowed_images, "allowedImages")?,
+        allowed_service_accounts: globs(&r.allowed_service_accounts, "allowedServiceAccounts")?,
+    })
+}
+
+fn escape_pointer(s: &str) -> String {
+    s.replace('~', "~0").replace('/', "~1")
+}
+
+fn last_line(s: &str) -> &str {
+    s.lines().last().unwrap_or(s)
+}

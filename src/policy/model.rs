@@ -1,0 +1,401 @@
+//! The policy format as platform admins write it: `SparkPodPolicy` documents.
+//!
+//! These types are the single source of truth: `policies/schema.json` is generated from
+//! them, and every document is checked against that schema before it is deserialised.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Affinity, ConfigMapVolumeSource, Container, EnvFromSource, EnvVar, HostAlias,
+    PersistentVolumeClaimVolumeSource, PodDNSConfig, PodSecurityContext, SecretVolumeSource,
+    SecurityContext, Toleration, TopologySpreadConstraint, Volume,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::spark::SparkRole;
+
+pub const API_VERSION: &str = "spark-admission.io/v1alpha1";
+pub const KIND: &str = "SparkPodPolicy";
+
+/// One policy document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(title = "SparkPodPolicy")]
+pub struct SparkPodPolicy {
+    /// Always `spark-admission.io/v1alpha1`.
+    #[schemars(schema_with = "api_version_schema")]
+    pub api_version: String,
+    /// Always `SparkPodPolicy`.
+    #[schemars(schema_with = "kind_schema")]
+    pub kind: String,
+    pub metadata: PolicyMetadata,
+    pub spec: PolicySpec,
+}
+
+fn api_version_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "type": "string", "const": API_VERSION })
+}
+
+fn kind_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "type": "string", "const": KIND })
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PolicyMetadata {
+    /// Unique name; it appears in the applied-policy annotation and in every message.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// Free text for humans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PolicySpec {
+    /// Higher wins when two policies set the same value; ties are broken by name.
+    #[serde(default)]
+    pub priority: i32,
+    /// Namespaces the policy applies to: exact names or globs (`team-*`); `*` is every namespace.
+    #[schemars(length(min = 1))]
+    pub namespaces: Vec<String>,
+    /// Further conditions on the pod; all given conditions must hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<Selector>,
+    /// Changes for drivers and executors alike (applied before the role-specific ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub all: Option<PodPatch>,
+    /// Changes for driver pods only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<PodPatch>,
+    /// Changes for executor pods only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor: Option<PodPatch>,
+    /// Rules checked by the validating webhook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validate: Option<Rules>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Selector {
+    /// Spark roles the policy applies to (default: both).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles: Option<Vec<SparkRole>>,
+    /// Regular expression matched against the `spark-app-name` label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_name: Option<String>,
+    /// Labels the pod must carry with exactly these values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub match_labels: BTreeMap<String, String>,
+}
+
+/// Which containers a volume mount or setting goes to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ContainerTarget {
+    /// Only the Spark container (found by name, never by position).
+    #[default]
+    Spark,
+    /// Every container of the pod, init containers excluded.
+    All,
+}
+
+/// What a policy adds to a pod. Every field is optional.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PodPatch {
+    /// When false (default) a value the pod already has wins over the policy's, with a warning.
+    #[serde(default)]
+    pub overwrite: bool,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Required node affinity is ANDed into every existing term; preferred and pod (anti-)affinity terms are appended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Appended; a toleration equal to an existing one is not added again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Names of image pull secrets to add.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImagePatch>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumePatch>,
+    /// Jars and Python packages put on the Spark classpath / PYTHONPATH.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dependencies: Vec<Dependency>,
+    /// Environment variables for the Spark container, merged by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    /// envFrom sources for the Spark container; an equal source is not added again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_from: Vec<EnvFromSource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourcesPatch>,
+    /// Also removes `spec.priority` and `spec.preemptionPolicy`, which the API server recomputes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduler_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_class_name: Option<String>,
+    /// Pod-level security context; fields the pod sets are kept unless `overwrite`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_security_context: Option<PodSecurityContext>,
+    /// Security context of the Spark container; fields the container sets are kept unless `overwrite`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<SecurityContext>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub termination_grace_period_seconds: Option<i64>,
+    /// Appended; a constraint with the same topologyKey and whenUnsatisfiable is not added again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+    /// Nameservers, searches and options are merged without duplicates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_config: Option<PodDNSConfig>,
+    /// Merged by IP: hostnames are added to an existing entry for the same IP.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_aliases: Vec<HostAlias>,
+    /// Init containers, merged by name and run after the pod's own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub init_containers: Vec<Container>,
+    /// Sidecar containers, merged by name and placed after the pod's containers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sidecars: Vec<Container>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ImagePatch {
+    /// Prefix rewrites applied to every container image (first match wins), e.g. a registry mirror.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rewrite: Vec<ImageRewrite>,
+    /// imagePullPolicy for every container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_policy: Option<PullPolicy>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ImageRewrite {
+    /// Image prefix to replace, e.g. `docker.io/apache/`; an image that already starts with `to` is left alone.
+    #[schemars(length(min = 1))]
+    pub from: String,
+    /// Replacement prefix, e.g. `mirror.corp.example/apache/`.
+    #[schemars(length(min = 1))]
+    pub to: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+impl PullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "Always",
+            PullPolicy::IfNotPresent => "IfNotPresent",
+            PullPolicy::Never => "Never",
+        }
+    }
+}
+
+/// A volume and where to mount it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VolumePatch {
+    /// A Kubernetes Volume (name plus one source).
+    pub volume: Volume,
+    /// Where to mount it; without a mount the volume is only added to the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount: Option<Mount>,
+    /// Which containers get the mount.
+    #[serde(default)]
+    pub containers: ContainerTarget,
+}
+
+/// A VolumeMount whose name defaults to the volume's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Mount {
+    #[schemars(length(min = 1), regex(pattern = r"^/"))]
+    pub mount_path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_path_expr: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount_propagation: Option<String>,
+}
+
+/// Jars or Python packages made available to Spark before it starts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Dependency {
+    /// Short name; the volume is called `spark-deps-<name>`.
+    #[schemars(
+        length(min = 1, max = 50),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    pub source: DependencySource,
+    /// Where the dependency appears in the Spark container (default `/opt/spark/deps/<name>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^/[^:]*$"))]
+    pub mount_path: Option<String>,
+    /// Put `<mountPath>/*` on the JVM classpath (default true).
+    #[serde(default = "default_true")]
+    pub jars: bool,
+    /// Put `<mountPath>` on PYTHONPATH (default false).
+    #[serde(default)]
+    pub python: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Exactly one source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub enum DependencySource {
+    PersistentVolumeClaim(PersistentVolumeClaimVolumeSource),
+    ConfigMap(ConfigMapVolumeSource),
+    Secret(SecretVolumeSource),
+    /// An OCI image mounted as a volume (Kubernetes image volumes).
+    Image(ImageSource),
+    /// Files fetched by an init container into an emptyDir before Spark starts.
+    Download(DownloadSource),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ImageSource {
+    #[schemars(length(min = 1))]
+    pub reference: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_policy: Option<PullPolicy>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DownloadSource {
+    /// http(s) URLs, each saved under its last path segment.
+    #[schemars(length(min = 1), inner(regex(pattern = r"^https?://[^\s]+/[^/\s]+$")))]
+    pub urls: Vec<String>,
+    /// Image of the init container; it must provide `curl`.
+    #[serde(default = "default_download_image")]
+    pub image: String,
+}
+
+pub const DEFAULT_DOWNLOAD_IMAGE: &str = "curlimages/curl:8.11.1";
+
+fn default_download_image() -> String {
+    DEFAULT_DOWNLOAD_IMAGE.to_owned()
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ResourcesPatch {
+    /// Set only where the Spark container has no value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defaults: Option<ResourceValues>,
+    /// Always set, replacing what the container has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force: Option<ResourceValues>,
+}
+
+/// Requests and limits by resource name (cpu, memory, ephemeral-storage, nvidia.com/gpu, ...).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ResourceValues {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub requests: BTreeMap<String, Quantity>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub limits: BTreeMap<String, Quantity>,
+}
+
+/// What the validating webhook checks.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Rules {
+    /// enforce: deny the pod; warn: allow with a warning to the submitter; audit: allow, record in the audit log.
+    #[serde(default)]
+    pub mode: RuleMode,
+    /// Image globs every container image must match, e.g. `registry.corp/spark/*`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_images: Option<Vec<String>>,
+    /// Upper bounds for the Spark container's requests and limits, per role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_resources: Option<MaxResources>,
+    /// Label keys every Spark pod must carry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required_labels: Vec<String>,
+    /// Volume source types not allowed, by their field name: hostPath, emptyDir, nfs, ...
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forbidden_volume_types: Vec<String>,
+    /// No container may run privileged.
+    #[serde(default)]
+    pub forbid_privileged: bool,
+    /// Every container must set allowPrivilegeEscalation: false.
+    #[serde(default)]
+    pub forbid_privilege_escalation: bool,
+    /// No hostNetwork, hostPID or hostIPC.
+    #[serde(default)]
+    pub forbid_host_namespaces: bool,
+    /// Service account names or globs the pod may run as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_service_accounts: Option<Vec<String>>,
+    /// The Spark container must be present (recognised by name).
+    #[serde(default)]
+    pub require_spark_container: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleMode {
+    #[default]
+    Enforce,
+    Warn,
+    Audit,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MaxResources {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<ResourceValues>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor: Option<ResourceValues>,
+}
+
+impl MaxResources {
+    pub fn for_role(&self, role: SparkRole) -> Option<&ResourceValues> {
+        match role {
+            SparkRole::Driver => self.driver.as_ref(),
+            SparkRole::Executor => self.executor.as_ref(),
+        }
+    }
+}

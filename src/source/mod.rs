@@ -1,0 +1,26 @@
+//! Where policies come from, and the one snapshot every request reads.
+//!
+//! Sources compile policies off the request path and swap a whole new `PolicySet` in; a
+//! request takes the current snapshot with one atomic load and never waits on a reload.
+
+mod folder;
+mod store;
+
+pub use folder::{load_paths, FolderSource, ScanReport};
+pub use store::PolicyStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot read policy folder {path}: {source}")]
+    Folder {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read {path}: {source}")]
+    File {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
