@@ -14,8 +14,12 @@ use spark_admission::spark::ContainerNames;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => spark_admission::admission::run(args).map(|()| ExitCode::SUCCESS),
-        Command::Certs(args) => spark_admission::certs::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Serve(args) => spark_admission::admission::run(args)
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(anyhow::Error::from),
+        Command::Certs(args) => spark_admission::certs::run(args)
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(anyhow::Error::from),
         Command::Explain(args) => run_explain(args),
         Command::CheckPolicies(args) => Ok(run_check(args)),
         Command::Schema => print_schema(),

@@ -10,7 +10,40 @@ use super::model::SparkPodPolicy;
 /// The schema as shipped in `policies/schema.json`.
 pub fn schema_json() -> Value {
     let schema = schemars::schema_for!(SparkPodPolicy);
-    serde_json::to_value(schema).unwrap_or(Value::Null)
+    let mut value = serde_json::to_value(schema).unwrap_or(Value::Null);
+    strip_optional_null(&mut value);
+    value
+}
+
+/// schemars writes `Option<T>` as `anyOf: [T, null]`; a mistake inside T then reports only
+/// "not valid under any of the schemas" at the parent. Policies never need an explicit
+/// null, so the alternative is dropped and errors point at the exact field.
+fn strip_optional_null(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            if let Some(Value::Array(any)) = map.get("anyOf") {
+                let is_null = |s: &Value| s.get("type").and_then(Value::as_str) == Some("null");
+                if any.len() == 2 && any.iter().any(is_null) {
+                    if let Some(Value::Object(inner)) = any.iter().find(|s| !is_null(s)).cloned() {
+                        map.remove("anyOf");
+                        for (k, val) in inner {
+                            map.entry(k).or_insert(val);
+                        }
+                    }
+                }
+            }
+            if let Some(Value::Array(types)) = map.get_mut("type") {
+                types.retain(|t| t.as_str() != Some("null"));
+                if types.len() == 1 {
+                    let only = types.remove(0);
+                    map.insert("type".to_owned(), only);
+                }
+            }
+            map.values_mut().for_each(strip_optional_null);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_optional_null),
+        _ => {}
+    }
 }
 
 /// A compiled validator for the policy schema.
@@ -47,9 +80,16 @@ impl SchemaValidator {
         let mut out: Vec<SchemaViolation> = self
             .validator
             .iter_errors(doc)
-            .map(|e| SchemaViolation {
-                path: e.instance_path().as_str().to_owned(),
-                message: shorten(&e.to_string()),
+            .map(|e| {
+                let mut message = shorten(&e.to_string());
+                // YAML 1.1 reads yes/no/on/off/y/n as booleans; say so where a string was expected.
+                if e.instance().is_boolean() && message.contains("\"string\"") {
+                    message.push_str(" (YAML reads unquoted yes/no/y/n/on/off/true/false as booleans: quote the value)");
+                }
+                SchemaViolation {
+                    path: e.instance_path().as_str().to_owned(),
+                    message,
+                }
             })
             .collect();
         // Deeper paths point closer to the mistake.

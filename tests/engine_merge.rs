@@ -1,0 +1,658 @@
+//! One test per merge rule, on real Spark pods: what a platform admin writes in a policy,
+//! and what the pod looks like after the webhook.
+
+mod engine_support;
+
+use engine_support::*;
+use serde_json::json;
+use spark_admission::engine::{Engine, APPLIED_ANNOTATION};
+
+const HEADER: &str = "apiVersion: spark-admission.io/v1alpha1\nkind: SparkPodPolicy\n";
+
+fn policy(name: &str, priority: i32, body: &str) -> String {
+    let indented: String = body.lines().map(|l| format!("  {l}\n")).collect();
+    format!("{HEADER}metadata: {{name: {name}}}\nspec:\n  priority: {priority}\n  namespaces: [spark-jobs]\n{indented}")
+}
+
+#[test]
+fn tolerations_are_appended_after_the_api_servers_own() {
+    let set = policies(&policy(
+        "spot",
+        0,
+        "all:\n  tolerations:\n  - {key: spot, operator: Exists, effect: NoSchedule}",
+    ));
+    let pod = review_pod("mutate-driver-rich");
+    let before = pod["spec"]["tolerations"].as_array().unwrap().clone();
+    let (m, out) = mutate_checked(&set, &pod, "spark-jobs");
+    let after = out["spec"]["tolerations"].as_array().unwrap();
+    assert_eq!(after.len(), before.len() + 1);
+    assert_eq!(
+        &after[..before.len()],
+        &before[..],
+        "existing tolerations kept in order"
+    );
+    assert_eq!(
+        after.last().unwrap(),
+        &json!({"key": "spot", "operator": "Exists", "effect": "NoSchedule"})
+    );
+    assert!(
+        paths(&m).contains(&format!("/spec/tolerations/{}", before.len())),
+        "{:?}",
+        paths(&m)
+    );
+}
+
+#[test]
+fn an_existing_equal_toleration_is_not_added_twice() {
+    let pod = review_pod("mutate-driver-pyspark-pi");
+    let existing = pod["spec"]["tolerations"][0].to_string();
+    let set = policies(&policy(
+        "dup",
+        0,
+        &format!("all:\n  tolerations:\n  - {existing}"),
+    ));
+    let (m, _) = mutate_checked(&set, &pod, "spark-jobs");
+    assert!(!paths(&m).iter().any(|p| p.starts_with("/spec/tolerations")));
+}
+
+#[test]
+fn spark_container_is_found_by_name_not_position() {
+    let mut pod = review_pod("mutate-driver-scala-sparkpi");
+    let sidecar = json!({"name": "log-shipper", "image": "fluent/fluent-bit:3", "env": [{"name": "A", "value": "1"}]});
+    pod["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .insert(0, sidecar.clone());
+    let set = policies(&policy(
+        "env",
+        0,
+        "all:\n  env:\n  - {name: AWS_REGION, value: eu-west-1}",
+    ));
+    let (m, out) = mutate_checked(&set, &pod, "spark-jobs");
+    assert!(
+        paths(&m)
+            .iter()
+            .any(|p| p.starts_with("/spec/containers/1/env")),
+        "{:?}",
+        paths(&m)
+    );
+    assert!(!paths(&m)
+        .iter()
+        .any(|p| p.starts_with("/spec/containers/0")));
+    assert_eq!(
+        out["spec"]["containers"][0], sidecar,
+        "the sidecar keeps every field"
+    );
+    assert_eq!(
+        env_value(
+            spark_container(&out, "spark-kubernetes-driver"),
+            "AWS_REGION"
+        )
+        .as_deref(),
+        Some("eu-west-1")
+    );
+}
+
+#[test]
+fn a_pod_without_the_spark_container_gets_a_warning_and_no_container_patch() {
+    let mut pod = review_pod("mutate-driver-scala-sparkpi");
+    pod["spec"]["containers"][0]["name"] = json!("renamed");
+    let set = policies(&policy(
+        "env",
+        0,
+        "all:\n  labels: {a: b}\n  env:\n  - {name: X, value: \"y\"}",
+    ));
+    let (m, _) = mutate_checked(&set, &pod, "spark-jobs");
+    assert!(
+        !paths(&m).iter().any(|p| p.starts_with("/spec/containers")),
+        "{:?}",
+        paths(&m)
+    );
+    assert!(
+        paths(&m).contains(&"/metadata/labels/a".to_owned()),
+        "pod-level changes still apply"
+    );
+    assert!(
+        m.warnings
+            .iter()
+            .any(|w| w.contains("no container named \"spark-kubernetes-driver\"")),
+        "{:?}",
+        m.warnings
+    );
+}
+
+#[test]
+fn pods_without_a_spark_role_are_never_touched() {
+    let mut pod = review_pod("mutate-driver-rich");
+    pod["metadata"]["labels"]
+        .as_object_mut()
+        .unwrap()
+        .remove("spark-role");
+    let m = Engine::default().mutate(&example_policies(), &typed(&pod), "spark-jobs");
+    assert!(m.patch.0.is_empty());
+    assert!(m.role.is_none());
+    assert!(m.warnings.is_empty());
+}
+
+#[test]
+fn volumes_merge_by_name_and_mounts_by_path() {
+    let pod = review_pod("mutate-driver-rich");
+    // `data` is an existing PVC volume: a different `data` must not replace it.
+    let set = policies(&policy(
+        "vols",
+        0,
+        "all:\n  volumes:\n  - volume: {name: data, emptyDir: {}}\n    mount: {mountPath: /other}\n  - volume: {name: fresh, emptyDir: {}}\n    mount: {mountPath: /data}\n  - volume: {name: cache, emptyDir: {}}\n    mount: {mountPath: /cache, readOnly: true}",
+    ));
+    let (m, out) = mutate_checked(&set, &pod, "spark-jobs");
+    let vols: Vec<&str> = out["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(vols.iter().filter(|n| **n == "data").count(), 1);
+    assert!(out["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|v| v["name"] == "data" && v["persistentVolumeClaim"].is_object()));
+    let c = spark_container(&out, "spark-kubernetes-driver");
+    let mounts = c["volumeMounts"].as_array().unwrap();
+    assert_eq!(
+        mounts.iter().filter(|v| v["mountPath"] == "/data").count(),
+        1,
+        "mount path /data not duplicated"
+    );
+    assert!(mounts
+        .iter()
+        .any(|v| v["mountPath"] == "/cache" && v["name"] == "cache" && v["readOnly"] == true));
+    assert!(!mounts.iter().any(|v| v["mountPath"] == "/other"));
+    assert!(
+        m.warnings
+            .iter()
+            .any(|w| w.contains("volume \"data\" was not added")),
+        "{:?}",
+        m.warnings
+    );
+    assert!(
+        m.warnings.iter().any(|w| w.contains("/data")),
+        "{:?}",
+        m.warnings
+    );
+}
+
+#[test]
+fn volumes_for_all_containers_reach_sidecars() {
+    let mut pod = review_pod("mutate-driver-scala-sparkpi");
+    pod["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "side", "image": "busybox"}));
+    let set = policies(&policy("vols", 0, "all:\n  volumes:\n  - volume: {name: certs, configMap: {name: ca}}\n    mount: {mountPath: /etc/ca}\n    containers: all"));
+    let (_, out) = mutate_checked(&set, &pod, "spark-jobs");
+    for c in out["spec"]["containers"].as_array().unwrap() {
+        assert!(
+            c["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["mountPath"] == "/etc/ca"),
+            "{}",
+            c["name"]
+        );
+    }
+}
+
+#[test]
+fn env_keeps_the_pods_value_unless_overwrite() {
+    let pod = review_pod("mutate-driver-rich");
+    let keep = policies(&policy(
+        "keep",
+        0,
+        "driver:\n  env:\n  - {name: MY_DRIVER_ENV, value: policy}",
+    ));
+    let (m, out) = mutate_checked(&keep, &pod, "spark-jobs");
+    assert_eq!(
+        env_value(
+            spark_container(&out, "spark-kubernetes-driver"),
+            "MY_DRIVER_ENV"
+        )
+        .as_deref(),
+        Some("hello")
+    );
+    assert!(
+        m.warnings
+            .iter()
+            .any(|w| w.contains("MY_DRIVER_ENV") && w.contains("\"hello\"")),
+        "{:?}",
+        m.warnings
+    );
+
+    let force = policies(&policy(
+        "force",
+        0,
+        "driver:\n  overwrite: true\n  env:\n  - {name: MY_DRIVER_ENV, value: policy}",
+    ));
+    let (m, out) = mutate_checked(&force, &pod, "spark-jobs");
+    assert_eq!(
+        env_value(
+            spark_container(&out, "spark-kubernetes-driver"),
+            "MY_DRIVER_ENV"
+        )
+        .as_deref(),
+        Some("policy")
+    );
+    assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+}
+
+#[test]
+fn the_higher_priority_policy_wins_a_scalar() {
+    let yaml = format!(
+        "{}---\n{}",
+        policy(
+            "low",
+            1,
+            "all:\n  labels: {tier: bronze}\n  schedulerName: low-sched"
+        ),
+        policy(
+            "high",
+            9,
+            "all:\n  labels: {tier: gold}\n  schedulerName: high-sched\n  overwrite: true"
+        )
+    );
+    let set = policies(&yaml);
+    let (m, out) = mutate_checked(&set, &review_pod("mutate-driver-pyspark-pi"), "spark-jobs");
+    assert_eq!(out["metadata"]["labels"]["tier"], "gold");
+    assert_eq!(out["spec"]["schedulerName"], "high-sched");
+    let applied = out["metadata"]["annotations"][APPLIED_ANNOTATION]
+        .as_str()
+        .unwrap();
+    assert!(
+        applied.starts_with("high@") && applied.contains(",low@"),
+        "{applied}"
+    );
+    assert!(m
+        .changes
+        .iter()
+        .any(|c| c.policy == "low" && c.action.contains("\"high\" has higher priority")));
+}
+
+#[test]
+fn required_node_affinity_is_anded_into_every_term() {
+    let mut pod = review_pod("mutate-driver-scala-sparkpi");
+    pod["spec"]["affinity"] = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]},
+        {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["b"]}]}
+    ]}}});
+    let set = policies(&policy(
+        "arch",
+        0,
+        "all:\n  affinity:\n    nodeAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n        nodeSelectorTerms:\n        - matchExpressions:\n          - {key: arch, operator: In, values: [amd64]}\n      preferredDuringSchedulingIgnoredDuringExecution:\n      - weight: 10\n        preference:\n          matchExpressions:\n          - {key: ssd, operator: Exists}",
+    ));
+    let (_, out) = mutate_checked(&set, &pod, "spark-jobs");
+    let terms = out["spec"]["affinity"]["nodeAffinity"]
+        ["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+        .as_array()
+        .unwrap();
+    assert_eq!(terms.len(), 2, "still two ORed terms");
+    for (term, zone) in terms.iter().zip(["a", "b"]) {
+        let exprs = term["matchExpressions"].as_array().unwrap();
+        assert!(exprs
+            .iter()
+            .any(|e| e["key"] == "zone" && e["values"][0] == zone));
+        assert!(exprs.iter().any(|e| e["key"] == "arch"));
+    }
+    assert_eq!(
+        out["spec"]["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+            [0]["weight"],
+        10
+    );
+}
+
+#[test]
+fn affinity_parents_are_created_when_absent() {
+    let pod = review_pod("mutate-executor-client-1");
+    assert!(pod["spec"].get("affinity").is_none());
+    let set = policies(&policy("anti", 0, "executor:\n  affinity:\n    podAntiAffinity:\n      preferredDuringSchedulingIgnoredDuringExecution:\n      - weight: 50\n        podAffinityTerm:\n          topologyKey: kubernetes.io/hostname\n          labelSelector: {matchLabels: {spark-role: executor}}"));
+    let (m, out) = mutate_checked(&set, &pod, "spark-jobs");
+    assert!(
+        paths(&m).contains(&"/spec/affinity".to_owned()),
+        "{:?}",
+        paths(&m)
+    );
+    assert_eq!(
+        out["spec"]["affinity"]["podAntiAffinity"]
+            ["preferredDuringSchedulingIgnoredDuringExecution"][0]["weight"],
+        50
+    );
+}
+
+#[test]
+fn priority_class_drops_the_computed_priority() {
+    let pod = review_pod("mutate-driver-pyspark-pi");
+    assert_eq!(pod["spec"]["priority"], 0);
+    let set = policies(&policy(
+        "prio",
+        0,
+        "driver:\n  priorityClassName: spark-high",
+    ));
+    let (m, out) = mutate_checked(&set, &pod, "spark-jobs");
+    assert_eq!(out["spec"]["priorityClassName"], "spark-high");
+    assert!(out["spec"].get("priority").is_none());
+    assert!(out["spec"].get("preemptionPolicy").is_none());
+    assert!(paths(&m).contains(&"/spec/priority".to_owned()));
+}
+
+#[test]
+fn keys_with_slash_and_tilde_are_escaped() {
+    let set = policies(&policy(
+        "esc",
+        0,
+        "all:\n  labels: {\"example.com/team~x\": data}",
+    ));
+    let (m, out) = mutate_checked(&set, &review_pod("mutate-driver-rich"), "spark-jobs");
+    assert!(
+        paths(&m).contains(&"/metadata/labels/example.com~1team~0x".to_owned()),
+        "{:?}",
+        paths(&m)
+    );
+    assert_eq!(out["metadata"]["labels"]["example.com/team~x"], "data");
+}
+
+#[test]
+fn annotations_parent_is_created_when_absent() {
+    let pod = spark_pod("driver-scala-sparkpi");
+    assert!(pod["metadata"].get("annotations").is_none());
+    let set = policies(&policy("ann", 0, "all:\n  labels: {x: z}"));
+    let (m, out) = mutate_checked(&set, &pod, "spark-jobs");
+    assert!(
+        paths(&m).contains(&"/metadata/annotations".to_owned()),
+        "{:?}",
+        paths(&m)
+    );
+    assert!(out["metadata"]["annotations"][APPLIED_ANNOTATION]
+        .as_str()
+        .unwrap()
+        .starts_with("ann@"));
+}
+
+#[test]
+fn pull_secrets_merge_by_name() {
+    let set = policies(&policy(
+        "ps",
+        0,
+        "all:\n  imagePullSecrets: [regcred, corp]",
+    ));
+    let (_, out) = mutate_checked(&set, &review_pod("mutate-driver-rich"), "spark-jobs");
+    let names: Vec<&str> = out["spec"]["imagePullSecrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["regcred", "regcred2", "corp"]);
+}
+
+#[test]
+fn jars_go_to_the_launcher_classpath_on_drivers_and_the_extra_classpath_on_executors() {
+    let set = policies(&policy(
+        "deps",
+        0,
+        "all:\n  dependencies:\n  - name: hadoop-aws\n    source: {persistentVolumeClaim: {claimName: jars}}\n  - name: py\n    source: {image: {reference: registry.example.com/py-libs:1}}\n    jars: false\n    python: true",
+    ));
+    let (_, driver) = mutate_checked(
+        &set,
+        &review_pod("mutate-driver-scala-sparkpi"),
+        "spark-jobs",
+    );
+    let c = spark_container(&driver, "spark-kubernetes-driver");
+    assert_eq!(
+        env_value(c, "SPARK_DIST_CLASSPATH").as_deref(),
+        Some("/opt/spark/deps/hadoop-aws/*")
+    );
+    assert_eq!(
+        env_value(c, "PYTHONPATH").as_deref(),
+        Some("/opt/spark/deps/py")
+    );
+    assert!(env_value(c, "SPARK_EXTRA_CLASSPATH").is_none());
+    assert!(driver["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|v| v["name"] == "spark-deps-py"
+            && v["image"]["reference"] == "registry.example.com/py-libs:1"));
+
+    // This executor already has SPARK_CLASSPATH from spark.executor.extraClassPath: untouched.
+    let pod = review_pod("mutate-executor-client-extra");
+    let spark_classpath = env_value(
+        spark_container(&pod, "spark-kubernetes-executor"),
+        "SPARK_CLASSPATH",
+    );
+    assert!(spark_classpath.is_some());
+    let (_, exec) = mutate_checked(&set, &pod, "spark-jobs");
+    let c = spark_container(&exec, "spark-kubernetes-executor");
+    assert_eq!(env_value(c, "SPARK_CLASSPATH"), spark_classpath);
+    assert_eq!(
+        env_value(c, "SPARK_EXTRA_CLASSPATH").as_deref(),
+        Some("/opt/spark/deps/hadoop-aws/*")
+    );
+    assert!(c["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["mountPath"] == "/opt/spark/deps/hadoop-aws" && m["readOnly"] == true));
+}
+
+#[test]
+fn classpath_entries_are_appended_to_an_existing_value() {
+    let mut pod = review_pod("mutate-executor-client-1");
+    let env = pod["spec"]["containers"][0]["env"].as_array_mut().unwrap();
+    env.push(json!({"name": "SPARK_EXTRA_CLASSPATH", "value": "/opt/custom/*"}));
+    let set = policies(&policy(
+        "deps",
+        0,
+        "all:\n  dependencies:\n  - name: jdbc\n    source: {configMap: {name: jdbc}}",
+    ));
+    let (_, out) = mutate_checked(&set, &pod, "spark-jobs");
+    assert_eq!(
+        env_value(
+            spark_container(&out, "spark-kubernetes-executor"),
+            "SPARK_EXTRA_CLASSPATH"
+        )
+        .as_deref(),
+        Some("/opt/custom/*:/opt/spark/deps/jdbc/*")
+    );
+}
+
+#[test]
+fn download_dependencies_use_an_init_container_without_a_shell() {
+    let set = policies(&policy(
+        "dl",
+        0,
+        "all:\n  dependencies:\n  - name: aws\n    source:\n      download:\n        urls: [\"https://repo.example.com/a/hadoop-aws.jar\"]",
+    ));
+    let (_, out) = mutate_checked(&set, &review_pod("mutate-executor-rich-1"), "spark-jobs");
+    let init = &out["spec"]["initContainers"][0];
+    assert_eq!(init["name"], "spark-deps-aws");
+    assert_eq!(init["command"], json!(["curl"]));
+    assert!(init["args"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("https://repo.example.com/a/hadoop-aws.jar")));
+    assert!(out["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|v| v["name"] == "spark-deps-aws" && v["emptyDir"].is_object()));
+}
+
+#[test]
+fn resource_defaults_fill_gaps_and_force_replaces() {
+    let pod = review_pod("mutate-executor-rich-1");
+    let c = spark_container(&pod, "spark-kubernetes-executor");
+    let cpu_limit = c["resources"]["limits"]["cpu"].clone();
+    assert!(!cpu_limit.is_null());
+    let set = policies(&policy(
+        "res",
+        0,
+        "executor:\n  resources:\n    defaults: {limits: {cpu: \"8\", ephemeral-storage: 10Gi}}\n    force: {limits: {nvidia.com/gpu: 1}}",
+    ));
+    let (_, out) = mutate_checked(&set, &pod, "spark-jobs");
+    let r = &spark_container(&out, "spark-kubernetes-executor")["resources"];
+    assert_eq!(
+        r["limits"]["cpu"], cpu_limit,
+        "a default never replaces a value"
+    );
+    assert_eq!(r["limits"]["ephemeral-storage"], "10Gi");
+    assert_eq!(r["limits"]["nvidia.com/gpu"], "1");
+}
+
+#[test]
+fn a_value_that_would_put_a_request_above_its_limit_is_not_applied() {
+    let pod = review_pod("mutate-executor-rich-1");
+    let before = spark_container(&pod, "spark-kubernetes-executor")["resources"].clone();
+    let set = policies(&policy(
+        "res",
+        0,
+        "executor:\n  resources:\n    force: {requests: {cpu: \"64\"}}",
+    ));
+    let (m, out) = mutate_checked(&set, &pod, "spark-jobs");
+    assert_eq!(
+        spark_container(&out, "spark-kubernetes-executor")["resources"],
+        before
+    );
+    assert!(
+        m.warnings
+            .iter()
+            .any(|w| w.contains("larger than the limit")),
+        "{:?}",
+        m.warnings
+    );
+}
+
+#[test]
+fn security_context_merges_field_by_field() {
+    let mut pod = review_pod("mutate-driver-scala-sparkpi");
+    pod["spec"]["securityContext"] = json!({"fsGroup": 185});
+    let set = policies(&policy(
+        "sec",
+        0,
+        "all:\n  podSecurityContext: {runAsNonRoot: true, fsGroup: 1000}\n  securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}",
+    ));
+    let (m, out) = mutate_checked(&set, &pod, "spark-jobs");
+    assert_eq!(
+        out["spec"]["securityContext"],
+        json!({"fsGroup": 185, "runAsNonRoot": true})
+    );
+    let c = spark_container(&out, "spark-kubernetes-driver");
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(c["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
+    assert!(m.warnings.iter().any(|w| w.contains("fsGroup")));
+}
+
+#[test]
+fn sidecars_and_init_containers_merge_by_name_after_the_pods_own() {
+    let set = policies(&policy(
+        "side",
+        0,
+        "all:\n  sidecars:\n  - {name: vector, image: timberio/vector:0.40}\n  initContainers:\n  - {name: wait-for-metastore, image: busybox:1.36, command: [sh, -c, 'true']}",
+    ));
+    let (_, out) = mutate_checked(&set, &review_pod("mutate-driver-rich"), "spark-jobs");
+    let names: Vec<&str> = out["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["spark-kubernetes-driver", "vector"]);
+    assert_eq!(
+        out["spec"]["initContainers"][0]["name"],
+        "wait-for-metastore"
+    );
+}
+
+#[test]
+fn image_rewrite_applies_to_every_container_once() {
+    let set = policies(&policy(
+        "mirror",
+        0,
+        "all:\n  image:\n    rewrite:\n    - {from: apache/, to: mirror.example.com/apache/}\n    - {from: mirror.example.com/, to: elsewhere/}\n    pullPolicy: IfNotPresent\n  overwrite: true\n  sidecars:\n  - {name: tool, image: apache/tool:1}",
+    ));
+    let (_, out) = mutate_checked(&set, &review_pod("mutate-driver-rich"), "spark-jobs");
+    for c in out["spec"]["containers"].as_array().unwrap() {
+        assert!(
+            c["image"]
+                .as_str()
+                .unwrap()
+                .starts_with("mirror.example.com/apache/"),
+            "{}",
+            c["image"]
+        );
+        assert_eq!(c["imagePullPolicy"], "IfNotPresent");
+    }
+}
+
+#[test]
+fn topology_spread_dns_and_host_aliases_merge() {
+    let set = policies(&policy(
+        "net",
+        0,
+        "all:\n  topologySpreadConstraints:\n  - {maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: ScheduleAnyway, labelSelector: {matchLabels: {spark-role: executor}}}\n  dnsConfig: {options: [{name: ndots, value: \"2\"}], searches: [corp.example.com]}\n  hostAliases:\n  - {ip: 10.0.0.5, hostnames: [metastore]}\n  terminationGracePeriodSeconds: 60\n  overwrite: true",
+    ));
+    let (_, out) = mutate_checked(&set, &review_pod("mutate-executor-rich-2"), "spark-jobs");
+    assert_eq!(out["spec"]["topologySpreadConstraints"][0]["maxSkew"], 1);
+    assert_eq!(
+        out["spec"]["dnsConfig"]["options"][0],
+        json!({"name": "ndots", "value": "2"})
+    );
+    assert_eq!(
+        out["spec"]["hostAliases"][0],
+        json!({"ip": "10.0.0.5", "hostnames": ["metastore"]})
+    );
+    assert_eq!(out["spec"]["terminationGracePeriodSeconds"], 60);
+}
+
+#[test]
+fn selector_limits_policies_by_role_app_name_and_labels() {
+    let yaml = format!(
+        "{HEADER}metadata: {{name: sel}}\nspec:\n  namespaces: [\"spark-*\"]\n  selector:\n    roles: [executor]\n    appName: \"^spark-pi\"\n    matchLabels: {{spark-version: 3.5.9}}\n  all:\n    labels: {{selected: \"yes\"}}\n"
+    );
+    let set = policies(&yaml);
+    let engine = Engine::default();
+    let hit = |fixture: &str, ns: &str| {
+        let m = engine.mutate(&set, &typed(&review_pod(fixture)), ns);
+        !m.patch.0.is_empty()
+    };
+    assert!(hit("mutate-executor-rich-1", "spark-jobs"));
+    assert!(!hit("mutate-driver-rich", "spark-jobs"), "role");
+    assert!(
+        !hit("mutate-executor-client-1", "spark-jobs"),
+        "app name client-pi"
+    );
+    assert!(!hit("mutate-executor-rich-1", "default"), "namespace glob");
+}
+
+#[test]
+fn applied_annotation_names_each_policy_with_its_hash() {
+    let (_, out) = mutate_checked(
+        &example_policies(),
+        &review_pod("mutate-executor-rich-1"),
+        "spark-jobs",
+    );
+    let applied = out["metadata"]["annotations"][APPLIED_ANNOTATION]
+        .as_str()
+        .unwrap();
+    for tag in applied.split(',') {
+        let (name, hash) = tag.split_once('@').unwrap();
+        assert!(!name.is_empty());
+        assert_eq!(hash.len(), 10);
+        assert!(hash.chars().all(|c| c.is_ascii_hexdigit()));
+    }
+}
+
+#[test]
+fn changing_a_policy_changes_its_hash() {
+    let a = policies(&policy("p", 0, "all:\n  labels: {a: \"1\"}"));
+    let b = policies(&policy("p", 0, "all:\n  labels: {a: \"2\"}"));
+    assert_ne!(a.policies()[0].tag, b.policies()[0].tag);
+}

@@ -1,0 +1,141 @@
+//! The shipped schema, the policy loader's errors, and the `check-policies` / `explain` CLI.
+
+use std::process::Command;
+
+use spark_admission::policy::{parse_documents, schema_json, PolicySource};
+
+const BIN: &str = env!("CARGO_BIN_EXE_spark-admission");
+
+#[test]
+fn shipped_schema_is_up_to_date() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/schema.json");
+    let shipped: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert!(
+        shipped == schema_json(),
+        "policies/schema.json is stale: run `cargo run -- schema > policies/schema.json`"
+    );
+}
+
+#[test]
+fn errors_name_the_document_the_json_path_and_what_was_expected() {
+    let text = "apiVersion: spark-admission.io/v1alpha1\nkind: SparkPodPolicy\nmetadata: {name: ok}\nspec: {namespaces: [a]}\n---\napiVersion: spark-admission.io/v1alpha1\nkind: SparkPodPolicy\nmetadata: {name: broken}\nspec:\n  namespaces: [a]\n  executor:\n    tolerations: [{key: a, tolerationSeconds: soon}]\n";
+    let errors = parse_documents(&PolicySource("team.yaml".into()), text).unwrap_err();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let e = &errors[0];
+    assert_eq!(e.origin, "team.yaml#2 (broken)");
+    assert_eq!(e.path, "/spec/executor/tolerations/0/tolerationSeconds");
+    assert!(e.message.contains("integer"), "{}", e.message);
+}
+
+#[test]
+fn unknown_fields_wrong_kinds_and_bad_regexes_are_rejected() {
+    let cases = [
+        ("kind: SparkPodPolicy\napiVersion: spark-admission.io/v1alpha1\nmetadata: {name: a}\nspec: {namespaces: [a], colour: blue}", "/spec", "colour"),
+        ("kind: Pod\napiVersion: spark-admission.io/v1alpha1\nmetadata: {name: a}\nspec: {namespaces: [a]}", "/kind", "SparkPodPolicy"),
+        ("kind: SparkPodPolicy\napiVersion: spark-admission.io/v1alpha1\nmetadata: {name: a}\nspec: {namespaces: [a], selector: {appName: \"([\"}}", "/spec/selector/appName", "regular expression"),
+        ("kind: SparkPodPolicy\napiVersion: spark-admission.io/v1alpha1\nmetadata: {name: a}\nspec: {namespaces: [a], all: {resources: {force: {limits: {cpu: lots}}}}}", "/spec/all/resources/force/limits/cpu", "quantity"),
+        ("kind: SparkPodPolicy\napiVersion: spark-admission.io/v1alpha1\nmetadata: {name: a}\nspec: {namespaces: [a], all: {labels: {on: yes}}}", "/spec/all/labels", "quote"),
+        ("a: [unclosed", "/", "YAML"),
+    ];
+    for (text, path, needle) in cases {
+        let errors = parse_documents(&PolicySource("t.yaml".into()), text).unwrap_err();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.path.starts_with(path) && e.message.contains(needle)),
+            "{text}\n=> {errors:?}"
+        );
+    }
+}
+
+#[test]
+fn check_policies_accepts_the_examples_and_rejects_a_broken_file() {
+    let ok = Command::new(BIN)
+        .args(["check-policies", "policies"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "apiVersion: spark-admission.io/v1alpha1\nkind: SparkPodPolicy\nmetadata: {name: x}\nspec: {namespaces: []}\n").unwrap();
+    let out = Command::new(BIN)
+        .arg("check-policies")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("bad.yaml#1 (x): /spec/namespaces:"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn explain_exit_codes_follow_the_verdict() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .current_dir(root)
+            .output()
+            .unwrap()
+    };
+
+    let allowed = run(&[
+        "explain",
+        "--output",
+        "patch",
+        "tests/fixtures/admission/mutate-driver-scala-sparkpi.json",
+    ]);
+    assert_eq!(
+        allowed.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&allowed.stderr)
+    );
+    let patch: serde_json::Value = serde_json::from_slice(&allowed.stdout).unwrap();
+    assert!(!patch.as_array().unwrap().is_empty());
+
+    let denied = run(&[
+        "explain",
+        "tests/fixtures/admission/mutate-driver-rich.json",
+    ]);
+    assert_eq!(denied.status.code(), Some(1));
+    let table = String::from_utf8_lossy(&denied.stdout);
+    assert!(
+        table.contains("DENY") && table.contains("guardrails"),
+        "{table}"
+    );
+    assert!(
+        table.contains("team-defaults") && table.contains("labels[cost-center]"),
+        "{table}"
+    );
+
+    let bad = run(&["explain", "Cargo.toml"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("error:"));
+
+    let pod = run(&[
+        "explain",
+        "--output",
+        "pod",
+        "--namespace",
+        "team-x",
+        "tests/fixtures/spark/executor-rich-1.json",
+    ]);
+    assert_eq!(pod.status.code(), Some(0));
+    let mutated: serde_json::Value = serde_json::from_slice(&pod.stdout).unwrap();
+    assert!(mutated["spec"]["tolerations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["key"] == "cloud.example.com/spot"));
+}
