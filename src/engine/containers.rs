@@ -5,12 +5,27 @@ use k8s_openapi::api::core::v1::{Container, PodSpec};
 use super::context::{json, Ctx};
 use crate::policy::model::PodPatch;
 
-pub(crate) fn apply(ctx: &mut Ctx<'_>, spec: &mut PodSpec, patch: &PodPatch) {
+pub(crate) fn apply(ctx: &mut Ctx<'_>, spec: &mut PodSpec, patch: &PodPatch, spark_name: &str) {
     for c in &patch.init_containers {
+        // Container names are unique across init and regular containers.
+        if spec.containers.iter().any(|e| e.name == c.name) {
+            ctx.warn(format!(
+                "policy \"{}\": init container \"{}\" was not added because a container has that name",
+                ctx.policy, c.name
+            ));
+            continue;
+        }
         let list = spec.init_containers.get_or_insert_with(Vec::new);
         merge_container(ctx, "initContainers", list, c);
     }
     for c in &patch.sidecars {
+        if c.name == spark_name {
+            ctx.warn(format!(
+                "policy \"{}\": sidecar \"{}\" was not added because that is the Spark container's name",
+                ctx.policy, c.name
+            ));
+            continue;
+        }
         if spec
             .init_containers
             .iter()

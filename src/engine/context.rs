@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use k8s_openapi::api::core::v1::VolumeMount;
 use serde::Serialize;
 
 /// One change a policy made, for `explain --output table` and logs.
@@ -22,6 +23,8 @@ pub(crate) struct Ctx<'p> {
     claims: HashMap<String, &'p str>,
     pub changes: Vec<Change>,
     pub warnings: Vec<String>,
+    /// Mounts for every container, applied once all policies have added their containers.
+    pub mounts_for_all: Vec<(&'p str, VolumeMount)>,
 }
 
 impl<'p> Ctx<'p> {
@@ -32,6 +35,7 @@ impl<'p> Ctx<'p> {
             claims: HashMap::new(),
             changes: Vec::new(),
             warnings: Vec::new(),
+            mounts_for_all: Vec::new(),
         }
     }
 

@@ -103,6 +103,12 @@ impl Engine {
                 applied.push(policy.tag.clone());
             }
         }
+        if let Some(spec) = planned.spec.as_mut() {
+            volumes::apply_mounts_for_all(&mut ctx, spec);
+            if let Some(original) = pod.spec.as_ref() {
+                resources::reconcile(&mut ctx, original, spec);
+            }
+        }
         // Image rules run last, over every container, so that sidecars and init containers
         // added by any policy get the same rewrite (and a second pass finds nothing to do).
         images::apply_image_rules(&mut ctx, &mut planned, &policies, spark.role);
@@ -164,7 +170,7 @@ fn apply_section(ctx: &mut Ctx<'_>, pod: &mut Pod, patch: &PodPatch, spark: &Spa
         ));
     }
     volumes::apply(ctx, spec, patch, spark.spark_container);
-    containers::apply(ctx, spec, patch);
+    containers::apply(ctx, spec, patch, spark.expected_container);
     if let Some(idx) = spark.spark_container {
         dependencies::apply(ctx, spec, patch, idx, spark.role);
         env::apply(ctx, spec, patch, idx);

@@ -22,7 +22,6 @@ pub(crate) fn apply(ctx: &mut Ctx<'_>, spec: &mut PodSpec, patch: &PodPatch, spa
     if let Some(defaults) = &rp.defaults {
         set_all(ctx, &name, &mut res, defaults, false);
     }
-    revert_inverted(ctx, &name, &before, &mut res);
     if res != before {
         container.resources = Some(res);
     }
@@ -45,7 +44,10 @@ fn set_all(
             let key = format!("resources/{container}/{kind}/{resource}");
             let shown = format!("containers[{container}].resources.{kind}[{resource}]");
             if !force && current.is_some() {
-                // A default never competes with a value that is already there.
+                // A default never competes with a value that is already there, but it still
+                // decides the field: otherwise a lower-priority `force` would win only on the
+                // second pass, after the default had written it.
+                let _ = ctx.claim(&key);
                 continue;
             }
             if ctx.decide_with(&key, &shown, current, q, force, |q| format!("\"{}\"", q.0)) {
@@ -56,32 +58,53 @@ fn set_all(
     }
 }
 
-/// Undoes this policy's values for any resource whose request now exceeds its limit.
-fn revert_inverted(
-    ctx: &mut Ctx<'_>,
-    container: &str,
-    before: &ResourceRequirements,
-    res: &mut ResourceRequirements,
-) {
-    let (Some(requests), Some(limits)) = (res.requests.clone(), res.limits.clone()) else {
-        return;
-    };
-    for (resource, req) in &requests {
-        let Some(lim) = limits.get(resource) else {
+/// After every policy: a resource whose request now exceeds its limit goes back to what
+/// the pod had (the API server would reject the pod). Done once over the finished plan, so
+/// the outcome does not depend on which section set which half.
+pub(crate) fn reconcile(ctx: &mut Ctx<'_>, original: &PodSpec, planned: &mut PodSpec) {
+    for c in planned.containers.iter_mut() {
+        let Some(res) = c.resources.as_mut() else {
             continue;
         };
-        let (Some(r), Some(l)) = (quantity::parse(&req.0), quantity::parse(&lim.0)) else {
+        let (Some(requests), Some(limits)) = (res.requests.clone(), res.limits.clone()) else {
             continue;
         };
-        if r <= l {
-            continue;
+        let before = original
+            .containers
+            .iter()
+            .find(|o| o.name == c.name)
+            .and_then(|o| o.resources.clone())
+            .unwrap_or_default();
+        for (resource, req) in &requests {
+            let Some(lim) = limits.get(resource) else {
+                continue;
+            };
+            let (Some(r), Some(l)) = (quantity::parse(&req.0), quantity::parse(&lim.0)) else {
+                continue;
+            };
+            if r <= l {
+                continue;
+            }
+            let by: Vec<String> = ctx
+                .changes
+                .iter()
+                .filter(|ch| {
+                    ch.field
+                        .starts_with(&format!("containers[{}].resources", c.name))
+                        && ch.field.ends_with(&format!("[{resource}]"))
+                })
+                .map(|ch| format!("\"{}\"", ch.policy))
+                .collect();
+            ctx.warn(format!(
+                "{resource} of container \"{}\" was left as the pod had it: the values from policy {} would make the request ({}) larger than the limit ({})",
+                c.name,
+                by.join(", "),
+                req.0,
+                lim.0
+            ));
+            restore(&mut res.requests, before.requests.as_ref(), resource);
+            restore(&mut res.limits, before.limits.as_ref(), resource);
         }
-        ctx.warn(format!(
-            "policy \"{}\": {resource} for container \"{container}\" was left as it was, because the policy's values would make the request ({}) larger than the limit ({})",
-            ctx.policy, req.0, lim.0
-        ));
-        restore(&mut res.requests, before.requests.as_ref(), resource);
-        restore(&mut res.limits, before.limits.as_ref(), resource);
     }
 }
 

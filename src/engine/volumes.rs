@@ -8,22 +8,22 @@ use crate::policy::model::{ContainerTarget, Mount, PodPatch};
 
 pub(crate) fn apply(ctx: &mut Ctx<'_>, spec: &mut PodSpec, patch: &PodPatch, spark: Option<usize>) {
     for vp in &patch.volumes {
-        let targets: Vec<usize> = match (vp.mount.is_some(), vp.containers) {
-            (false, _) => Vec::new(),
-            (true, ContainerTarget::All) => (0..spec.containers.len()).collect(),
-            (true, ContainerTarget::Spark) => match spark {
-                Some(i) => vec![i],
-                None => continue, // warned once by the caller
-            },
+        let spark_target = match (vp.mount.is_some(), vp.containers, spark) {
+            (true, ContainerTarget::Spark, None) => continue, // warned once by the caller
+            (true, ContainerTarget::Spark, Some(i)) => Some(i),
+            _ => None,
         };
         if !add_volume(ctx, spec, &vp.volume) {
             continue;
         }
-        if let Some(m) = &vp.mount {
-            let mount = to_volume_mount(m, &vp.volume.name);
-            for i in targets {
+        let Some(m) = &vp.mount else { continue };
+        let mount = to_volume_mount(m, &vp.volume.name);
+        match spark_target {
+            Some(i) => {
                 add_mount(ctx, &mut spec.containers[i], &mount);
             }
+            // Sidecars may still be added by this or a later policy: mount at the end.
+            None => ctx.mounts_for_all.push((ctx.policy, mount)),
         }
     }
 }
@@ -87,6 +87,16 @@ pub(crate) fn add_mount(ctx: &mut Ctx<'_>, container: &mut Container, mount: &Vo
                 format!("mounted \"{}\" at {}", mount.name, mount.mount_path),
             );
             true
+        }
+    }
+}
+
+/// The deferred `containers: all` mounts, over every container the pod ends up with.
+pub(crate) fn apply_mounts_for_all(ctx: &mut Ctx<'_>, spec: &mut PodSpec) {
+    for (policy, mount) in std::mem::take(&mut ctx.mounts_for_all) {
+        ctx.policy = policy;
+        for c in spec.containers.iter_mut() {
+            add_mount(ctx, c, &mount);
         }
     }
 }

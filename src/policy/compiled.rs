@@ -10,6 +10,16 @@ use super::PolicyError;
 use crate::quantity;
 use crate::spark::SparkRole;
 
+/// Labels Spark uses to find its own pods: changing them would orphan executors.
+const SPARK_LABELS: &[&str] = &[
+    crate::spark::ROLE_LABEL,
+    crate::spark::APP_SELECTOR_LABEL,
+    crate::spark::APP_NAME_LABEL,
+    crate::spark::EXEC_ID_LABEL,
+    "spark-version",
+    "spark-exec-resourceprofile-id",
+];
+
 #[derive(Debug, Clone)]
 pub struct CompiledPolicy {
     pub name: String,
@@ -152,6 +162,14 @@ fn check_patch(
             if let Some(v) = values {
                 check_quantities(v, &format!("{at}/resources/{kind}"), err)?;
             }
+        }
+    }
+    for key in p.labels.keys() {
+        if SPARK_LABELS.contains(&key.as_str()) {
+            return Err(err(
+                &format!("{at}/labels/{}", escape_pointer(key)),
+                format!("label \"{key}\" is set by Spark itself and identifies its pods; a policy may not change it"),
+            ));
         }
     }
     let mut seen = std::collections::HashSet::new();
