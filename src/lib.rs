@@ -12,6 +12,7 @@ pub mod cli;
 pub mod engine;
 pub mod explain;
 pub mod matching;
+pub mod metrics;
 pub mod policy;
 pub mod quantity;
 pub mod source;

@@ -1,9 +1,282 @@
-//! PLACEHOLDER owned by the server work: replaced by the real admission server.
-use clap::Args;
+//! The HTTPS admission webhook: `POST /mutate` and `POST /validate` over TLS (h2 and
+//! HTTP/1.1), an admin port with health probes and metrics, certificate and policy hot
+//! reload, and a graceful shutdown.
+//!
+//! `spark-admission serve` with no flags serves `./policies` with certificates from
+//! `./certs` (generated on first start) on `0.0.0.0:8443`, admin on `0.0.0.0:8080`.
 
-#[derive(Debug, Args)]
-pub struct ServeArgs {}
+mod admin;
+mod policies;
+pub mod review;
+mod router;
+mod server;
+mod shutdown;
+pub mod tls;
 
-pub fn run(_args: ServeArgs) -> anyhow::Result<()> {
-    anyhow::bail!("serve is not built yet")
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+pub use admin::{admin_router, Health};
+pub use policies::PolicyWatcher;
+pub use router::{webhook_router, AppState, Limits};
+pub use server::{Server, ServerConfig};
+pub use shutdown::ShutdownHandle;
+
+use crate::certs::CertsError;
+use crate::spark::ContainerNames;
+
+/// Flags of `spark-admission serve`; each one also reads the environment variable shown.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Webhook address (HTTPS).
+    #[arg(long, env = "SPARK_ADMISSION_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    /// Admin address (plain HTTP: /healthz, /readyz, /metrics).
+    #[arg(
+        long,
+        env = "SPARK_ADMISSION_ADMIN_LISTEN",
+        default_value = "0.0.0.0:8080"
+    )]
+    pub admin_listen: SocketAddr,
+    /// Policy folder, watched for changes (*.yaml and *.yml directly in it).
+    #[arg(long, env = "SPARK_ADMISSION_POLICIES", default_value = "policies")]
+    pub policies: PathBuf,
+    /// How often the policy folder is scanned, e.g. 500ms, 2s.
+    #[arg(long, env = "SPARK_ADMISSION_POLICY_POLL_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    pub policy_poll_interval: Duration,
+    /// Folder with tls.crt, tls.key and ca.crt; generated there when absent.
+    #[arg(long, env = "SPARK_ADMISSION_CERTS_DIR", default_value = "certs")]
+    pub certs_dir: PathBuf,
+    /// Extra names for a generated serving certificate (e.g. spark-admission.spark-admission.svc);
+    /// repeat the flag or separate with commas.
+    #[arg(long = "dns", value_name = "NAME", env = "SPARK_ADMISSION_DNS", value_delimiter = ',', num_args = 1..)]
+    pub dns: Vec<String>,
+    /// How often the certificate files are checked for a new pair.
+    #[arg(long, env = "SPARK_ADMISSION_CERT_POLL_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub cert_poll_interval: Duration,
+    /// Require client certificates signed by a CA in this PEM file (the API server's).
+    #[arg(long, env = "SPARK_ADMISSION_CLIENT_CA")]
+    pub client_ca: Option<PathBuf>,
+    /// Name of the driver's Spark container.
+    #[arg(long, env = "SPARK_ADMISSION_DRIVER_CONTAINER", default_value = crate::spark::DEFAULT_DRIVER_CONTAINER)]
+    pub driver_container_name: String,
+    /// Name of the executors' Spark container.
+    #[arg(long, env = "SPARK_ADMISSION_EXECUTOR_CONTAINER", default_value = crate::spark::DEFAULT_EXECUTOR_CONTAINER)]
+    pub executor_container_name: String,
+    /// Log format: json (one object per line) or text (for humans).
+    #[arg(long, env = "SPARK_ADMISSION_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+    /// Log filter, e.g. info, debug, spark_admission=debug,info.
+    #[arg(long, env = "SPARK_ADMISSION_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    // Boxed to keep the `Command` enum small.
+    #[command(flatten, next_help_heading = "Limits and timeouts")]
+    pub limits: Box<LimitArgs>,
+}
+
+/// The limits and timeouts of `serve`.
+#[derive(Debug, Clone, Args)]
+pub struct LimitArgs {
+    /// Longest a review may take; shortened further to fit the API server's ?timeout=.
+    #[arg(long, env = "SPARK_ADMISSION_REQUEST_TIMEOUT", default_value = "8s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+    /// Largest request body accepted (413 beyond).
+    #[arg(long, env = "SPARK_ADMISSION_MAX_BODY_BYTES", default_value_t = 3 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Reviews processed at once; more wait for a slot within their deadline.
+    #[arg(
+        long,
+        env = "SPARK_ADMISSION_MAX_CONCURRENT_REQUESTS",
+        default_value_t = 64
+    )]
+    pub max_concurrent_requests: usize,
+    /// Open webhook connections at most; further connections are closed at once.
+    #[arg(long, env = "SPARK_ADMISSION_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// HTTP/1.1: time allowed to send request headers (and idle time between requests).
+    #[arg(long, env = "SPARK_ADMISSION_HEADER_READ_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+    /// Time allowed for a TLS handshake.
+    #[arg(long, env = "SPARK_ADMISSION_TLS_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub tls_handshake_timeout: Duration,
+    /// On SIGTERM: how long in-flight requests may take to finish before exit.
+    #[arg(long, env = "SPARK_ADMISSION_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+impl ServeArgs {
+    pub fn to_config(&self) -> ServerConfig {
+        ServerConfig {
+            listen: self.listen,
+            admin_listen: self.admin_listen,
+            policies_dir: self.policies.clone(),
+            certs_dir: self.certs_dir.clone(),
+            dns_names: self.dns.clone(),
+            client_ca: self.client_ca.clone(),
+            container_names: ContainerNames {
+                driver: self.driver_container_name.clone(),
+                executor: self.executor_container_name.clone(),
+            },
+            policy_poll: self.policy_poll_interval,
+            cert_poll: self.cert_poll_interval,
+            shutdown_grace: self.limits.shutdown_grace,
+            limits: Limits {
+                max_body_bytes: self.limits.max_body_bytes,
+                request_timeout: self.limits.request_timeout,
+                max_concurrent_requests: self.limits.max_concurrent_requests,
+            },
+            max_connections: self.limits.max_connections,
+            header_read_timeout: self.limits.header_read_timeout,
+            handshake_timeout: self.limits.tls_handshake_timeout,
+        }
+    }
+}
+
+/// Why `serve` could not start or run. Messages carry their details (no `source()` chain)
+/// so that one line, logged or printed, says everything.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("certificates in {dir}: {error}")]
+    Certs { dir: String, error: CertsError },
+    #[error("TLS: {0}")]
+    Tls(tls::TlsError),
+    #[error(
+        "policy folder {0} not found: create it (an empty folder is fine) or pass --policies DIR"
+    )]
+    NoPolicyFolder(String),
+    #[error("policies: {0}")]
+    Policies(String),
+    #[error("cannot listen on {addr}: {error}")]
+    Bind {
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
+    #[error("cannot start the {what}: {error}")]
+    Start {
+        what: &'static str,
+        error: std::io::Error,
+    },
+    #[error("invalid --log-level: {0}")]
+    LogLevel(String),
+    #[error("server task failed: {0}")]
+    Task(String),
+}
+
+impl From<tls::TlsError> for ServeError {
+    fn from(e: tls::TlsError) -> Self {
+        ServeError::Tls(e)
+    }
+}
+
+/// `spark-admission serve`: runs until SIGTERM or Ctrl-C, then drains and returns.
+pub fn run(args: ServeArgs) -> Result<(), ServeError> {
+    init_logging(args.log_format, &args.log_level)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("spark-admission")
+        .build()
+        .map_err(|error| ServeError::Start {
+            what: "async runtime",
+            error,
+        })?;
+    let config = args.to_config();
+    runtime.block_on(async move {
+        let server = Server::start(config).await?;
+        let handle = server.shutdown_handle();
+        tokio::spawn(async move {
+            shutdown::os_signal().await;
+            handle.trigger();
+        });
+        server.wait().await
+    })
+}
+
+fn init_logging(format: LogFormat, level: &str) -> Result<(), ServeError> {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .map_err(|e| ServeError::LogLevel(format!("{level:?}: {e}")))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout);
+    // A subscriber already set (an embedding program, a test) keeps its own settings.
+    let _ = match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .try_init(),
+    };
+    Ok(())
+}
+
+/// Parses `500ms`, `2s`, `1.5s`, `1m`, `1h` (a bare number is seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?}: expected e.g. 500ms, 2s or 1m"))?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "invalid duration {text:?}: unknown unit {other:?} (use ms, s, m or h)"
+            ))
+        }
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("invalid duration {text:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5 fortnights").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn serve_with_no_flags_uses_the_documented_defaults() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let cli = Cli::try_parse_from(["serve"]).unwrap();
+        let c = cli.serve.to_config();
+        assert_eq!(c.listen, SocketAddr::from(([0, 0, 0, 0], 8443)));
+        assert_eq!(c.admin_listen, SocketAddr::from(([0, 0, 0, 0], 8080)));
+        assert_eq!(c.policies_dir, PathBuf::from("policies"));
+        assert_eq!(c.certs_dir, PathBuf::from("certs"));
+        assert_eq!(c.limits.max_body_bytes, 3 * 1024 * 1024);
+        assert_eq!(c.policy_poll, Duration::from_secs(2));
+        assert_eq!(c.container_names, ContainerNames::default());
+    }
 }

@@ -1,0 +1,282 @@
+//! AdmissionReview `admission.k8s.io/v1` in and out.
+//!
+//! Requests decode with kube's [`AdmissionRequest`]. Responses use our own type because
+//! kube-core 5.0 serialises `patch` as an array of numbers (kube-rs #1781) while the API
+//! server wants the JSON Patch as a base64 string.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use k8s_openapi::api::core::v1::Pod;
+use kube::core::admission::{AdmissionRequest, Operation};
+use serde::{Deserialize, Serialize};
+
+pub const API_VERSION: &str = "admission.k8s.io/v1";
+pub const KIND: &str = "AdmissionReview";
+
+/// Audit annotation with the `name@hash` of the policies that changed the pod.
+pub const AUDIT_APPLIED: &str = "applied-policies";
+/// Audit annotation with the `name@hash` of the policies whose rules were checked.
+pub const AUDIT_CHECKED: &str = "checked-policies";
+/// Audit annotation with the audit-mode findings, `; `-separated.
+pub const AUDIT_FINDINGS: &str = "audit-findings";
+
+/// Same shape as kube's `AdmissionReview<Pod>`, without its `#[serde(flatten)]` type meta,
+/// which would make serde buffer the whole pod before decoding it.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewIn {
+    #[serde(default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    request: Option<AdmissionRequest<Pod>>,
+}
+
+/// Just enough of a review to answer one whose object is not a Pod.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EnvelopeIn {
+    #[serde(default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    request: Option<RequestHead>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RequestHead {
+    uid: String,
+    kind: KindIn,
+    #[serde(default)]
+    sub_resource: Option<String>,
+    operation: String,
+}
+
+#[derive(Deserialize)]
+struct KindIn {
+    #[serde(default)]
+    group: String,
+    #[serde(default)]
+    version: String,
+    #[serde(default)]
+    kind: String,
+}
+
+impl KindIn {
+    fn is_pod(&self) -> bool {
+        is_core_pod(&self.group, &self.version, &self.kind)
+    }
+}
+
+fn is_core_pod(group: &str, version: &str, kind: &str) -> bool {
+    group.is_empty() && version == "v1" && kind == "Pod"
+}
+
+/// A review the webhook can answer.
+#[derive(Debug)]
+pub enum Review {
+    /// A pod being created: the only thing policies act on.
+    PodCreate(Box<PodCreate>),
+    /// Anything else (another kind, a subresource, another operation): allowed unchanged.
+    PassThrough { uid: String, what: String },
+}
+
+impl Review {
+    pub fn uid(&self) -> &str {
+        match self {
+            Review::PodCreate(p) => &p.uid,
+            Review::PassThrough { uid, .. } => uid,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct PodCreate {
+    pub uid: String,
+    /// The request's namespace, else the pod's, else `default`.
+    pub namespace: String,
+    /// The request's name, else the pod's name or generateName (for logs).
+    pub name: String,
+    pub dry_run: bool,
+    pub pod: Pod,
+}
+
+/// Why a body is not a review we can answer (HTTP 400, the message is the reason).
+#[derive(Debug, thiserror::Error)]
+pub enum ReviewError {
+    #[error("body is not JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+    #[error("body is not an AdmissionReview: {0}")]
+    NotAReview(#[source] serde_json::Error),
+    #[error("expected apiVersion {API_VERSION} and kind {KIND}, got apiVersion {api_version:?} and kind {kind:?}")]
+    WrongType { api_version: String, kind: String },
+    #[error("the AdmissionReview has no request")]
+    NoRequest,
+    #[error("invalid pod admission request: {0}")]
+    InvalidPodRequest(#[source] serde_json::Error),
+    #[error("a CREATE request without request.object")]
+    NoObject,
+}
+
+/// Decodes a request body into what to do with it.
+pub fn decode(body: &[u8]) -> Result<Review, ReviewError> {
+    match serde_json::from_slice::<ReviewIn>(body) {
+        Ok(review) => {
+            check_type(review.api_version, review.kind)?;
+            classify(review.request.ok_or(ReviewError::NoRequest)?)
+        }
+        // The object is not a Pod (or the body is broken): decode only the envelope to tell
+        // another kind, which we let through, from a malformed body, which we refuse.
+        Err(full) => {
+            let envelope: EnvelopeIn = serde_json::from_slice(body).map_err(|e| {
+                if e.is_syntax() || e.is_eof() {
+                    ReviewError::NotJson(e)
+                } else {
+                    ReviewError::NotAReview(e)
+                }
+            })?;
+            check_type(envelope.api_version, envelope.kind)?;
+            let head = envelope.request.ok_or(ReviewError::NoRequest)?;
+            if head.kind.is_pod() && head.sub_resource.is_none() && head.operation == "CREATE" {
+                return Err(ReviewError::InvalidPodRequest(full));
+            }
+            Ok(Review::PassThrough {
+                what: format!("{} {}", head.kind.kind, head.operation),
+                uid: head.uid,
+            })
+        }
+    }
+}
+
+fn check_type(api_version: String, kind: String) -> Result<(), ReviewError> {
+    if api_version == API_VERSION && kind == KIND {
+        Ok(())
+    } else {
+        Err(ReviewError::WrongType { api_version, kind })
+    }
+}
+
+fn classify(req: AdmissionRequest<Pod>) -> Result<Review, ReviewError> {
+    let is_pod = is_core_pod(&req.kind.group, &req.kind.version, &req.kind.kind);
+    if !is_pod || req.sub_resource.is_some() || req.operation != Operation::Create {
+        let what = format!("{} {}", req.kind.kind, operation_name(&req.operation));
+        return Ok(Review::PassThrough { uid: req.uid, what });
+    }
+    let pod = req.object.ok_or(ReviewError::NoObject)?;
+    let namespace = req
+        .namespace
+        .filter(|n| !n.is_empty())
+        .or_else(|| pod.metadata.namespace.clone())
+        .unwrap_or_else(|| "default".to_owned());
+    let name = if !req.name.is_empty() {
+        req.name
+    } else {
+        pod.metadata
+            .name
+            .clone()
+            .or_else(|| pod.metadata.generate_name.clone())
+            .unwrap_or_default()
+    };
+    Ok(Review::PodCreate(Box::new(PodCreate {
+        uid: req.uid,
+        namespace,
+        name,
+        dry_run: req.dry_run,
+        pod,
+    })))
+}
+
+fn operation_name(op: &Operation) -> &'static str {
+    match op {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+        Operation::Connect => "CONNECT",
+    }
+}
+
+/// `patchType` of a response; the API server knows only this one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PatchType {
+    #[serde(rename = "JSONPatch")]
+    JsonPatch,
+}
+
+/// `response.status`: set when the request is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub code: u16,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The `response` of an AdmissionReview, as the API server reads it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Answer {
+    pub uid: String,
+    pub allowed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch_type: Option<PatchType>,
+    /// The JSON Patch, base64-encoded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub audit_annotations: BTreeMap<String, String>,
+}
+
+impl Answer {
+    pub fn allow(uid: impl Into<String>) -> Self {
+        Self {
+            uid: uid.into(),
+            allowed: true,
+            ..Self::default()
+        }
+    }
+
+    /// Attaches a patch; an empty patch leaves the answer without patch fields.
+    pub fn set_patch(&mut self, patch: &json_patch::Patch) -> Result<(), serde_json::Error> {
+        if patch.0.is_empty() {
+            return Ok(());
+        }
+        let json = serde_json::to_vec(patch)?;
+        self.patch = Some(base64::engine::general_purpose::STANDARD.encode(json));
+        self.patch_type = Some(PatchType::JsonPatch);
+        Ok(())
+    }
+
+    /// Refuses the request with an HTTP-like code and a message for the submitter.
+    pub fn deny(&mut self, code: u16, reason: &str, message: String) {
+        self.allowed = false;
+        self.status = Some(Status {
+            code,
+            message,
+            reason: Some(reason.to_owned()),
+        });
+    }
+
+    /// The full AdmissionReview body carrying this answer.
+    pub fn to_review_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct ReviewOut<'a> {
+            api_version: &'static str,
+            kind: &'static str,
+            response: &'a Answer,
+        }
+        serde_json::to_vec(&ReviewOut {
+            api_version: API_VERSION,
+            kind: KIND,
+            response: self,
+        })
+    }
+}

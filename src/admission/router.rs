@@ -1,0 +1,506 @@
+//! The webhook endpoints: `POST /mutate` and `POST /validate`.
+//!
+//! Each review runs under one deadline (our `--request-timeout`, shortened to fit the API
+//! server's `?timeout=`): waiting for a slot, reading the body and evaluating all count, so
+//! a slow client or a busy server gets a clear error before the API server gives up.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use http_body_util::BodyExt;
+use tokio::sync::Semaphore;
+
+use super::parse_duration;
+use super::review::{self, Answer, Review, AUDIT_APPLIED, AUDIT_CHECKED, AUDIT_FINDINGS};
+use crate::engine::Engine;
+use crate::metrics::{role_label, Endpoint, Metrics, Outcome};
+use crate::policy::model::RuleMode;
+use crate::source::PolicyStore;
+use crate::spark::{self, SparkRole, APP_NAME_LABEL};
+
+/// Per-request limits.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest accepted body; beyond it the answer is 413.
+    pub max_body_bytes: usize,
+    /// Longest a review may take, from arrival to answer.
+    pub request_timeout: Duration,
+    /// Reviews read and evaluated at once; further ones wait within their deadline.
+    pub max_concurrent_requests: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 3 * 1024 * 1024,
+            request_timeout: Duration::from_secs(8),
+            max_concurrent_requests: 64,
+        }
+    }
+}
+
+impl Limits {
+    /// The deadline of one review: ours, or 80% of the API server's `timeout` if shorter,
+    /// so the answer (or a clear error) reaches it before it gives up.
+    pub fn budget(&self, query: Option<&str>) -> Duration {
+        let theirs = query
+            .into_iter()
+            .flat_map(|q| q.split('&'))
+            .find_map(|kv| kv.strip_prefix("timeout="))
+            .and_then(|v| parse_duration(v).ok())
+            .filter(|d| !d.is_zero());
+        match theirs {
+            Some(t) => self.request_timeout.min(t.mul_f64(0.8)),
+            None => self.request_timeout,
+        }
+    }
+}
+
+/// What every review needs, shared by all requests.
+#[derive(Debug)]
+pub struct AppState {
+    engine: Engine,
+    store: Arc<PolicyStore>,
+    metrics: Arc<Metrics>,
+    limits: Limits,
+    slots: Semaphore,
+}
+
+impl AppState {
+    pub fn new(
+        engine: Engine,
+        store: Arc<PolicyStore>,
+        metrics: Arc<Metrics>,
+        limits: Limits,
+    ) -> Self {
+        let slots = Semaphore::new(limits.max_concurrent_requests.max(1));
+        Self {
+            engine,
+            store,
+            metrics,
+            limits,
+            slots,
+        }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+}
+
+/// The webhook router; serve it over TLS, or call it with `tower::ServiceExt::oneshot`.
+pub fn webhook_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/mutate", post(mutate))
+        .route("/validate", post(validate))
+        .with_state(state)
+}
+
+async fn mutate(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    serve_review(state, Endpoint::Mutate, req).await
+}
+
+async fn validate(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    serve_review(state, Endpoint::Validate, req).await
+}
+
+async fn serve_review(state: Arc<AppState>, endpoint: Endpoint, req: Request) -> Response {
+    let started = Instant::now();
+    let _in_flight = state.metrics.in_flight();
+    let budget = state.limits.budget(req.uri().query());
+    let deadline = tokio::time::Instant::now() + budget;
+    let fail = |status: StatusCode, outcome: Outcome, reason: String| {
+        state
+            .metrics
+            .record_request(endpoint, None, outcome, started.elapsed().as_secs_f64());
+        tracing::warn!(
+            endpoint = endpoint.as_str(),
+            status = status.as_u16(),
+            decision = outcome.as_str(),
+            reason = reason.as_str(),
+            "admission review refused"
+        );
+        plain(status, reason)
+    };
+
+    if !state.store.is_loaded() {
+        return fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Outcome::Error,
+            "policies are not loaded yet".to_owned(),
+        );
+    }
+    let limit = state.limits.max_body_bytes;
+    let declared = declared_length(&req);
+    if declared.is_some_and(|n| n > limit as u64) {
+        // Reading the rest (without keeping it) lets an HTTP/1.1 client that is still
+        // sending see the 413 instead of a reset connection. A client waiting for
+        // `100 Continue` has sent nothing yet and must not be invited to.
+        let expects_continue = req.headers().contains_key(header::EXPECT);
+        let mut body = req.into_body();
+        if !expects_continue {
+            let _ = tokio::time::timeout_at(deadline, discard(&mut body, drain_cap(limit))).await;
+        }
+        return fail(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Outcome::BadRequest,
+            format!("request body is larger than {limit} bytes"),
+        );
+    }
+    // The slot is taken before the body is read, so at most `max_concurrent_requests`
+    // bodies are held in memory; the deadline bounds how long a slow client keeps one.
+    let Ok(Ok(_slot)) = tokio::time::timeout_at(deadline, state.slots.acquire()).await else {
+        return fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Outcome::Error,
+            format!("server busy: no review slot within {budget:?}"),
+        );
+    };
+    let capacity = declared.map_or(0, |n| n as usize);
+    let body = match tokio::time::timeout_at(deadline, read_body(req.into_body(), limit, capacity))
+        .await
+    {
+        Ok(Ok(body)) => body,
+        Ok(Err(BodyError::TooLarge)) => {
+            return fail(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Outcome::BadRequest,
+                format!("request body is larger than {limit} bytes"),
+            )
+        }
+        Ok(Err(BodyError::Read(e))) => {
+            return fail(
+                StatusCode::BAD_REQUEST,
+                Outcome::BadRequest,
+                format!("cannot read the request body: {e}"),
+            )
+        }
+        Err(_) => {
+            return fail(
+                StatusCode::REQUEST_TIMEOUT,
+                Outcome::Error,
+                format!("request body not received within {budget:?}"),
+            )
+        }
+    };
+    // Decoding and the engine are CPU work: off the async workers, so a large pod or many
+    // policies never stall other connections, and the deadline still holds.
+    // Whoever sets `answered` first (the job when done, or the deadline) counts and logs
+    // the review, so a late job never reports an answer the client did not get.
+    let answered = Arc::new(AtomicBool::new(false));
+    let worker = Arc::clone(&state);
+    let job_answered = Arc::clone(&answered);
+    let mut job = tokio::task::spawn_blocking(move || {
+        evaluate(&worker, endpoint, &body, started, &job_answered)
+    });
+    let internal_error = |join: tokio::task::JoinError| {
+        tracing::error!(endpoint = endpoint.as_str(), error = %join, "review evaluation failed");
+        fail(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Outcome::Error,
+            "internal error while evaluating the review".to_owned(),
+        )
+    };
+    match tokio::time::timeout_at(deadline, &mut job).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(join)) => internal_error(join),
+        Err(_) if answered.swap(true, Ordering::AcqRel) => {
+            // The job finished at the deadline and has recorded its answer: send it.
+            job.await.unwrap_or_else(internal_error)
+        }
+        Err(_) => fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Outcome::Error,
+            format!("review not evaluated within {budget:?}"),
+        ),
+    }
+}
+
+fn declared_length(req: &Request) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+enum BodyError {
+    TooLarge,
+    Read(axum::BoxError),
+}
+
+/// The whole body, at most `limit` bytes; `capacity` is the declared length (a hint).
+async fn read_body(mut body: Body, limit: usize, capacity: usize) -> Result<Vec<u8>, BodyError> {
+    let mut buf = Vec::with_capacity(capacity.min(limit));
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| BodyError::Read(e.into()))?;
+        if let Some(data) = frame.data_ref() {
+            if buf.len() + data.len() > limit {
+                let _ = discard(&mut body, drain_cap(limit)).await;
+                return Err(BodyError::TooLarge);
+            }
+            buf.extend_from_slice(data);
+        }
+    }
+    Ok(buf)
+}
+
+/// How much of an oversized body is read and dropped before giving up on the connection.
+fn drain_cap(limit: usize) -> usize {
+    limit.saturating_mul(2)
+}
+
+/// Reads and drops the rest of a body, up to `budget` bytes; true if it ended in time.
+async fn discard(body: &mut Body, mut budget: usize) -> bool {
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { return false };
+        if let Some(data) = frame.data_ref() {
+            let Some(left) = budget.checked_sub(data.len()) else {
+                return false;
+            };
+            budget = left;
+        }
+    }
+    true
+}
+
+/// What one evaluated review leads to, for the log line and the metrics.
+struct Decision<'a> {
+    role: Option<SparkRole>,
+    outcome: Outcome,
+    namespace: &'a str,
+    pod: &'a str,
+    app: &'a str,
+    policies: String,
+    ops: usize,
+    dry_run: bool,
+}
+
+/// Decodes, evaluates and encodes one review (runs on the blocking pool).
+fn evaluate(
+    state: &AppState,
+    endpoint: Endpoint,
+    body: &[u8],
+    started: Instant,
+    answered: &AtomicBool,
+) -> Response {
+    // Past the deadline the async side has answered already; this result goes nowhere.
+    let too_late = || {
+        let late = answered.swap(true, Ordering::AcqRel);
+        if late {
+            tracing::warn!(
+                endpoint = endpoint.as_str(),
+                "review evaluated after its deadline; the client got an error instead"
+            );
+        }
+        late
+    };
+    let review = match review::decode(body) {
+        Ok(r) => r,
+        Err(e) => {
+            if too_late() {
+                return plain(StatusCode::SERVICE_UNAVAILABLE, String::new());
+            }
+            let reason = e.to_string();
+            state.metrics.record_request(
+                endpoint,
+                None,
+                Outcome::BadRequest,
+                started.elapsed().as_secs_f64(),
+            );
+            tracing::warn!(
+                endpoint = endpoint.as_str(),
+                status = 400u16,
+                decision = Outcome::BadRequest.as_str(),
+                reason = reason.as_str(),
+                "admission review refused"
+            );
+            return plain(StatusCode::BAD_REQUEST, reason);
+        }
+    };
+    let (answer, decision) = match &review {
+        Review::PassThrough { uid, what } => (
+            Answer::allow(uid.as_str()),
+            Decision {
+                role: None,
+                outcome: Outcome::Unchanged,
+                namespace: "",
+                pod: what,
+                app: "",
+                policies: String::new(),
+                ops: 0,
+                dry_run: false,
+            },
+        ),
+        Review::PodCreate(create) => match endpoint {
+            Endpoint::Mutate => mutate_pod(state, create),
+            Endpoint::Validate => validate_pod(state, create),
+        },
+    };
+    if too_late() {
+        return plain(StatusCode::SERVICE_UNAVAILABLE, String::new());
+    }
+    let encoded = match answer.to_review_json() {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            state.metrics.record_request(
+                endpoint,
+                decision.role,
+                Outcome::Error,
+                started.elapsed().as_secs_f64(),
+            );
+            tracing::error!(uid = review.uid(), error = %e, "cannot encode the admission response");
+            return plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot encode the admission response".to_owned(),
+            );
+        }
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    state
+        .metrics
+        .record_request(endpoint, decision.role, decision.outcome, seconds);
+    tracing::info!(
+        endpoint = endpoint.as_str(),
+        uid = review.uid(),
+        namespace = decision.namespace,
+        pod = decision.pod,
+        role = role_label(decision.role),
+        app = decision.app,
+        policies = decision.policies.as_str(),
+        ops = decision.ops,
+        decision = decision.outcome.as_str(),
+        dry_run = decision.dry_run,
+        duration_ms = (seconds * 1e6).round() / 1e3,
+        "admission review"
+    );
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        encoded,
+    )
+        .into_response()
+}
+
+fn app_name(pod: &k8s_openapi::api::core::v1::Pod) -> &str {
+    pod.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(APP_NAME_LABEL))
+        .map_or("", String::as_str)
+}
+
+fn mutate_pod<'a>(state: &AppState, create: &'a review::PodCreate) -> (Answer, Decision<'a>) {
+    let set = state.store.snapshot();
+    let mutation = state.engine.mutate(&set, &create.pod, &create.namespace);
+    let mut answer = Answer::allow(create.uid.as_str());
+    let ops = mutation.patch.0.len();
+    let mut outcome = if mutation.warnings.is_empty() {
+        Outcome::Unchanged
+    } else {
+        Outcome::Warned
+    };
+    if let Err(e) = answer.set_patch(&mutation.patch) {
+        // Cannot happen for a Patch built from serde values; refusing beats a silent no-op.
+        tracing::error!(uid = create.uid.as_str(), error = %e, "cannot encode the patch");
+        answer.deny(
+            500,
+            "InternalError",
+            "spark-admission could not encode its patch".to_owned(),
+        );
+        outcome = Outcome::Error;
+    } else if ops > 0 {
+        outcome = Outcome::Patched;
+    }
+    let policies = mutation.applied.join(",");
+    if !policies.is_empty() {
+        answer
+            .audit_annotations
+            .insert(AUDIT_APPLIED.to_owned(), policies.clone());
+    }
+    answer.warnings = mutation.warnings;
+    state
+        .metrics
+        .record_changes(mutation.changes.iter().map(|c| c.policy.as_str()));
+    state.metrics.record_patch_operations(mutation.role, ops);
+    let decision = Decision {
+        role: mutation.role,
+        outcome,
+        namespace: &create.namespace,
+        pod: &create.name,
+        app: app_name(&create.pod),
+        policies,
+        ops,
+        dry_run: create.dry_run,
+    };
+    (answer, decision)
+}
+
+fn validate_pod<'a>(state: &AppState, create: &'a review::PodCreate) -> (Answer, Decision<'a>) {
+    let set = state.store.snapshot();
+    let validation = state.engine.validate(&set, &create.pod, &create.namespace);
+    let mut answer = Answer::allow(create.uid.as_str());
+    answer.warnings = validation
+        .with_mode(RuleMode::Warn)
+        .map(|f| f.message.clone())
+        .collect();
+    let audit: Vec<&str> = validation
+        .with_mode(RuleMode::Audit)
+        .map(|f| f.message.as_str())
+        .collect();
+    if !audit.is_empty() {
+        answer
+            .audit_annotations
+            .insert(AUDIT_FINDINGS.to_owned(), audit.join("; "));
+    }
+    let policies = validation.checked.join(",");
+    if !policies.is_empty() {
+        answer
+            .audit_annotations
+            .insert(AUDIT_CHECKED.to_owned(), policies.clone());
+    }
+    let outcome = if validation.denied() {
+        answer.deny(403, "Forbidden", validation.denial_message());
+        Outcome::Denied
+    } else if !answer.warnings.is_empty() {
+        Outcome::Warned
+    } else {
+        Outcome::Unchanged
+    };
+    let decision = Decision {
+        role: spark::role_of(&create.pod).ok(),
+        outcome,
+        namespace: &create.namespace,
+        pod: &create.name,
+        app: app_name(&create.pod),
+        policies,
+        ops: 0,
+        dry_run: create.dry_run,
+    };
+    (answer, decision)
+}
+
+/// A one-line plain-text error body.
+fn plain(status: StatusCode, mut reason: String) -> Response {
+    reason.push('\n');
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        )],
+        reason,
+    )
+        .into_response()
+}

@@ -1,0 +1,463 @@
+//! The running server: TLS webhook listener, admin listener, watcher threads and the
+//! shutdown sequence (unready at once, stop accepting, drain within the grace, exit).
+
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
+
+use super::admin::{admin_router, Health};
+use super::policies::PolicyWatcher;
+use super::router::{webhook_router, AppState, Limits};
+use super::shutdown::ShutdownHandle;
+use super::tls::{self, CertReloader, CertResolver};
+use super::ServeError;
+use crate::certs::{self, CertPaths, Ensured};
+use crate::engine::Engine;
+use crate::metrics::Metrics;
+use crate::source::PolicyStore;
+use crate::spark::ContainerNames;
+
+/// Pings on idle HTTP/2 connections find dead peers; the API server keeps connections open.
+const H2_KEEPALIVE: Duration = Duration::from_secs(20);
+/// How long the admin port may take to close once the webhook has drained.
+const ADMIN_STOP: Duration = Duration::from_secs(2);
+
+/// Everything `serve` needs; [`ServeArgs`](super::ServeArgs) maps flags onto it.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Webhook address (TLS).
+    pub listen: SocketAddr,
+    /// Admin address (plain HTTP).
+    pub admin_listen: SocketAddr,
+    pub policies_dir: PathBuf,
+    pub certs_dir: PathBuf,
+    /// Extra names for a generated serving certificate.
+    pub dns_names: Vec<String>,
+    /// CA bundle that client certificates must chain to; none: no client certificates.
+    pub client_ca: Option<PathBuf>,
+    pub container_names: ContainerNames,
+    pub policy_poll: Duration,
+    pub cert_poll: Duration,
+    pub shutdown_grace: Duration,
+    pub limits: Limits,
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub handshake_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
+            admin_listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            policies_dir: PathBuf::from("policies"),
+            certs_dir: PathBuf::from("certs"),
+            dns_names: Vec::new(),
+            client_ca: None,
+            container_names: ContainerNames::default(),
+            policy_poll: Duration::from_secs(2),
+            cert_poll: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(20),
+            limits: Limits::default(),
+            max_connections: 1024,
+            header_read_timeout: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A started server. Dropping it does not stop it: call [`Server::shutdown`] or trigger
+/// the [`ShutdownHandle`] and await [`Server::wait`].
+#[derive(Debug)]
+pub struct Server {
+    webhook_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    shutdown: ShutdownHandle,
+    store: Arc<PolicyStore>,
+    metrics: Arc<Metrics>,
+    resolver: Arc<CertResolver>,
+    task: JoinHandle<()>,
+}
+
+impl Server {
+    /// Prepares certificates and policies, binds both ports and starts serving. Returns
+    /// once both listeners accept connections.
+    pub async fn start(config: ServerConfig) -> Result<Server, ServeError> {
+        let metrics = Arc::new(Metrics::new());
+        let paths = CertPaths::new(&config.certs_dir);
+        let ensured = certs::ensure(&config.certs_dir, &config.dns_names).map_err(|error| {
+            ServeError::Certs {
+                dir: config.certs_dir.display().to_string(),
+                error,
+            }
+        })?;
+        let provider = tls::provider();
+        let loaded = tls::load_pair(&paths.tls_cert, &paths.tls_key, &provider)?;
+        log_certificate(&paths, ensured, &loaded, &config.dns_names);
+        if let Some(t) = loaded.not_after {
+            metrics.set_certificate_not_after(t);
+        }
+        let resolver = Arc::new(CertResolver::new(Arc::clone(&loaded.certified)));
+        let tls_config = tls::server_config(
+            Arc::clone(&resolver),
+            config.client_ca.as_deref(),
+            Arc::clone(&provider),
+        )?;
+
+        if !config.policies_dir.is_dir() {
+            return Err(ServeError::NoPolicyFolder(
+                config.policies_dir.display().to_string(),
+            ));
+        }
+        let store = Arc::new(PolicyStore::new());
+        let mut policy_watcher = PolicyWatcher::new(
+            &config.policies_dir,
+            Arc::clone(&store),
+            Arc::clone(&metrics),
+        );
+        policy_watcher
+            .initial_load()
+            .map_err(|e| ServeError::Policies(e.to_string()))?;
+
+        let webhook_listener = bind(config.listen).await?;
+        let admin_listener = bind(config.admin_listen).await?;
+        let webhook_addr = local_addr(&webhook_listener, config.listen)?;
+        let admin_addr = local_addr(&admin_listener, config.admin_listen)?;
+
+        let shutdown = ShutdownHandle::new();
+        let mut threads = Vec::with_capacity(2);
+        threads.push(spawn_watch_thread(
+            "policy-watch",
+            config.policy_poll,
+            shutdown.clone(),
+            move || policy_watcher.poll(),
+        )?);
+        let mut reloader = CertReloader::new(
+            Arc::clone(&resolver),
+            &loaded,
+            paths.tls_cert.clone(),
+            paths.tls_key.clone(),
+            provider,
+            Arc::clone(&metrics),
+        );
+        threads.push(spawn_watch_thread(
+            "cert-watch",
+            config.cert_poll,
+            shutdown.clone(),
+            move || {
+                reloader.poll();
+            },
+        )?);
+
+        let state = Arc::new(AppState::new(
+            Engine::new(config.container_names.clone()),
+            Arc::clone(&store),
+            Arc::clone(&metrics),
+            config.limits.clone(),
+        ));
+        let connections = Arc::new(Connections {
+            acceptor: TlsAcceptor::from(Arc::new(tls_config)),
+            router: webhook_router(state),
+            handshake_timeout: config.handshake_timeout,
+            header_read_timeout: config.header_read_timeout,
+        });
+        let health = Health {
+            store: Arc::clone(&store),
+            shutdown: shutdown.clone(),
+        };
+        let (admin_stop, admin_stopped) = oneshot::channel::<()>();
+        let admin = tokio::spawn(
+            axum::serve(admin_listener, admin_router(health, Arc::clone(&metrics)))
+                .with_graceful_shutdown(async move {
+                    let _ = admin_stopped.await;
+                })
+                .into_future(),
+        );
+        let accept = tokio::spawn(accept_loop(
+            webhook_listener,
+            connections,
+            config.max_connections.max(1),
+            config.shutdown_grace,
+            shutdown.clone(),
+        ));
+        tracing::info!(
+            webhook = %format!("https://{webhook_addr}"),
+            admin = %format!("http://{admin_addr}"),
+            policies = %config.policies_dir.display(),
+            "serving: POST /mutate and /validate; /healthz, /readyz and /metrics on the admin port"
+        );
+
+        let task = tokio::spawn(async move {
+            if let Err(e) = accept.await {
+                tracing::error!(error = %e, "webhook listener task failed");
+            }
+            let _ = admin_stop.send(());
+            let mut admin = admin;
+            match tokio::time::timeout(ADMIN_STOP, &mut admin).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => tracing::warn!(error = %e, "admin server ended with an error"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "admin server task failed"),
+                Err(_) => admin.abort(),
+            }
+            // The watcher threads wake on the shutdown signal; joining waits at most for
+            // a scan in progress.
+            let _ = tokio::task::spawn_blocking(move || {
+                for t in threads {
+                    let _ = t.join();
+                }
+            })
+            .await;
+            tracing::info!("stopped");
+        });
+
+        Ok(Server {
+            webhook_addr,
+            admin_addr,
+            shutdown,
+            store,
+            metrics,
+            resolver,
+            task,
+        })
+    }
+
+    /// The bound webhook address (the real port when started on port 0).
+    pub fn webhook_addr(&self) -> SocketAddr {
+        self.webhook_addr
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    pub fn store(&self) -> &Arc<PolicyStore> {
+        &self.store
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The certificate chain new handshakes get, leaf first.
+    pub fn serving_chain(&self) -> Vec<Vec<u8>> {
+        self.resolver
+            .current()
+            .cert
+            .iter()
+            .map(|c| c.as_ref().to_vec())
+            .collect()
+    }
+
+    /// Waits until the server has stopped (after a shutdown was triggered and drained).
+    pub async fn wait(self) -> Result<(), ServeError> {
+        self.task.await.map_err(|e| ServeError::Task(e.to_string()))
+    }
+
+    /// Triggers the shutdown and waits for the drain.
+    pub async fn shutdown(self) -> Result<(), ServeError> {
+        self.shutdown.trigger();
+        self.wait().await
+    }
+}
+
+fn log_certificate(paths: &CertPaths, ensured: Ensured, loaded: &tls::LoadedCert, dns: &[String]) {
+    let ca = std::path::absolute(&paths.ca_cert).unwrap_or_else(|_| paths.ca_cert.clone());
+    match ensured {
+        Ensured::Generated => tracing::info!(
+            dir = %paths.dir.display(),
+            "generated a CA and a serving certificate"
+        ),
+        Ensured::IssuedFromCa => tracing::info!(
+            dir = %paths.dir.display(),
+            "issued a serving certificate from the existing CA"
+        ),
+        Ensured::Existing => {}
+    }
+    if paths.ca_cert.exists() {
+        tracing::info!(
+            ca = %ca.display(),
+            names = loaded.names.join(",").as_str(),
+            not_after = loaded.not_after,
+            "serving certificate loaded; clients trust it with: curl --cacert {}",
+            ca.display()
+        );
+    } else {
+        tracing::info!(
+            cert = %paths.tls_cert.display(),
+            names = loaded.names.join(",").as_str(),
+            not_after = loaded.not_after,
+            "serving certificate loaded (no ca.crt next to it)"
+        );
+    }
+    let missing: Vec<&str> = dns
+        .iter()
+        .map(|d| d.trim())
+        .filter(|d| !d.is_empty() && !loaded.names.iter().any(|n| n == d))
+        .collect();
+    if !missing.is_empty() {
+        tracing::warn!(
+            missing = missing.join(",").as_str(),
+            "the serving certificate does not cover these names; delete tls.crt and tls.key to issue a new one"
+        );
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|error| ServeError::Bind { addr, error })
+}
+
+fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, ServeError> {
+    listener
+        .local_addr()
+        .map_err(|error| ServeError::Bind { addr, error })
+}
+
+/// Runs `tick` every `period` on its own thread until shutdown.
+fn spawn_watch_thread(
+    name: &'static str,
+    period: Duration,
+    shutdown: ShutdownHandle,
+    mut tick: impl FnMut() + Send + 'static,
+) -> Result<std::thread::JoinHandle<()>, ServeError> {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            while !shutdown.sleep(period) {
+                tick();
+            }
+        })
+        .map_err(|error| ServeError::Start { what: name, error })
+}
+
+/// What each webhook connection needs.
+struct Connections {
+    acceptor: TlsAcceptor,
+    router: Router,
+    handshake_timeout: Duration,
+    header_read_timeout: Duration,
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    connections: Arc<Connections>,
+    max_connections: usize,
+    grace: Duration,
+    shutdown: ShutdownHandle,
+) {
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(max_connections));
+    let mut tasks = JoinSet::new();
+    let stop = shutdown.triggered();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut stop => break,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            accepted = listener.accept() => {
+                let (tcp, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                    tracing::warn!(%peer, max_connections, "connection limit reached; connection closed");
+                    continue;
+                };
+                let watcher = graceful.watcher();
+                let connections = Arc::clone(&connections);
+                tasks.spawn(async move {
+                    serve_connection(tcp, peer, &connections, watcher).await;
+                    drop(slot);
+                });
+            }
+        }
+    }
+    drop(listener);
+    tracing::info!(
+        connections = graceful.count(),
+        grace_seconds = grace.as_secs_f64(),
+        "shutting down: unready, no new connections, draining"
+    );
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown grace elapsed; closing the remaining connections");
+    } else {
+        tracing::info!("all connections drained");
+    }
+    tasks.shutdown().await;
+}
+
+async fn serve_connection(tcp: TcpStream, peer: SocketAddr, c: &Connections, watcher: Watcher) {
+    // Reviews are small request/response pairs: send them without Nagle's delay.
+    let _ = tcp.set_nodelay(true);
+    let tls = match tokio::time::timeout(c.handshake_timeout, c.acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            log_handshake_error(peer, &e);
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+    let io = TokioIo::new(tls);
+    let service = TowerToHyperService::new(c.router.clone());
+    let result = if h2 {
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Some(H2_KEEPALIVE))
+            .keep_alive_timeout(H2_KEEPALIVE);
+        watcher.watch(builder.serve_connection(io, service)).await
+    } else {
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(c.header_read_timeout)
+            .keep_alive(true);
+        watcher.watch(builder.serve_connection(io, service)).await
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "connection closed with an error");
+    }
+}
+
+fn log_handshake_error(peer: SocketAddr, e: &std::io::Error) {
+    let alert = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|r| matches!(r, rustls::Error::AlertReceived(_)));
+    if alert {
+        // The client refused us: almost always a caBundle that does not match our CA.
+        tracing::warn!(%peer, error = %e, "TLS handshake refused by the client; check the webhook caBundle");
+    } else {
+        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+    }
+}

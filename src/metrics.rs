@@ -1,0 +1,343 @@
+//! Prometheus metrics: one registry, named series, OpenMetrics text for the admin port.
+//!
+//! Label values are `&'static str` wherever the set is closed, so recording a request
+//! allocates nothing; only the per-policy series carry an owned policy name.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::spark::SparkRole;
+
+/// Every series name starts with this.
+pub const PREFIX: &str = "spark_admission";
+
+/// The webhook endpoint a review came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    Mutate,
+    Validate,
+}
+
+impl Endpoint {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Mutate => "mutate",
+            Endpoint::Validate => "validate",
+        }
+    }
+}
+
+/// What the webhook answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Allowed with a non-empty patch.
+    Patched,
+    /// Allowed as is (not a Spark pod, not a CREATE, or nothing to change).
+    Unchanged,
+    /// Refused by an enforced rule.
+    Denied,
+    /// Allowed with warnings for the submitter.
+    Warned,
+    /// The body was not a usable v1 AdmissionReview (HTTP 4xx).
+    BadRequest,
+    /// The webhook could not answer (timeout, not ready, internal failure).
+    Error,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Patched => "patched",
+            Outcome::Unchanged => "unchanged",
+            Outcome::Denied => "denied",
+            Outcome::Warned => "warned",
+            Outcome::BadRequest => "bad_request",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+/// The `role` label: the Spark role, or `none` for everything else.
+pub fn role_label(role: Option<SparkRole>) -> &'static str {
+    role.map_or("none", SparkRole::as_str)
+}
+
+/// What one policy-folder scan led to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadResult {
+    /// A new policy set was installed and every file is good.
+    Applied,
+    /// A new set was installed; some files were rejected and keep their last good version.
+    Partial,
+    /// Files changed but were rejected; nothing new was installed.
+    Rejected,
+    /// The folder itself could not be read.
+    Failed,
+}
+
+impl ReloadResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReloadResult::Applied => "applied",
+            ReloadResult::Partial => "partial",
+            ReloadResult::Rejected => "rejected",
+            ReloadResult::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    endpoint: &'static str,
+    role: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct EndpointLabels {
+    endpoint: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct PolicyLabels {
+    policy: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RoleLabels {
+    role: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn duration_histogram() -> Histogram {
+    // 0.5 ms .. ~2 s: reviews take well under a millisecond; the tail shows trouble.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 13))
+}
+
+/// Every series the server exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    duration: HistogramFamily<EndpointLabels>,
+    policy_changes: Family<PolicyLabels, Counter>,
+    patch_operations: Family<RoleLabels, Counter>,
+    policy_reloads: Family<ResultLabels, Counter>,
+    policies_loaded: Gauge,
+    policy_errors: Gauge,
+    cert_not_after: Gauge,
+    cert_reloads: Family<ResultLabels, Counter>,
+    in_flight: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix(PREFIX);
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Admission reviews answered, by endpoint, Spark role and outcome",
+            requests.clone(),
+        );
+        let duration: HistogramFamily<EndpointLabels> =
+            Family::new_with_constructor(duration_histogram);
+        registry.register(
+            "request_duration_seconds",
+            "Time from receiving a review to having its answer ready",
+            duration.clone(),
+        );
+        let policy_changes = Family::<PolicyLabels, Counter>::default();
+        registry.register(
+            "policy_changes",
+            "Field changes made to pods, by the policy that made them",
+            policy_changes.clone(),
+        );
+        let patch_operations = Family::<RoleLabels, Counter>::default();
+        registry.register(
+            "patch_operations",
+            "JSON Patch operations sent to the API server, by Spark role",
+            patch_operations.clone(),
+        );
+        let policy_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "policy_reloads",
+            "Policy folder scans that found changes, by result",
+            policy_reloads.clone(),
+        );
+        let policies_loaded = Gauge::default();
+        registry.register(
+            "policies_loaded",
+            "Policies in the set currently serving",
+            policies_loaded.clone(),
+        );
+        let policy_errors = Gauge::default();
+        registry.register(
+            "policy_errors",
+            "Errors in the policy files right now (their last good version keeps serving)",
+            policy_errors.clone(),
+        );
+        let cert_not_after = Gauge::default();
+        registry.register(
+            "certificate_not_after_timestamp_seconds",
+            "Expiry of the serving certificate, as a unix timestamp",
+            cert_not_after.clone(),
+        );
+        let cert_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "certificate_reloads",
+            "Serving certificate reloads after the files changed, by result",
+            cert_reloads.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "in_flight_requests",
+            "Reviews being processed now",
+            in_flight.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            duration,
+            policy_changes,
+            patch_operations,
+            policy_reloads,
+            policies_loaded,
+            policy_errors,
+            cert_not_after,
+            cert_reloads,
+            in_flight,
+        }
+    }
+
+    /// One answered review.
+    pub fn record_request(
+        &self,
+        endpoint: Endpoint,
+        role: Option<SparkRole>,
+        outcome: Outcome,
+        seconds: f64,
+    ) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                endpoint: endpoint.as_str(),
+                role: role_label(role),
+                outcome: outcome.as_str(),
+            })
+            .inc();
+        self.duration
+            .get_or_create(&EndpointLabels {
+                endpoint: endpoint.as_str(),
+            })
+            .observe(seconds);
+    }
+
+    /// The changes one mutation made, given as the policy of each change in order.
+    pub fn record_changes<'a>(&self, policies: impl IntoIterator<Item = &'a str>) {
+        // Changes come grouped by policy (policies apply one after another), so counting
+        // runs needs one label allocation per policy, not per change.
+        let mut run: Option<(&str, u64)> = None;
+        for p in policies {
+            match &mut run {
+                Some((name, n)) if *name == p => *n += 1,
+                _ => {
+                    if let Some((name, n)) = run.take() {
+                        self.add_changes(name, n);
+                    }
+                    run = Some((p, 1));
+                }
+            }
+        }
+        if let Some((name, n)) = run {
+            self.add_changes(name, n);
+        }
+    }
+
+    fn add_changes(&self, policy: &str, n: u64) {
+        self.policy_changes
+            .get_or_create(&PolicyLabels {
+                policy: policy.to_owned(),
+            })
+            .inc_by(n);
+    }
+
+    pub fn record_patch_operations(&self, role: Option<SparkRole>, ops: usize) {
+        if ops > 0 {
+            self.patch_operations
+                .get_or_create(&RoleLabels {
+                    role: role_label(role),
+                })
+                .inc_by(ops as u64);
+        }
+    }
+
+    pub fn record_policy_reload(&self, result: ReloadResult) {
+        self.policy_reloads
+            .get_or_create(&ResultLabels {
+                result: result.as_str(),
+            })
+            .inc();
+    }
+
+    pub fn set_policies_loaded(&self, n: usize) {
+        self.policies_loaded
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    pub fn set_policy_errors(&self, n: usize) {
+        self.policy_errors.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    pub fn set_certificate_not_after(&self, unix_seconds: i64) {
+        self.cert_not_after.set(unix_seconds);
+    }
+
+    pub fn record_certificate_reload(&self, ok: bool) {
+        self.cert_reloads
+            .get_or_create(&ResultLabels {
+                result: if ok { "ok" } else { "error" },
+            })
+            .inc();
+    }
+
+    /// Counts a review as in flight until the guard is dropped.
+    pub fn in_flight(&self) -> InFlight<'_> {
+        self.in_flight.inc();
+        InFlight(&self.in_flight)
+    }
+
+    /// OpenMetrics text exposition of every series.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::with_capacity(4096);
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+/// Decrements the in-flight gauge when the review is done, whichever way it ends.
+#[derive(Debug)]
+pub struct InFlight<'a>(&'a Gauge);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Content type of [`Metrics::encode`].
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
