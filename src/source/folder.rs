@@ -84,7 +84,18 @@ impl FolderSource {
             }
             report.reparsed += 1;
             let source = PolicySource(display_name(&path));
-            let parsed = parse_documents(&source, &text);
+            let had_policies = self.files.get(&path).is_some_and(|s| !s.good.is_empty());
+            // An empty file is what a non-atomic write looks like halfway; dropping every
+            // policy it held on that evidence would be worse than a visible error.
+            let parsed = if had_policies && text.trim().is_empty() {
+                Err(vec![PolicyError::new(
+                    source.0.clone(),
+                    "",
+                    "the file is empty; its last good version keeps serving (delete the file to remove its policies)",
+                )])
+            } else {
+                parse_documents(&source, &text)
+            };
             let state = self.files.entry(path).or_insert_with(|| FileState {
                 content_hash,
                 good: Vec::new(),
@@ -168,4 +179,81 @@ fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, SourceError> {
 
 fn display_name(path: &Path) -> String {
     path.display().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: &str = "apiVersion: spark-admission.io/v1alpha1\nkind: SparkPodPolicy\nmetadata: {name: NAME}\nspec: {namespaces: [a], all: {labels: {x: \"1\"}}}\n";
+
+    fn names(src: &FolderSource) -> Vec<String> {
+        src.policy_set()
+            .policies()
+            .iter()
+            .map(|p| p.name.clone())
+            .collect()
+    }
+
+    #[test]
+    fn a_broken_file_keeps_its_last_good_version_and_a_fix_replaces_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("team.yaml");
+        std::fs::write(&file, POLICY.replace("NAME", "one")).unwrap();
+        let mut src = FolderSource::new(dir.path());
+        let r = src.scan().unwrap();
+        assert!(r.changed && r.errors.is_empty());
+        assert_eq!(names(&src), ["one"]);
+
+        std::fs::write(&file, POLICY.replace("NAME", "two").replace("[a]", "[]")).unwrap();
+        let r = src.scan().unwrap();
+        assert!(!r.changed);
+        assert_eq!(r.errors.len(), 1);
+        assert!(
+            r.errors[0].to_string().contains("/spec/namespaces"),
+            "{}",
+            r.errors[0]
+        );
+        assert_eq!(names(&src), ["one"], "last good version still serves");
+
+        // Unchanged broken content is not parsed again but still reported.
+        let r = src.scan().unwrap();
+        assert_eq!((r.reparsed, r.errors.len()), (0, 1));
+
+        std::fs::write(&file, POLICY.replace("NAME", "two")).unwrap();
+        let r = src.scan().unwrap();
+        assert!(r.changed && r.errors.is_empty());
+        assert_eq!(names(&src), ["two"]);
+    }
+
+    #[test]
+    fn an_emptied_file_is_an_error_not_a_silent_removal_and_deleting_removes() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("team.yaml");
+        std::fs::write(&file, POLICY.replace("NAME", "one")).unwrap();
+        let mut src = FolderSource::new(dir.path());
+        src.scan().unwrap();
+        std::fs::write(&file, "").unwrap();
+        let r = src.scan().unwrap();
+        assert_eq!(r.errors.len(), 1);
+        assert!(r.errors[0].message.contains("empty"));
+        assert_eq!(names(&src), ["one"]);
+
+        std::fs::remove_file(&file).unwrap();
+        let r = src.scan().unwrap();
+        assert!(r.changed);
+        assert!(names(&src).is_empty());
+    }
+
+    #[test]
+    fn hidden_entries_and_other_extensions_are_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.yml"), POLICY.replace("NAME", "a")).unwrap();
+        std::fs::write(dir.path().join(".b.yaml"), POLICY.replace("NAME", "b")).unwrap();
+        std::fs::write(dir.path().join("schema.json"), "{}").unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "x").unwrap();
+        let mut src = FolderSource::new(dir.path());
+        assert!(src.scan().unwrap().errors.is_empty());
+        assert_eq!(names(&src), ["a"]);
+    }
 }
