@@ -240,6 +240,36 @@ proptest! {
             prop_assert_eq!(&before["env"], &after["env"]);
             prop_assert_eq!(&before["resources"], &after["resources"]);
         }
+        // Nothing outside the policies' reach changes, and only the priority fields are removed.
+        const REACH: &[&str] = &[
+            "/metadata/labels", "/metadata/annotations", "/spec/nodeSelector", "/spec/affinity",
+            "/spec/tolerations", "/spec/imagePullSecrets", "/spec/volumes", "/spec/containers",
+            "/spec/initContainers", "/spec/priorityClassName", "/spec/priority", "/spec/preemptionPolicy",
+            "/spec/schedulerName", "/spec/runtimeClassName", "/spec/securityContext",
+            "/spec/terminationGracePeriodSeconds", "/spec/topologySpreadConstraints", "/spec/dnsConfig", "/spec/hostAliases",
+        ];
+        let m = Engine::default().mutate(&set, &typed(&pod), "spark-jobs");
+        for op in serde_json::to_value(&m.patch).unwrap().as_array().unwrap() {
+            let path = op["path"].as_str().unwrap();
+            prop_assert!(REACH.iter().any(|r| path == *r || path.starts_with(&format!("{r}/"))), "out of reach: {}", path);
+            if op["op"] == "remove" {
+                prop_assert!(path == "/spec/priority" || path == "/spec/preemptionPolicy", "removes {}", path);
+            }
+        }
+        // Containers other than Spark's keep every field but the ones policies may set on
+        // all containers (mounts for `containers: all`, image rewrites and pull policy).
+        let spark_name = format!("spark-kubernetes-{}", pod["metadata"]["labels"]["spark-role"].as_str().unwrap());
+        for before in pod["spec"]["containers"].as_array().unwrap().iter().filter(|c| c["name"] != spark_name.as_str()) {
+            let after = out["spec"]["containers"].as_array().unwrap().iter().find(|c| c["name"] == before["name"]).unwrap();
+            for (k, v) in before.as_object().unwrap() {
+                if !["volumeMounts", "image", "imagePullPolicy"].contains(&k.as_str()) {
+                    prop_assert_eq!(v, &after[k], "field {} of {}", k, before["name"]);
+                }
+            }
+            for m in before["volumeMounts"].as_array().into_iter().flatten() {
+                prop_assert!(after["volumeMounts"].as_array().unwrap().contains(m), "mount kept");
+            }
+        }
         // Spark's identity never changes.
         for k in ["spark-role", "spark-app-selector", "spark-app-name"] {
             prop_assert_eq!(&pod["metadata"]["labels"][k], &out["metadata"]["labels"][k]);

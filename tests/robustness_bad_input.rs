@@ -5,9 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use hyper::body::Bytes;
 use common::*;
 use http::StatusCode;
+use hyper::body::Bytes;
 use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
 
@@ -31,7 +31,10 @@ async fn assert_healthy(s: &TestServer) {
     let mut conn = s.connect(Proto::H2).await;
     let (status, body) = conn.post("/mutate", to_bytes(&review())).await.unwrap();
     assert_eq!(status, StatusCode::OK);
-    assert!(response_of(&body)["patch"].is_string(), "a good review still gets its patch");
+    assert!(
+        response_of(&body)["patch"].is_string(),
+        "a good review still gets its patch"
+    );
 }
 
 async fn post(s: &TestServer, proto: Proto, body: Vec<u8>) -> (StatusCode, String) {
@@ -44,7 +47,11 @@ async fn post(s: &TestServer, proto: Proto, body: Vec<u8>) -> (StatusCode, Strin
 async fn malformed_bodies_get_400_with_a_reason() {
     let s = server().await;
     let good = to_bytes(&review());
-    let nested = format!("{{\"request\":{}{}}}", "[".repeat(100_000), "]".repeat(100_000));
+    let nested = format!(
+        "{{\"request\":{}{}}}",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
     let mut no_uid = review();
     no_uid["request"].as_object_mut().unwrap().remove("uid");
     let mut wrong_version = review();
@@ -52,8 +59,12 @@ async fn malformed_bodies_get_400_with_a_reason() {
     let mut wrong_kind = review();
     wrong_kind["kind"] = json!("ConversionReview");
     let mut create_without_object = review();
-    create_without_object["request"]["oldObject"] = create_without_object["request"]["object"].take();
-    let duplicate = String::from_utf8(good.clone()).unwrap().replacen('{', "{\"kind\":\"AdmissionReview\",", 1);
+    create_without_object["request"]["oldObject"] =
+        create_without_object["request"]["object"].take();
+    let duplicate =
+        String::from_utf8(good.clone())
+            .unwrap()
+            .replacen('{', "{\"kind\":\"AdmissionReview\",", 1);
     let mut invalid_utf8 = good.clone();
     invalid_utf8.splice(40..40, [0xff, 0xfe, 0xc3]);
 
@@ -64,8 +75,16 @@ async fn malformed_bodies_get_400_with_a_reason() {
         ("no uid", to_bytes(&no_uid), "uid"),
         ("v1beta1", to_bytes(&wrong_version), "admission.k8s.io/v1"),
         ("unknown kind", to_bytes(&wrong_kind), "AdmissionReview"),
-        ("no request", to_bytes(&json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"})), "no request"),
-        ("CREATE with only oldObject", to_bytes(&create_without_object), "object"),
+        (
+            "no request",
+            to_bytes(&json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"})),
+            "no request",
+        ),
+        (
+            "CREATE with only oldObject",
+            to_bytes(&create_without_object),
+            "object",
+        ),
         ("duplicate keys", duplicate.into_bytes(), "duplicate"),
         ("invalid UTF-8", invalid_utf8, ""),
         ("a JSON array", b"[1,2,3]".to_vec(), ""),
@@ -73,8 +92,15 @@ async fn malformed_bodies_get_400_with_a_reason() {
     for (what, body, reason) in cases {
         for proto in [Proto::H1, Proto::H2] {
             let (status, text) = post(&s, proto, body.clone()).await;
-            assert_eq!(status, StatusCode::BAD_REQUEST, "{what} ({proto:?}): {text}");
-            assert!(!text.trim().is_empty() && !text.trim_end().contains('\n'), "{what}: one-line reason, got {text:?}");
+            assert_eq!(
+                status,
+                StatusCode::BAD_REQUEST,
+                "{what} ({proto:?}): {text}"
+            );
+            assert!(
+                !text.trim().is_empty() && !text.trim_end().contains('\n'),
+                "{what}: one-line reason, got {text:?}"
+            );
             assert!(text.contains(reason), "{what}: {text}");
         }
     }
@@ -103,13 +129,23 @@ async fn wrong_types_in_pod_fields_are_refused_not_crashed_on() {
         "/spec/imagePullSecrets",
     ];
     for path in fields {
-        for wrong in [json!(42), json!("text"), json!([1]), json!({"x": {"y": 1}}), json!(true)] {
+        for wrong in [
+            json!(42),
+            json!("text"),
+            json!([1]),
+            json!({"x": {"y": 1}}),
+            json!(true),
+        ] {
             let mut r = fixture_json("mutate-driver-rich.json");
             let (parent, key) = path.rsplit_once('/').unwrap();
             let parent = r["request"]["object"].pointer_mut(parent).unwrap();
             let slot = match parent {
                 Value::Array(a) => &mut a[key.parse::<usize>().unwrap()],
-                other => other.as_object_mut().unwrap().entry(key).or_insert(Value::Null),
+                other => other
+                    .as_object_mut()
+                    .unwrap()
+                    .entry(key)
+                    .or_insert(Value::Null),
             };
             // Same JSON type (or an object where an absent object field goes): unknown keys are
             // ignored as the API server prunes them, so such a pod may still be valid.
@@ -119,7 +155,10 @@ async fn wrong_types_in_pod_fields_are_refused_not_crashed_on() {
             let (status, text) = post(&s, Proto::H1, to_bytes(&r)).await;
             if same_kind {
                 // e.g. a string name replaced by another string: still a valid pod.
-                assert!(status == StatusCode::OK || status == StatusCode::BAD_REQUEST, "{path} = {wrong}: {status}");
+                assert!(
+                    status == StatusCode::OK || status == StatusCode::BAD_REQUEST,
+                    "{path} = {wrong}: {status}"
+                );
             } else {
                 assert_eq!(status, StatusCode::BAD_REQUEST, "{path} = {wrong}: {text}");
                 assert!(text.contains("invalid pod"), "{path} = {wrong}: {text}");
@@ -151,10 +190,12 @@ async fn other_operations_and_old_object_only_reviews_are_allowed_unchanged() {
 async fn huge_but_valid_pods_are_answered() {
     let s = server().await;
     let mut big_string = review();
-    big_string["request"]["object"]["metadata"]["annotations"] = json!({"big": "x".repeat(2 * 1024 * 1024)});
+    big_string["request"]["object"]["metadata"]["annotations"] =
+        json!({"big": "x".repeat(2 * 1024 * 1024)});
     let mut big_array = review();
-    big_array["request"]["object"]["spec"]["containers"][0]["env"] =
-        json!((0..30_000).map(|i| json!({"name": format!("V{i}"), "value": "1"})).collect::<Vec<_>>());
+    big_array["request"]["object"]["spec"]["containers"][0]["env"] = json!((0..30_000)
+        .map(|i| json!({"name": format!("V{i}"), "value": "1"}))
+        .collect::<Vec<_>>());
     for (what, r) in [("2 MiB string", big_string), ("30k env entries", big_array)] {
         let (status, text) = post(&s, Proto::H1, to_bytes(&r)).await;
         assert_eq!(status, StatusCode::OK, "{what}");
@@ -203,7 +244,9 @@ async fn a_client_sending_one_byte_a_second_gets_408_within_the_deadline() {
 async fn connections_that_never_speak_are_closed() {
     let s = server().await;
     // No TLS handshake at all: closed after the handshake timeout.
-    let mut raw = tokio::net::TcpStream::connect(s.server.webhook_addr()).await.unwrap();
+    let mut raw = tokio::net::TcpStream::connect(s.server.webhook_addr())
+        .await
+        .unwrap();
     let mut buf = [0u8; 16];
     let n = tokio::time::timeout(Duration::from_secs(6), raw.read(&mut buf))
         .await
@@ -212,7 +255,15 @@ async fn connections_that_never_speak_are_closed() {
     assert_eq!(n, 0);
 
     // TLS done, but no HTTP request: closed after the header read timeout.
-    let mut tls = tls_connect(s.server.webhook_addr(), &s.ca_pem(), None, &[b"http/1.1"], None).await.unwrap();
+    let mut tls = tls_connect(
+        s.server.webhook_addr(),
+        &s.ca_pem(),
+        None,
+        &[b"http/1.1"],
+        None,
+    )
+    .await
+    .unwrap();
     let n = tokio::time::timeout(Duration::from_secs(6), tls.read(&mut buf))
         .await
         .expect("server closes a silent TLS connection")
