@@ -110,6 +110,8 @@ pub struct PodCreate {
 pub enum ReviewError {
     #[error("body is not JSON: {0}")]
     NotJson(#[source] serde_json::Error),
+    #[error("body is not UTF-8 text: {0}")]
+    NotUtf8(#[source] std::str::Utf8Error),
     #[error("body is not an AdmissionReview: {0}")]
     NotAReview(#[source] serde_json::Error),
     #[error("expected apiVersion {API_VERSION} and kind {KIND}, got apiVersion {api_version:?} and kind {kind:?}")]
@@ -124,7 +126,10 @@ pub enum ReviewError {
 
 /// Decodes a request body into what to do with it.
 pub fn decode(body: &[u8]) -> Result<Review, ReviewError> {
-    match serde_json::from_slice::<ReviewIn>(body) {
+    // serde_json skips unknown fields without checking their UTF-8, so a body that is not
+    // text could otherwise pass; checking once up front also lets serde parse a `str`.
+    let body = std::str::from_utf8(body).map_err(ReviewError::NotUtf8)?;
+    match serde_json::from_str::<ReviewIn>(body) {
         Ok(review) => {
             check_type(review.api_version, review.kind)?;
             classify(review.request.ok_or(ReviewError::NoRequest)?)
@@ -132,7 +137,7 @@ pub fn decode(body: &[u8]) -> Result<Review, ReviewError> {
         // The object is not a Pod (or the body is broken): decode only the envelope to tell
         // another kind, which we let through, from a malformed body, which we refuse.
         Err(full) => {
-            let envelope: EnvelopeIn = serde_json::from_slice(body).map_err(|e| {
+            let envelope: EnvelopeIn = serde_json::from_str(body).map_err(|e| {
                 if e.is_syntax() || e.is_eof() {
                     ReviewError::NotJson(e)
                 } else {
