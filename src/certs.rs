@@ -48,6 +48,10 @@ pub struct CertsArgs {
     /// Replace files that already exist in the folder.
     #[arg(long, env = "SPARK_ADMISSION_CERTS_FORCE")]
     pub force: bool,
+    /// Issue a new serving certificate from the CA already in the folder (ca.crt, ca.key),
+    /// replacing tls.crt and tls.key: the caBundle stays the same.
+    #[arg(long, env = "SPARK_ADMISSION_CERTS_RENEW", conflicts_with = "force")]
+    pub renew: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +64,8 @@ pub enum CertsError {
     Exists(String),
     #[error("{present} exists but {missing} does not: provide both or neither")]
     Incomplete { present: String, missing: String },
+    #[error("no serving certificate in {dir} ({TLS_CERT_FILE} and {TLS_KEY_FILE}), and generation is off (--generate-certs=false): mount the TLS Secret there")]
+    Missing { dir: String },
     #[error("{path} is not a usable {what}: {reason}")]
     Invalid {
         path: String,
@@ -228,6 +234,20 @@ pub fn ensure(dir: &Path, dns: &[String]) -> Result<Ensured, CertsError> {
     Ok(Ensured::Generated)
 }
 
+/// Like [`ensure`] without generating anything: tls.crt and tls.key must be in `dir`
+/// (a mounted Secret). Replicas that each generated their own pair would serve
+/// certificates the webhook's caBundle does not trust.
+pub fn require(dir: &Path) -> Result<Ensured, CertsError> {
+    let paths = CertPaths::new(dir);
+    if pair_state(&paths.tls_cert, &paths.tls_key)? {
+        Ok(Ensured::Existing)
+    } else {
+        Err(CertsError::Missing {
+            dir: dir.display().to_string(),
+        })
+    }
+}
+
 /// Both files present: true; neither: false; one of them: an error.
 fn pair_state(a: &Path, b: &Path) -> Result<bool, CertsError> {
     match (a.exists(), b.exists()) {
@@ -259,6 +279,26 @@ pub fn write_material(dir: &Path, m: &Material) -> Result<CertPaths, CertsError>
     write_file(&paths.tls_key, m.tls_key_pem.as_bytes(), true)?;
     write_file(&paths.tls_cert, m.tls_cert_pem.as_bytes(), false)?;
     Ok(paths)
+}
+
+/// A new serving pair from the existing CA; the key is written first so that a reader
+/// polling the pair sees at worst the new key with the old certificate for one poll
+/// (a mismatch the server rejects, keeping the old pair), never a half-written file.
+fn renew(paths: &CertPaths, dns: &[String]) -> Result<(), CertsError> {
+    let ca_cert = read_text(&paths.ca_cert)?;
+    let ca_key = read_text(&paths.ca_key)?;
+    let (cert, key) = issue_from_ca(&ca_cert, &ca_key, dns)?;
+    write_file(&paths.tls_key, key.as_bytes(), true)?;
+    write_file(&paths.tls_cert, cert.as_bytes(), false)?;
+    eprintln!(
+        "renewed {} and {} from {} for {}",
+        paths.tls_cert.display(),
+        paths.tls_key.display(),
+        paths.ca_cert.display(),
+        subject_names(dns).join(", ")
+    );
+    println!("{}", ca_bundle(ca_cert.as_bytes()));
+    Ok(())
 }
 
 /// Writes through a temporary file and a rename, so readers never see half a file.
@@ -294,6 +334,9 @@ pub fn ca_bundle(ca_cert_pem: &[u8]) -> String {
 /// on standard output (the only thing printed there, so scripts can capture it).
 pub fn run(args: CertsArgs) -> Result<(), CertsError> {
     let paths = CertPaths::new(&args.out);
+    if args.renew {
+        return renew(&paths, &args.dns);
+    }
     if !args.force {
         for p in [
             &paths.ca_cert,

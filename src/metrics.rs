@@ -20,6 +20,8 @@ pub const PREFIX: &str = "spark_admission";
 pub enum Endpoint {
     Mutate,
     Validate,
+    /// Policy ConfigMaps checked at apply time.
+    ValidatePolicy,
 }
 
 impl Endpoint {
@@ -27,6 +29,7 @@ impl Endpoint {
         match self {
             Endpoint::Mutate => "mutate",
             Endpoint::Validate => "validate",
+            Endpoint::ValidatePolicy => "validate_policy",
         }
     }
 }
@@ -66,16 +69,16 @@ pub fn role_label(role: Option<SparkRole>) -> &'static str {
     role.map_or("none", SparkRole::as_str)
 }
 
-/// What one policy-folder scan led to.
+/// What one policy reload (a folder scan, a ConfigMap change) led to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReloadResult {
-    /// A new policy set was installed and every file is good.
+    /// A new policy set was installed and every file (ConfigMap key) is good.
     Applied,
     /// A new set was installed; some files were rejected and keep their last good version.
     Partial,
     /// Files changed but were rejected; nothing new was installed.
     Rejected,
-    /// The folder itself could not be read.
+    /// The folder could not be read, or the ConfigMap list/watch failed.
     Failed,
 }
 
@@ -88,6 +91,33 @@ impl ReloadResult {
             ReloadResult::Failed => "failed",
         }
     }
+}
+
+/// What became of a Kubernetes Event about a policy ConfigMap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventResult {
+    /// Created by the API server.
+    Sent,
+    /// Refused or not answered by the API server.
+    Failed,
+    /// Not sent: too many Events were waiting.
+    Dropped,
+}
+
+impl EventResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventResult::Sent => "sent",
+            EventResult::Failed => "failed",
+            EventResult::Dropped => "dropped",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct EventLabels {
+    reason: &'static str,
+    result: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -135,6 +165,8 @@ pub struct Metrics {
     policy_reloads: Family<ResultLabels, Counter>,
     policies_loaded: Gauge,
     policy_errors: Gauge,
+    policy_watch_errors: Counter,
+    policy_events: Family<EventLabels, Counter>,
     cert_not_after: Gauge,
     cert_reloads: Family<ResultLabels, Counter>,
     in_flight: Gauge,
@@ -177,7 +209,7 @@ impl Metrics {
         let policy_reloads = Family::<ResultLabels, Counter>::default();
         registry.register(
             "policy_reloads",
-            "Policy folder scans that found changes, by result",
+            "Policy reloads (folder scans or ConfigMap changes that found changes), by result",
             policy_reloads.clone(),
         );
         let policies_loaded = Gauge::default();
@@ -189,8 +221,20 @@ impl Metrics {
         let policy_errors = Gauge::default();
         registry.register(
             "policy_errors",
-            "Errors in the policy files right now (their last good version keeps serving)",
+            "Errors in the policy files or ConfigMaps right now (their last good version keeps serving)",
             policy_errors.clone(),
+        );
+        let policy_watch_errors = Counter::default();
+        registry.register(
+            "policy_watch_errors",
+            "Failed lists and watches of the policy ConfigMaps (retried with backoff)",
+            policy_watch_errors.clone(),
+        );
+        let policy_events = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "policy_events",
+            "Kubernetes Events about policy ConfigMaps, by reason and result",
+            policy_events.clone(),
         );
         let cert_not_after = Gauge::default();
         registry.register(
@@ -219,6 +263,8 @@ impl Metrics {
             policy_reloads,
             policies_loaded,
             policy_errors,
+            policy_watch_errors,
+            policy_events,
             cert_not_after,
             cert_reloads,
             in_flight,
@@ -301,6 +347,19 @@ impl Metrics {
 
     pub fn set_policy_errors(&self, n: usize) {
         self.policy_errors.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    pub fn record_policy_watch_error(&self) {
+        self.policy_watch_errors.inc();
+    }
+
+    pub fn record_policy_event(&self, reason: &'static str, result: EventResult) {
+        self.policy_events
+            .get_or_create(&EventLabels {
+                reason,
+                result: result.as_str(),
+            })
+            .inc();
     }
 
     pub fn set_certificate_not_after(&self, unix_seconds: i64) {

@@ -330,6 +330,7 @@ fn certs_command_writes_files_and_refuses_to_overwrite() {
         out: out.clone(),
         dns: vec!["spark-admission.spark-admission.svc".to_owned()],
         force,
+        renew: false,
     };
     certs::run(args(false)).unwrap();
     let paths = CertPaths::new(&out);

@@ -1,12 +1,16 @@
 //! The HTTPS admission webhook: `POST /mutate` and `POST /validate` over TLS (h2 and
-//! HTTP/1.1), an admin port with health probes and metrics, certificate and policy hot
-//! reload, and a graceful shutdown.
+//! HTTP/1.1), `POST /validate-policy` for policy ConfigMaps, an admin port with health
+//! probes and metrics, certificate and policy hot reload, and a graceful shutdown.
 //!
 //! `spark-admission serve` with no flags serves `./policies` with certificates from
-//! `./certs` (generated on first start) on `0.0.0.0:8443`, admin on `0.0.0.0:8080`.
+//! `./certs` (generated on first start) on `0.0.0.0:8443`, admin on `0.0.0.0:8080`. With
+//! `--policy-namespace NS`, or `POD_NAMESPACE` set (in a cluster), policies come from the
+//! ConfigMaps of that namespace labelled `spark-admission.io/policy: "true"` instead.
 
 mod admin;
+mod baseline;
 mod policies;
+pub mod policy_review;
 pub mod review;
 mod router;
 mod server;
@@ -21,8 +25,10 @@ use clap::{Args, ValueEnum};
 
 pub use admin::{admin_router, Health};
 pub use policies::PolicyWatcher;
-pub use router::{webhook_router, AppState, Limits};
-pub use server::{Server, ServerConfig};
+pub use router::{
+    webhook_router, AppState, Limits, MUTATE_PATH, VALIDATE_PATH, VALIDATE_POLICY_PATH,
+};
+pub use server::{PolicySourceConfig, Server, ServerConfig};
 pub use shutdown::ShutdownHandle;
 
 use crate::certs::CertsError;
@@ -47,9 +53,21 @@ pub struct ServeArgs {
     /// How often the policy folder is scanned, e.g. 500ms, 2s.
     #[arg(long, env = "SPARK_ADMISSION_POLICY_POLL_INTERVAL", default_value = "2s", value_parser = parse_duration)]
     pub policy_poll_interval: Duration,
+    /// Where policies come from: auto (ConfigMaps when --policy-namespace or POD_NAMESPACE
+    /// is set, else the --policies folder), folder, or configmaps.
+    #[arg(long, env = "SPARK_ADMISSION_POLICY_SOURCE", value_enum, default_value_t = PolicySourceArg::Auto)]
+    pub policy_source: PolicySourceArg,
+    /// Namespace whose ConfigMaps labelled spark-admission.io/policy="true" hold the
+    /// policies (default: $POD_NAMESPACE, the webhook's own namespace in a cluster).
+    #[arg(long, env = "SPARK_ADMISSION_POLICY_NAMESPACE", value_name = "NS")]
+    pub policy_namespace: Option<String>,
     /// Folder with tls.crt, tls.key and ca.crt; generated there when absent.
     #[arg(long, env = "SPARK_ADMISSION_CERTS_DIR", default_value = "certs")]
     pub certs_dir: PathBuf,
+    /// Generate a CA and a serving certificate in --certs-dir when tls.crt and tls.key are
+    /// absent. Set false in a cluster: every replica must serve the mounted Secret's pair.
+    #[arg(long, env = "SPARK_ADMISSION_GENERATE_CERTS", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub generate_certs: bool,
     /// Extra names for a generated serving certificate (e.g. spark-admission.spark-admission.svc);
     /// repeat the flag or separate with commas.
     #[arg(long = "dns", value_name = "NAME", env = "SPARK_ADMISSION_DNS", value_delimiter = ',', num_args = 1..)]
@@ -72,6 +90,10 @@ pub struct ServeArgs {
     /// Log filter, e.g. info, debug, spark_admission=debug,info.
     #[arg(long, env = "SPARK_ADMISSION_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+    /// Bench only: answer every review with a fixed `allowed: true` without parsing it
+    /// (the load generator's baseline for the TLS/HTTP stack).
+    #[arg(long, hide = true)]
+    pub baseline_noop: bool,
     // Boxed to keep the `Command` enum small.
     #[command(flatten, next_help_heading = "Limits and timeouts")]
     pub limits: Box<LimitArgs>,
@@ -107,6 +129,23 @@ pub struct LimitArgs {
     pub shutdown_grace: Duration,
 }
 
+/// `--policy-source`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PolicySourceArg {
+    /// ConfigMaps when --policy-namespace or POD_NAMESPACE is set, else the folder.
+    Auto,
+    /// The --policies folder, even in a cluster.
+    Folder,
+    /// ConfigMaps in --policy-namespace, else in POD_NAMESPACE; an error without either.
+    Configmaps,
+}
+
+/// The downward-API variable with the pod's namespace (`fieldRef: metadata.namespace`).
+pub const POD_NAMESPACE_ENV: &str = "POD_NAMESPACE";
+/// The downward-API variable with the pod's name (`fieldRef: metadata.name`), used as
+/// the `reportingInstance` of Events.
+pub const POD_NAME_ENV: &str = "POD_NAME";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Json,
@@ -114,8 +153,38 @@ pub enum LogFormat {
 }
 
 impl ServeArgs {
+    /// The server configuration, reading `POD_NAMESPACE` from the environment.
     pub fn to_config(&self) -> ServerConfig {
+        let pod_namespace = std::env::var(POD_NAMESPACE_ENV).ok();
+        self.to_config_in(pod_namespace.as_deref())
+    }
+
+    /// Where policies come from, given the pod's namespace (`POD_NAMESPACE`):
+    /// `--policy-source folder` → the folder; `configmaps` → ConfigMaps in
+    /// `--policy-namespace`, else the pod's namespace (empty if neither: `serve` refuses
+    /// to start); `auto` → ConfigMaps when either namespace is known, else the folder.
+    pub fn policy_source_in(&self, pod_namespace: Option<&str>) -> PolicySourceConfig {
+        fn known(ns: Option<&str>) -> Option<&str> {
+            ns.map(str::trim).filter(|n| !n.is_empty())
+        }
+        let namespace = known(self.policy_namespace.as_deref()).or(known(pod_namespace));
+        match (self.policy_source, namespace) {
+            (PolicySourceArg::Folder, _) | (PolicySourceArg::Auto, None) => {
+                PolicySourceConfig::Folder
+            }
+            (PolicySourceArg::Configmaps | PolicySourceArg::Auto, ns) => {
+                PolicySourceConfig::ConfigMaps {
+                    namespace: ns.unwrap_or_default().to_owned(),
+                }
+            }
+        }
+    }
+
+    /// The server configuration for a pod in `pod_namespace` (None: not in a cluster).
+    pub fn to_config_in(&self, pod_namespace: Option<&str>) -> ServerConfig {
         ServerConfig {
+            policy_source: self.policy_source_in(pod_namespace),
+            generate_certs: self.generate_certs,
             listen: self.listen,
             admin_listen: self.admin_listen,
             policies_dir: self.policies.clone(),
@@ -137,6 +206,7 @@ impl ServeArgs {
             max_connections: self.limits.max_connections,
             header_read_timeout: self.limits.header_read_timeout,
             handshake_timeout: self.limits.tls_handshake_timeout,
+            baseline_noop: self.baseline_noop,
         }
     }
 }
@@ -150,9 +220,13 @@ pub enum ServeError {
     #[error("TLS: {0}")]
     Tls(tls::TlsError),
     #[error(
-        "policy folder {0} not found: create it (an empty folder is fine) or pass --policies DIR"
+        "policy folder {0} not found: create it (an empty folder is fine) or pass --policies DIR; in a cluster, read policy ConfigMaps with --policy-namespace NS (or POD_NAMESPACE)"
     )]
     NoPolicyFolder(String),
+    #[error("--policy-source configmaps needs a namespace: pass --policy-namespace NS or set POD_NAMESPACE (the downward API's metadata.namespace)")]
+    NoPolicyNamespace,
+    #[error("cannot build a Kubernetes client for the policy ConfigMaps: {0}")]
+    Kube(String),
     #[error("policies: {0}")]
     Policies(String),
     #[error("cannot listen on {addr}: {error}")]
@@ -278,5 +352,49 @@ mod tests {
         assert_eq!(c.limits.max_body_bytes, 3 * 1024 * 1024);
         assert_eq!(c.policy_poll, Duration::from_secs(2));
         assert_eq!(c.container_names, ContainerNames::default());
+        assert!(c.generate_certs);
+    }
+
+    #[test]
+    fn the_policy_source_follows_the_flags_and_the_pod_namespace() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("serve").chain(args.iter().copied()))
+                .unwrap()
+                .serve
+        };
+        let cm = |ns: &str| PolicySourceConfig::ConfigMaps {
+            namespace: ns.to_owned(),
+        };
+        // Auto: the folder on a laptop, ConfigMaps in a cluster.
+        assert_eq!(
+            parse(&[]).policy_source_in(None),
+            PolicySourceConfig::Folder
+        );
+        assert_eq!(
+            parse(&[]).policy_source_in(Some("")),
+            PolicySourceConfig::Folder
+        );
+        assert_eq!(parse(&[]).policy_source_in(Some("admin")), cm("admin"));
+        // An explicit namespace wins over the pod's.
+        let explicit = parse(&["--policy-namespace", "policies"]);
+        assert_eq!(explicit.policy_source_in(Some("admin")), cm("policies"));
+        assert_eq!(explicit.policy_source_in(None), cm("policies"));
+        // Forced folder, even in a cluster.
+        let folder = parse(&["--policy-source", "folder"]);
+        assert_eq!(
+            folder.policy_source_in(Some("admin")),
+            PolicySourceConfig::Folder
+        );
+        // Forced ConfigMaps without a namespace: empty, refused at start.
+        let forced = parse(&["--policy-source=configmaps"]);
+        assert_eq!(forced.policy_source_in(None), cm(""));
+        assert_eq!(forced.policy_source_in(Some("admin")), cm("admin"));
+        assert!(!parse(&["--generate-certs=false"]).generate_certs);
     }
 }

@@ -1,4 +1,5 @@
-//! The webhook endpoints: `POST /mutate` and `POST /validate`.
+//! The webhook endpoints: `POST /mutate` and `POST /validate` for Spark pods, and
+//! `POST /validate-policy` for policy ConfigMaps.
 //!
 //! Each review runs under one deadline (our `--request-timeout`, shortened to fit the API
 //! server's `?timeout=`): waiting for a slot, reading the body and evaluating all count, so
@@ -18,6 +19,7 @@ use http_body_util::BodyExt;
 use tokio::sync::Semaphore;
 
 use super::parse_duration;
+use super::policy_review;
 use super::review::{self, Answer, Review, AUDIT_APPLIED, AUDIT_CHECKED, AUDIT_FINDINGS};
 use crate::engine::Engine;
 use crate::metrics::{role_label, Endpoint, Metrics, Outcome};
@@ -98,10 +100,16 @@ impl AppState {
 /// The webhook router; serve it over TLS, or call it with `tower::ServiceExt::oneshot`.
 pub fn webhook_router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/mutate", post(mutate))
-        .route("/validate", post(validate))
+        .route(MUTATE_PATH, post(mutate))
+        .route(VALIDATE_PATH, post(validate))
+        .route(VALIDATE_POLICY_PATH, post(validate_policy))
         .with_state(state)
 }
+
+/// The webhook paths, as the webhook configurations in `deploy/` name them.
+pub const MUTATE_PATH: &str = "/mutate";
+pub const VALIDATE_PATH: &str = "/validate";
+pub const VALIDATE_POLICY_PATH: &str = "/validate-policy";
 
 async fn mutate(State(state): State<Arc<AppState>>, req: Request) -> Response {
     serve_review(state, Endpoint::Mutate, req).await
@@ -109,6 +117,10 @@ async fn mutate(State(state): State<Arc<AppState>>, req: Request) -> Response {
 
 async fn validate(State(state): State<Arc<AppState>>, req: Request) -> Response {
     serve_review(state, Endpoint::Validate, req).await
+}
+
+async fn validate_policy(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    serve_review(state, Endpoint::ValidatePolicy, req).await
 }
 
 async fn serve_review(state: Arc<AppState>, endpoint: Endpoint, req: Request) -> Response {
@@ -130,7 +142,9 @@ async fn serve_review(state: Arc<AppState>, endpoint: Endpoint, req: Request) ->
         plain(status, reason)
     };
 
-    if !state.store.is_loaded() {
+    // Checking a policy ConfigMap needs no policies: it must work before they load, or a
+    // broken set could never be replaced through the webhook.
+    if endpoint != Endpoint::ValidatePolicy && !state.store.is_loaded() {
         return fail(
             StatusCode::SERVICE_UNAVAILABLE,
             Outcome::Error,
@@ -303,6 +317,9 @@ fn evaluate(
         }
         late
     };
+    if endpoint == Endpoint::ValidatePolicy {
+        return evaluate_policy(state, body, started, answered);
+    }
     let review = match review::decode(body) {
         Ok(r) => r,
         Err(e) => {
@@ -342,7 +359,8 @@ fn evaluate(
         ),
         Review::PodCreate(create) => match endpoint {
             Endpoint::Mutate => mutate_pod(state, create),
-            Endpoint::Validate => validate_pod(state, create),
+            // ValidatePolicy returned above (evaluate_policy); listed for exhaustiveness.
+            Endpoint::Validate | Endpoint::ValidatePolicy => validate_pod(state, create),
         },
     };
     if too_late() {
@@ -381,6 +399,88 @@ fn evaluate(
         dry_run = decision.dry_run,
         duration_ms = (seconds * 1e6).round() / 1e3,
         "admission review"
+    );
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        encoded,
+    )
+        .into_response()
+}
+
+/// `/validate-policy`: decodes the ConfigMap review and checks its policies (blocking pool).
+fn evaluate_policy(
+    state: &AppState,
+    body: &[u8],
+    started: Instant,
+    answered: &AtomicBool,
+) -> Response {
+    let endpoint = Endpoint::ValidatePolicy;
+    let current = state.store.snapshot();
+    let verdict = policy_review::review(body, &current);
+    // Past the deadline the async side has answered already; this result goes nowhere.
+    if answered.swap(true, Ordering::AcqRel) {
+        tracing::warn!(
+            endpoint = endpoint.as_str(),
+            "review evaluated after its deadline; the client got an error instead"
+        );
+        return plain(StatusCode::SERVICE_UNAVAILABLE, String::new());
+    }
+    let seconds = || started.elapsed().as_secs_f64();
+    let verdict = match verdict {
+        Ok(v) => v,
+        Err(e) => {
+            let reason = e.to_string();
+            state
+                .metrics
+                .record_request(endpoint, None, Outcome::BadRequest, seconds());
+            tracing::warn!(
+                endpoint = endpoint.as_str(),
+                status = 400u16,
+                decision = Outcome::BadRequest.as_str(),
+                reason = reason.as_str(),
+                "admission review refused"
+            );
+            return plain(StatusCode::BAD_REQUEST, reason);
+        }
+    };
+    let outcome = if !verdict.answer.allowed {
+        Outcome::Denied
+    } else if !verdict.answer.warnings.is_empty() {
+        Outcome::Warned
+    } else {
+        Outcome::Unchanged
+    };
+    let encoded = match verdict.answer.to_review_json() {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            state
+                .metrics
+                .record_request(endpoint, None, Outcome::Error, seconds());
+            tracing::error!(uid = verdict.answer.uid.as_str(), error = %e, "cannot encode the admission response");
+            return plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot encode the admission response".to_owned(),
+            );
+        }
+    };
+    let seconds = seconds();
+    state
+        .metrics
+        .record_request(endpoint, None, outcome, seconds);
+    tracing::info!(
+        endpoint = endpoint.as_str(),
+        uid = verdict.answer.uid.as_str(),
+        namespace = verdict.namespace.as_str(),
+        configmap = verdict.name.as_str(),
+        policies = verdict.policies.join(",").as_str(),
+        errors = verdict.errors,
+        decision = outcome.as_str(),
+        duration_ms = (seconds * 1e6).round() / 1e3,
+        "policy review"
     );
     (
         StatusCode::OK,

@@ -18,6 +18,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 
 use super::admin::{admin_router, Health};
+use super::baseline::baseline_router;
 use super::policies::PolicyWatcher;
 use super::router::{webhook_router, AppState, Limits};
 use super::shutdown::ShutdownHandle;
@@ -26,7 +27,8 @@ use super::ServeError;
 use crate::certs::{self, CertPaths, Ensured};
 use crate::engine::Engine;
 use crate::metrics::Metrics;
-use crate::source::PolicyStore;
+use crate::source::events::Reporter;
+use crate::source::{ConfigMapWatcher, PolicyStore};
 use crate::spark::ContainerNames;
 
 /// Pings on idle HTTP/2 connections find dead peers; the API server keeps connections open.
@@ -41,8 +43,14 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Admin address (plain HTTP).
     pub admin_listen: SocketAddr,
+    /// Where policies come from.
+    pub policy_source: PolicySourceConfig,
+    /// The policy folder (folder source), scanned every `policy_poll`.
     pub policies_dir: PathBuf,
     pub certs_dir: PathBuf,
+    /// Generate certificates in `certs_dir` when absent; off in a cluster, where every
+    /// replica must serve the mounted Secret.
+    pub generate_certs: bool,
     /// Extra names for a generated serving certificate.
     pub dns_names: Vec<String>,
     /// CA bundle that client certificates must chain to; none: no client certificates.
@@ -55,6 +63,8 @@ pub struct ServerConfig {
     pub max_connections: usize,
     pub header_read_timeout: Duration,
     pub handshake_timeout: Duration,
+    /// Bench only: serve the fixed-answer baseline router instead of the webhook.
+    pub baseline_noop: bool,
 }
 
 impl Default for ServerConfig {
@@ -62,8 +72,10 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
             admin_listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            policy_source: PolicySourceConfig::Folder,
             policies_dir: PathBuf::from("policies"),
             certs_dir: PathBuf::from("certs"),
+            generate_certs: true,
             dns_names: Vec::new(),
             client_ca: None,
             container_names: ContainerNames::default(),
@@ -74,8 +86,19 @@ impl Default for ServerConfig {
             max_connections: 1024,
             header_read_timeout: Duration::from_secs(5),
             handshake_timeout: Duration::from_secs(5),
+            baseline_noop: false,
         }
     }
+}
+
+/// Where the policies come from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum PolicySourceConfig {
+    /// `policies_dir`, rescanned every `policy_poll`.
+    #[default]
+    Folder,
+    /// ConfigMaps labelled `spark-admission.io/policy: "true"` in `namespace`, watched.
+    ConfigMaps { namespace: String },
 }
 
 /// A started server. Dropping it does not stop it: call [`Server::shutdown`] or trigger
@@ -93,15 +116,29 @@ pub struct Server {
 
 impl Server {
     /// Prepares certificates and policies, binds both ports and starts serving. Returns
-    /// once both listeners accept connections.
+    /// once both listeners accept connections. With the ConfigMap source, the Kubernetes
+    /// client comes from the environment (in-cluster, else kubeconfig) and the server
+    /// stays unready until the first list of ConfigMaps is loaded.
     pub async fn start(config: ServerConfig) -> Result<Server, ServeError> {
+        Self::start_with_client(config, None).await
+    }
+
+    /// [`Server::start`] with the client the ConfigMap source uses (a test's stand-in API
+    /// server); `None` infers it from the environment. The folder source ignores it.
+    pub async fn start_with_client(
+        config: ServerConfig,
+        client: Option<kube::Client>,
+    ) -> Result<Server, ServeError> {
         let metrics = Arc::new(Metrics::new());
         let paths = CertPaths::new(&config.certs_dir);
-        let ensured = certs::ensure(&config.certs_dir, &config.dns_names).map_err(|error| {
-            ServeError::Certs {
-                dir: config.certs_dir.display().to_string(),
-                error,
-            }
+        let ensured = if config.generate_certs {
+            certs::ensure(&config.certs_dir, &config.dns_names)
+        } else {
+            certs::require(&config.certs_dir)
+        }
+        .map_err(|error| ServeError::Certs {
+            dir: config.certs_dir.display().to_string(),
+            error,
         })?;
         let provider = tls::provider();
         let loaded = tls::load_pair(&paths.tls_cert, &paths.tls_key, &provider)?;
@@ -116,20 +153,47 @@ impl Server {
             Arc::clone(&provider),
         )?;
 
-        if !config.policies_dir.is_dir() {
-            return Err(ServeError::NoPolicyFolder(
-                config.policies_dir.display().to_string(),
-            ));
-        }
         let store = Arc::new(PolicyStore::new());
-        let mut policy_watcher = PolicyWatcher::new(
-            &config.policies_dir,
-            Arc::clone(&store),
-            Arc::clone(&metrics),
-        );
-        policy_watcher
-            .initial_load()
-            .map_err(|e| ServeError::Policies(e.to_string()))?;
+        let (folder_watcher, configmaps) = match &config.policy_source {
+            PolicySourceConfig::Folder => {
+                if !config.policies_dir.is_dir() {
+                    return Err(ServeError::NoPolicyFolder(
+                        config.policies_dir.display().to_string(),
+                    ));
+                }
+                let mut watcher = PolicyWatcher::new(
+                    &config.policies_dir,
+                    Arc::clone(&store),
+                    Arc::clone(&metrics),
+                );
+                watcher
+                    .initial_load()
+                    .map_err(|e| ServeError::Policies(e.to_string()))?;
+                (Some(watcher), None)
+            }
+            PolicySourceConfig::ConfigMaps { namespace } => {
+                if namespace.is_empty() {
+                    return Err(ServeError::NoPolicyNamespace);
+                }
+                let client = match client {
+                    Some(c) => c,
+                    None => kube::Client::try_default()
+                        .await
+                        .map_err(|e| ServeError::Kube(e.to_string()))?,
+                };
+                let instance = std::env::var(super::POD_NAME_ENV)
+                    .ok()
+                    .or_else(|| std::env::var("HOSTNAME").ok());
+                let watcher = ConfigMapWatcher::new(
+                    client,
+                    namespace.clone(),
+                    Arc::clone(&store),
+                    Arc::clone(&metrics),
+                    Reporter::new(instance),
+                );
+                (None, Some(watcher))
+            }
+        };
 
         let webhook_listener = bind(config.listen).await?;
         let admin_listener = bind(config.admin_listen).await?;
@@ -138,12 +202,20 @@ impl Server {
 
         let shutdown = ShutdownHandle::new();
         let mut threads = Vec::with_capacity(2);
-        threads.push(spawn_watch_thread(
-            "policy-watch",
-            config.policy_poll,
-            shutdown.clone(),
-            move || policy_watcher.poll(),
-        )?);
+        if let Some(mut policy_watcher) = folder_watcher {
+            threads.push(spawn_watch_thread(
+                "policy-watch",
+                config.policy_poll,
+                shutdown.clone(),
+                move || policy_watcher.poll(),
+            )?);
+        }
+        // Readiness waits for the first list (PolicyStore::is_loaded); the webhook and
+        // admin ports are up meanwhile so probes get a clear "not ready".
+        let configmap_task = configmaps.map(|watcher| {
+            let stop = shutdown.clone();
+            tokio::spawn(async move { watcher.run(async move { stop.triggered().await }).await })
+        });
         let mut reloader = CertReloader::new(
             Arc::clone(&resolver),
             &loaded,
@@ -169,7 +241,11 @@ impl Server {
         ));
         let connections = Arc::new(Connections {
             acceptor: TlsAcceptor::from(Arc::new(tls_config)),
-            router: webhook_router(state),
+            router: if config.baseline_noop {
+                baseline_router(config.limits.max_body_bytes)
+            } else {
+                webhook_router(state)
+            },
             handshake_timeout: config.handshake_timeout,
             header_read_timeout: config.header_read_timeout,
         });
@@ -192,11 +268,18 @@ impl Server {
             config.shutdown_grace,
             shutdown.clone(),
         ));
+        let policy_origin = match &config.policy_source {
+            PolicySourceConfig::Folder => format!("folder {}", config.policies_dir.display()),
+            PolicySourceConfig::ConfigMaps { namespace } => format!(
+                "ConfigMaps in {namespace} labelled {}",
+                crate::source::configmap::label_selector()
+            ),
+        };
         tracing::info!(
             webhook = %format!("https://{webhook_addr}"),
             admin = %format!("http://{admin_addr}"),
-            policies = %config.policies_dir.display(),
-            "serving: POST /mutate and /validate; /healthz, /readyz and /metrics on the admin port"
+            policies = policy_origin.as_str(),
+            "serving: POST /mutate, /validate and /validate-policy; /healthz, /readyz and /metrics on the admin port"
         );
 
         let task = tokio::spawn(async move {
@@ -219,6 +302,12 @@ impl Server {
                 }
             })
             .await;
+            // The ConfigMap watch ends on the same signal; a reload in progress finishes.
+            if let Some(mut task) = configmap_task {
+                if tokio::time::timeout(ADMIN_STOP, &mut task).await.is_err() {
+                    task.abort();
+                }
+            }
             tracing::info!("stopped");
         });
 

@@ -1,11 +1,15 @@
-//! Where policies come from, and the one snapshot every request reads.
+//! Where policies come from (a folder, or labelled ConfigMaps), and the one snapshot
+//! every request reads.
 //!
 //! Sources compile policies off the request path and swap a whole new `PolicySet` in; a
 //! request takes the current snapshot with one atomic load and never waits on a reload.
 
+pub mod configmap;
+pub mod events;
 mod folder;
 mod store;
 
+pub use configmap::{ConfigMapPolicies, ConfigMapWatcher};
 pub use folder::{load_paths, FolderSource, ScanReport};
 pub use store::PolicyStore;
 
