@@ -1,6 +1,9 @@
 //! The fuzz targets' bodies, shared with `tests/fuzz_regressions.rs`, which replays the
 //! seeds and every past finding as ordinary tests. A panic here is a finding.
 
+// Each target uses only some of these.
+#![allow(dead_code)]
+
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
