@@ -88,7 +88,7 @@ impl Engine {
         if policies.is_empty() {
             return out;
         }
-        let mut planned = pod.clone();
+        let mut planned = patch::working_copy(pod);
         let mut ctx = Ctx::new();
         let mut applied = Vec::new();
         for policy in &policies {
