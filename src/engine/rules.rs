@@ -1,12 +1,11 @@
 //! Validation rules: what a Spark pod may not do, with messages a data engineer can act on
 //! (which Spark setting to change), naming the policy, the rule, the value and the limit.
 
-use globset::GlobMatcher;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use serde::Serialize;
 
 use crate::policy::model::{RuleMode, Rules};
-use crate::policy::{CompiledPolicy, CompiledRules};
+use crate::policy::{CompiledPolicy, CompiledRules, Pattern};
 use crate::quantity;
 use crate::spark::{SparkPod, SparkRole};
 
@@ -205,7 +204,7 @@ impl Checker<'_, '_> {
         }
     }
 
-    fn check_images(&mut self, globs: &[GlobMatcher], patterns: &[String]) {
+    fn check_images(&mut self, globs: &[Pattern], patterns: &[String]) {
         let bad: Vec<(String, String)> = self
             .all_containers()
             .filter_map(|c| {

@@ -5,7 +5,7 @@ mod load;
 pub mod model;
 mod schema;
 
-pub use compiled::{CompiledPolicy, CompiledRules};
+pub use compiled::{CompiledPolicy, CompiledRules, Pattern};
 pub use load::{parse_documents, LoadedPolicy, PolicySource};
 pub use model::{SparkPodPolicy, API_VERSION, KIND};
 pub use schema::{schema_json, schema_validator, SchemaValidator, SchemaViolation};
