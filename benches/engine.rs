@@ -113,10 +113,20 @@ fn configure() -> Criterion {
         .configure_from_args()
 }
 
+/// `cargo bench` passes `--bench`; without it (`cargo test --benches`, CI) criterion runs
+/// each benchmark once as a test, and the largest sets are left out to keep that quick.
+fn counts() -> Vec<usize> {
+    if std::env::args().any(|a| a == "--bench") {
+        POLICY_COUNTS.to_vec()
+    } else {
+        vec![1, 10, 100]
+    }
+}
+
 fn bench_engine(c: &mut Criterion) {
     let engine = Engine::default();
     let fixtures = fixtures();
-    let sets: Vec<(usize, PolicySet)> = POLICY_COUNTS.iter().map(|&n| (n, policy_set(n))).collect();
+    let sets: Vec<(usize, PolicySet)> = counts().into_iter().map(|n| (n, policy_set(n))).collect();
     let ns = policies::MATCHING_NAMESPACE;
 
     // Sanity: the benchmark measures real work (10 policies apply to a driver).
@@ -165,7 +175,11 @@ fn bench_compile(c: &mut Criterion) {
     let mut g = c.benchmark_group("compile");
     // Seconds per iteration at 10,000: a few samples are enough for a stable median.
     g.sample_size(10);
-    for n in [1_000usize, 10_000] {
+    let largest = counts().last().copied().unwrap_or(1);
+    for n in [1_000usize, 10_000]
+        .into_iter()
+        .filter(|n| *n <= largest * 10)
+    {
         let files = policies::files(n, PER_FILE);
         g.bench_with_input(BenchmarkId::from_parameter(n), &files, |b, files| {
             b.iter(|| {

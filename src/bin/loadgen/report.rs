@@ -208,7 +208,7 @@ fn render(
         );
         let _ = writeln!(
             s,
-            "| fixture | 1 | 10 | 100 | 1,000 | 10,000 | max/min |\n|---|---:|---:|---:|---:|---:|---:|"
+            "| fixture | 1 | 10 | 100 | 1,000 | 10,000 | max/min 10…10,000 |\n|---|---:|---:|---:|---:|---:|---:|"
         );
         let mut worst_flat: f64 = 0.0;
         for f in &fixtures {
@@ -216,7 +216,9 @@ fn render(
                 .iter()
                 .map(|n| get(&format!("mutate/{f}/{n}")))
                 .collect();
-            let present: Vec<f64> = vals.iter().flatten().copied().collect();
+            // Flatness over 10 … 10,000 loaded: the same 10 policies match; with 1 loaded
+            // only one matches, so that column does less work.
+            let present: Vec<f64> = vals.iter().skip(1).flatten().copied().collect();
             let ratio = match (
                 present.iter().copied().reduce(f64::max),
                 present.iter().copied().reduce(f64::min),
@@ -242,7 +244,7 @@ fn render(
             );
         }
         verdicts.add(
-            "engine flat within 2× from 1 to 10,000 policies",
+            "engine flat within 2× from 10 to 10,000 loaded policies (10 matching)",
             worst_flat <= 2.0,
             format!("worst max/min over the counts {worst_flat:.2}×"),
         );
