@@ -97,7 +97,7 @@ pub fn explain(
     input: &Input,
     namespace: &str,
 ) -> Result<Report, ExplainError> {
-    let mutation = engine.mutate(set, &input.pod, namespace);
+    let mutation = engine.mutate_described(set, &input.pod, namespace);
     let mut mutated = input.pod_json.clone();
     json_patch::patch(&mut mutated, &mutation.patch)
         .map_err(|e| ExplainError::Patch(e.to_string()))?;

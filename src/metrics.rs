@@ -293,24 +293,10 @@ impl Metrics {
             .observe(seconds);
     }
 
-    /// The changes one mutation made, given as the policy of each change in order.
-    pub fn record_changes<'a>(&self, policies: impl IntoIterator<Item = &'a str>) {
-        // Changes come grouped by policy (policies apply one after another), so counting
-        // runs needs one label allocation per policy, not per change.
-        let mut run: Option<(&str, u64)> = None;
-        for p in policies {
-            match &mut run {
-                Some((name, n)) if *name == p => *n += 1,
-                _ => {
-                    if let Some((name, n)) = run.take() {
-                        self.add_changes(name, n);
-                    }
-                    run = Some((p, 1));
-                }
-            }
-        }
-        if let Some((name, n)) = run {
-            self.add_changes(name, n);
+    /// The changes one mutation made, counted per policy.
+    pub fn record_changes(&self, by_policy: &[(String, u32)]) {
+        for (policy, n) in by_policy {
+            self.add_changes(policy, u64::from(*n));
         }
     }
 

@@ -15,6 +15,11 @@ pub struct Change {
 }
 
 pub(crate) struct Ctx<'p> {
+    /// Keep a described [`Change`] for every change (`explain`); the admission path only
+    /// counts changes per policy, which saves formatting a description of each.
+    detail: bool,
+    /// Describe changes even without `detail`, for steps that read the records back.
+    pub describe: bool,
     /// The policy being applied now.
     pub policy: &'p str,
     /// That policy's section allows replacing values the pod already has.
@@ -22,29 +27,43 @@ pub(crate) struct Ctx<'p> {
     /// Field key -> policy that decided it first (the higher-priority one).
     claims: HashMap<String, &'p str>,
     pub changes: Vec<Change>,
+    /// Changes per policy, in the order the policies applied.
+    pub counts: Vec<(&'p str, u32)>,
     pub warnings: Vec<String>,
     /// Mounts for every container, applied once all policies have added their containers.
     pub mounts_for_all: Vec<(&'p str, VolumeMount)>,
 }
 
 impl<'p> Ctx<'p> {
-    pub fn new() -> Self {
+    pub fn new(detail: bool) -> Self {
         Self {
+            detail,
+            describe: false,
             policy: "",
             overwrite: false,
             claims: HashMap::new(),
             changes: Vec::new(),
+            counts: Vec::new(),
             warnings: Vec::new(),
             mounts_for_all: Vec::new(),
         }
     }
 
-    pub fn change(&mut self, field: impl Into<String>, action: impl Into<String>) {
-        self.changes.push(Change {
-            policy: self.policy.to_owned(),
-            field: field.into(),
-            action: action.into(),
-        });
+    /// Records a change by the current policy; `describe` gives its field and action, and
+    /// is only called when they are kept.
+    pub fn change<F: Into<String>, A: Into<String>>(&mut self, describe: impl FnOnce() -> (F, A)) {
+        match self.counts.last_mut() {
+            Some((p, n)) if *p == self.policy => *n += 1,
+            _ => self.counts.push((self.policy, 1)),
+        }
+        if self.detail || self.describe {
+            let (field, action) = describe();
+            self.changes.push(Change {
+                policy: self.policy.to_owned(),
+                field: field.into(),
+                action: action.into(),
+            });
+        }
     }
 
     pub fn warn(&mut self, message: impl Into<String>) {
@@ -78,7 +97,7 @@ impl<'p> Ctx<'p> {
     pub fn decide<T: PartialEq>(
         &mut self,
         key: &str,
-        field: &str,
+        field: impl Fn() -> String,
         current: Option<&T>,
         wanted: &T,
         show: impl Fn(&T) -> String,
@@ -90,7 +109,7 @@ impl<'p> Ctx<'p> {
     pub fn decide_with<T: PartialEq>(
         &mut self,
         key: &str,
-        field: &str,
+        field: impl Fn() -> String,
         current: Option<&T>,
         wanted: &T,
         overwrite: bool,
@@ -98,30 +117,38 @@ impl<'p> Ctx<'p> {
     ) -> bool {
         if let Err(owner) = self.claim(key) {
             if current != Some(wanted) {
-                self.change(
-                    field,
-                    format!(
-                        "not set to {}: policy \"{owner}\" has higher priority",
-                        show(wanted)
-                    ),
-                );
+                self.change(|| {
+                    (
+                        field(),
+                        format!(
+                            "not set to {}: policy \"{owner}\" has higher priority",
+                            show(wanted)
+                        ),
+                    )
+                });
             }
             return false;
         }
         match current {
             None => {
-                self.change(field, format!("set to {}", show(wanted)));
+                self.change(|| (field(), format!("set to {}", show(wanted))));
                 true
             }
             Some(c) if c == wanted => false,
             Some(c) if overwrite => {
-                self.change(field, format!("replaced {} with {}", show(c), show(wanted)));
+                self.change(|| {
+                    (
+                        field(),
+                        format!("replaced {} with {}", show(c), show(wanted)),
+                    )
+                });
                 true
             }
             Some(c) => {
                 self.warn(format!(
-                    "policy \"{}\": {field} is already {} on this pod, so the policy's {} was not applied",
+                    "policy \"{}\": {} is already {} on this pod, so the policy's {} was not applied",
                     self.policy,
+                    field(),
                     show(c),
                     show(wanted)
                 ));

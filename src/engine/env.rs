@@ -15,10 +15,8 @@ pub(crate) fn apply(ctx: &mut Ctx<'_>, spec: &mut PodSpec, patch: &PodPatch, spa
         let list = container.env_from.get_or_insert_with(Vec::new);
         if !list.contains(source) {
             list.push(source.clone());
-            ctx.change(
-                format!("containers[{}].envFrom", container.name),
-                format!("added {}", json(source)),
-            );
+            ctx.change(|| (format!("containers[{}].envFrom", container.name),
+                format!("added {}", json(source))));
         }
     }
 }
@@ -27,13 +25,13 @@ fn set_var(ctx: &mut Ctx<'_>, container: &mut Container, var: &EnvVar) {
     let list = container.env.get_or_insert_with(Vec::new);
     let same = list.iter().position(|e| e.name == var.name);
     let key = format!("env/{}/{}", container.name, var.name);
-    let shown = format!("containers[{}].env[{}]", container.name, var.name);
+    let shown = || format!("containers[{}].env[{}]", container.name, var.name);
     let show = |v: &EnvVar| match (&v.value, &v.value_from) {
         (_, Some(from)) => json(from),
         (Some(value), None) => format!("\"{value}\""),
         (None, None) => "\"\"".to_owned(),
     };
-    if ctx.decide(&key, &shown, same.and_then(|i| list.get(i)), var, show) {
+    if ctx.decide(&key, shown, same.and_then(|i| list.get(i)), var, show) {
         match same {
             Some(i) => list[i] = var.clone(),
             None => list.push(var.clone()),
@@ -57,10 +55,8 @@ pub(crate) fn append_path_entry(
                 value: Some(entry.to_owned()),
                 value_from: None,
             });
-            ctx.change(
-                format!("containers[{}].env[{var}]", container.name),
-                format!("set to \"{entry}\""),
-            );
+            ctx.change(|| (format!("containers[{}].env[{var}]", container.name),
+                format!("set to \"{entry}\"")));
         }
         Some(e) if e.value_from.is_some() => {
             ctx.warn(format!(
@@ -79,10 +75,8 @@ pub(crate) fn append_path_entry(
                 format!("{current}:{entry}")
             };
             e.value = Some(value);
-            ctx.change(
-                format!("containers[{}].env[{var}]", container.name),
-                format!("appended \"{entry}\""),
-            );
+            ctx.change(|| (format!("containers[{}].env[{var}]", container.name),
+                format!("appended \"{entry}\"")));
         }
     }
 }

@@ -12,7 +12,7 @@ pub(crate) fn apply_pull_secrets(ctx: &mut Ctx<'_>, spec: &mut PodSpec, patch: &
         let list = spec.image_pull_secrets.get_or_insert_with(Vec::new);
         if !list.iter().any(|s| &s.name == name) {
             list.push(LocalObjectReference { name: name.clone() });
-            ctx.change("imagePullSecrets", format!("added \"{name}\""));
+            ctx.change(|| ("imagePullSecrets", format!("added \"{name}\"")));
         }
     }
 }
@@ -59,10 +59,8 @@ pub(crate) fn apply_image_rules<'p>(
                         {
                             let new = format!("{}{}", r.to, &current[r.from.len()..]);
                             let _ = ctx.claim(&key);
-                            ctx.change(
-                                format!("containers[{}].image", c.name),
-                                format!("rewrote \"{current}\" to \"{new}\""),
-                            );
+                            ctx.change(|| (format!("containers[{}].image", c.name),
+                                format!("rewrote \"{current}\" to \"{new}\"")));
                             c.image = Some(new);
                         }
                     }
@@ -70,8 +68,8 @@ pub(crate) fn apply_image_rules<'p>(
                 if let Some(pp) = image.pull_policy {
                     let wanted = pp.as_str().to_owned();
                     let key = format!("pullPolicy/{}", c.name);
-                    let shown = format!("containers[{}].imagePullPolicy", c.name);
-                    if ctx.decide(&key, &shown, c.image_pull_policy.as_ref(), &wanted, quoted) {
+                    let shown = || format!("containers[{}].imagePullPolicy", c.name);
+                    if ctx.decide(&key, shown, c.image_pull_policy.as_ref(), &wanted, quoted) {
                         c.image_pull_policy = Some(wanted);
                     }
                 }

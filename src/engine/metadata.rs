@@ -28,9 +28,9 @@ pub(crate) fn merge_map(
 ) {
     for (k, v) in wanted {
         let key = format!("{field}/{k}");
-        let shown = format!("{field}[{k}]");
+        let shown = || format!("{field}[{k}]");
         let current = map.as_ref().and_then(|m| m.get(k));
-        if ctx.decide(&key, &shown, current, v, quoted) {
+        if ctx.decide(&key, shown, current, v, quoted) {
             map.get_or_insert_with(BTreeMap::new)
                 .insert(k.clone(), v.clone());
         }
@@ -42,9 +42,7 @@ pub(crate) fn record_applied(ctx: &mut Ctx<'_>, pod: &mut Pod, value: &str) {
     let annotations = pod.metadata.annotations.get_or_insert_with(BTreeMap::new);
     if annotations.get(APPLIED_ANNOTATION).map(String::as_str) != Some(value) {
         annotations.insert(APPLIED_ANNOTATION.to_owned(), value.to_owned());
-        ctx.change(
-            format!("annotations[{APPLIED_ANNOTATION}]"),
-            format!("set to \"{value}\""),
-        );
+        ctx.change(|| (format!("annotations[{APPLIED_ANNOTATION}]"),
+            format!("set to \"{value}\"")));
     }
 }

@@ -50,6 +50,9 @@ pub struct Mutation {
     pub patch: json_patch::Patch,
     /// `name@hash` of each policy that contributed changes for this pod.
     pub applied: Vec<String>,
+    /// How many changes each policy made, in the order the policies applied.
+    pub changes_by_policy: Vec<(String, u32)>,
+    /// Every change, described (only from [`Engine::mutate_described`]).
     pub changes: Vec<Change>,
     /// Messages for the submitter (returned as admission warnings).
     pub warnings: Vec<String>,
@@ -66,8 +69,18 @@ impl Engine {
         Self { container_names }
     }
 
-    /// Plans the patch for a pod being created in `namespace`.
+    /// Plans the patch for a pod being created in `namespace`: what the webhook answers.
     pub fn mutate(&self, set: &PolicySet, pod: &Pod, namespace: &str) -> Mutation {
+        self.plan(set, pod, namespace, false)
+    }
+
+    /// `mutate`, plus a description of every change (for `explain`). The patch, warnings
+    /// and policies applied are the same.
+    pub fn mutate_described(&self, set: &PolicySet, pod: &Pod, namespace: &str) -> Mutation {
+        self.plan(set, pod, namespace, true)
+    }
+
+    fn plan(&self, set: &PolicySet, pod: &Pod, namespace: &str, detail: bool) -> Mutation {
         let spark = match SparkPod::recognise(pod, &self.container_names) {
             Ok(s) => s,
             Err(NotSpark::NoRoleLabel) => return Mutation::default(),
@@ -89,7 +102,7 @@ impl Engine {
             return out;
         }
         let mut planned = patch::working_copy(pod);
-        let mut ctx = Ctx::new();
+        let mut ctx = Ctx::new(detail);
         let mut applied = Vec::new();
         for policy in &policies {
             let mut contributed = false;
@@ -121,7 +134,14 @@ impl Engine {
 
         out.patch = patch::diff(pod, &planned);
         out.applied = applied;
-        out.changes = ctx.changes;
+        out.changes_by_policy = ctx
+            .counts
+            .iter()
+            .map(|(p, n)| ((*p).to_owned(), *n))
+            .collect();
+        if detail {
+            out.changes = ctx.changes;
+        }
         out.warnings = ctx.warnings;
         out
     }

@@ -16,12 +16,15 @@ pub(crate) fn apply(ctx: &mut Ctx<'_>, spec: &mut PodSpec, patch: &PodPatch, spa
     let before = container.resources.clone().unwrap_or_default();
     let mut res = before.clone();
     let name = container.name.clone();
+    // `reconcile` names the policies that set a resource from these records.
+    ctx.describe = true;
     if let Some(force) = &rp.force {
         set_all(ctx, &name, &mut res, force, true);
     }
     if let Some(defaults) = &rp.defaults {
         set_all(ctx, &name, &mut res, defaults, false);
     }
+    ctx.describe = false;
     if res != before {
         container.resources = Some(res);
     }
@@ -42,7 +45,7 @@ fn set_all(
             };
             let current = map.as_ref().and_then(|m| m.get(resource));
             let key = format!("resources/{container}/{kind}/{resource}");
-            let shown = format!("containers[{container}].resources.{kind}[{resource}]");
+            let shown = || format!("containers[{container}].resources.{kind}[{resource}]");
             if !force && current.is_some() {
                 // A default never competes with a value that is already there, but it still
                 // decides the field: otherwise a lower-priority `force` would win only on the
@@ -50,7 +53,7 @@ fn set_all(
                 let _ = ctx.claim(&key);
                 continue;
             }
-            if ctx.decide_with(&key, &shown, current, q, force, |q| format!("\"{}\"", q.0)) {
+            if ctx.decide_with(&key, shown, current, q, force, |q| format!("\"{}\"", q.0)) {
                 map.get_or_insert_with(BTreeMap::new)
                     .insert(resource.clone(), q.clone());
             }

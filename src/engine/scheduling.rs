@@ -25,7 +25,7 @@ pub(crate) fn apply(ctx: &mut Ctx<'_>, spec: &mut PodSpec, patch: &PodPatch) {
         let list = spec.tolerations.get_or_insert_with(Vec::new);
         if !list.contains(t) {
             list.push(t.clone());
-            ctx.change("tolerations", format!("added {}", json(t)));
+            ctx.change(|| ("tolerations", format!("added {}", json(t))));
         }
     }
     scalar(
@@ -49,7 +49,7 @@ pub(crate) fn apply(ctx: &mut Ctx<'_>, spec: &mut PodSpec, patch: &PodPatch) {
     if let Some(g) = patch.termination_grace_period_seconds {
         if ctx.decide(
             "terminationGracePeriodSeconds",
-            "terminationGracePeriodSeconds",
+            || "terminationGracePeriodSeconds".to_owned(),
             spec.termination_grace_period_seconds.as_ref(),
             &g,
             |v| v.to_string(),
@@ -65,8 +65,8 @@ pub(crate) fn apply(ctx: &mut Ctx<'_>, spec: &mut PodSpec, patch: &PodPatch) {
             e.topology_key == c.topology_key && e.when_unsatisfiable == c.when_unsatisfiable
         });
         let key = format!("topologySpread/{}/{}", c.topology_key, c.when_unsatisfiable);
-        let shown = format!("topologySpreadConstraints[{}]", c.topology_key);
-        if ctx.decide(&key, &shown, same.and_then(|i| list.get(i)), c, json) {
+        let shown = || format!("topologySpreadConstraints[{}]", c.topology_key);
+        if ctx.decide(&key, shown, same.and_then(|i| list.get(i)), c, json) {
             match same {
                 Some(i) => list[i] = c.clone(),
                 None => list.push(c.clone()),
@@ -83,7 +83,7 @@ pub(crate) fn apply(ctx: &mut Ctx<'_>, spec: &mut PodSpec, patch: &PodPatch) {
 
 fn scalar(ctx: &mut Ctx<'_>, field: &str, current: &mut Option<String>, wanted: &Option<String>) {
     if let Some(w) = wanted {
-        if ctx.decide(field, field, current.as_ref(), w, quoted) {
+        if ctx.decide(field, || field.to_owned(), current.as_ref(), w, quoted) {
             *current = Some(w.clone());
         }
     }
@@ -102,10 +102,8 @@ fn merge_affinity(ctx: &mut Ctx<'_>, spec: &mut PodSpec, want: &Affinity) {
                 .take();
             let (merged, changed) = and_node_selectors(current, req);
             if changed {
-                ctx.change(
-                    "affinity.nodeAffinity.required",
-                    format!("ANDed {} into every term", json(&req.node_selector_terms)),
-                );
+                ctx.change(|| ("affinity.nodeAffinity.required",
+                    format!("ANDed {} into every term", json(&req.node_selector_terms))));
             }
             node.required_during_scheduling_ignored_during_execution = Some(merged);
         }
@@ -192,7 +190,7 @@ fn append_unique<T: PartialEq + Clone + serde::Serialize>(
 ) {
     if !list.contains(item) {
         list.push(item.clone());
-        ctx.change(field, format!("added {}", json(item)));
+        ctx.change(|| (field, format!("added {}", json(item))));
     }
 }
 
@@ -279,8 +277,8 @@ fn merge_dns(ctx: &mut Ctx<'_>, spec: &mut PodSpec, want: &PodDNSConfig) {
         let list = dns.options.get_or_insert_with(Vec::new);
         let same = list.iter().position(|e| e.name == o.name);
         let key = format!("dnsOption/{}", o.name.as_deref().unwrap_or(""));
-        let shown = format!("dnsConfig.options[{}]", o.name.as_deref().unwrap_or(""));
-        if ctx.decide(&key, &shown, same.and_then(|i| list.get(i)), o, json) {
+        let shown = || format!("dnsConfig.options[{}]", o.name.as_deref().unwrap_or(""));
+        if ctx.decide(&key, shown, same.and_then(|i| list.get(i)), o, json) {
             match same {
                 Some(i) => list[i] = o.clone(),
                 None => list.push(o.clone()),
@@ -306,10 +304,8 @@ fn merge_host_alias(ctx: &mut Ctx<'_>, spec: &mut PodSpec, want: &HostAlias) {
         let names = entry.hostnames.get_or_insert_with(Vec::new);
         if !names.contains(name) {
             names.push(name.clone());
-            ctx.change(
-                format!("hostAliases[{}]", want.ip),
-                format!("added hostname \"{name}\""),
-            );
+            ctx.change(|| (format!("hostAliases[{}]", want.ip),
+                format!("added hostname \"{name}\"")));
         }
     }
 }

@@ -56,8 +56,8 @@ fn merge_fields<T: Serialize + DeserializeOwned + PartialEq>(
             continue;
         }
         let claim = format!("securityContext/{key}/{k}");
-        let shown = format!("{field}.{k}");
-        if ctx.decide(&claim, &shown, merged.get(&k), &v, json) {
+        let shown = || format!("{field}.{k}");
+        if ctx.decide(&claim, shown, merged.get(&k), &v, json) {
             merged.insert(k, v);
             changed = true;
         }

@@ -62,7 +62,7 @@ pub(crate) fn add_volume(ctx: &mut Ctx<'_>, spec: &mut PodSpec, volume: &Volume)
         None => {
             let _ = ctx.claim(&format!("volume/{}", volume.name));
             list.push(volume.clone());
-            ctx.change("volumes", format!("added \"{}\"", volume.name));
+            ctx.change(|| ("volumes", format!("added \"{}\"", volume.name)));
             true
         }
     }
@@ -82,10 +82,8 @@ pub(crate) fn add_mount(ctx: &mut Ctx<'_>, container: &mut Container, mount: &Vo
         }
         None => {
             list.push(mount.clone());
-            ctx.change(
-                format!("containers[{}].volumeMounts", container.name),
-                format!("mounted \"{}\" at {}", mount.name, mount.mount_path),
-            );
+            ctx.change(|| (format!("containers[{}].volumeMounts", container.name),
+                format!("mounted \"{}\" at {}", mount.name, mount.mount_path)));
             true
         }
     }

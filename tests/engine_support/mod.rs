@@ -81,7 +81,8 @@ pub fn typed(pod: &Value) -> Pod {
 /// invariants: the patch applies, the result is a Pod, a second pass changes nothing.
 pub fn mutate_checked(set: &PolicySet, pod: &Value, ns: &str) -> (Mutation, Value) {
     let engine = Engine::default();
-    let m = engine.mutate(set, &typed(pod), ns);
+    let m = engine.mutate_described(set, &typed(pod), ns);
+    assert_same_decision(&m, &engine.mutate(set, &typed(pod), ns));
     let mut out = pod.clone();
     json_patch::patch(&mut out, &m.patch).unwrap_or_else(|e| {
         panic!(
@@ -98,6 +99,24 @@ pub fn mutate_checked(set: &PolicySet, pod: &Value, ns: &str) -> (Mutation, Valu
         serde_json::to_string_pretty(&again.patch).unwrap()
     );
     (m, out)
+}
+
+/// The admission path (`mutate`, changes only counted) and `explain`'s path
+/// (`mutate_described`) must decide the same: same patch, warnings, policies, and counts.
+pub fn assert_same_decision(described: &Mutation, admitted: &Mutation) {
+    assert_eq!(described.patch, admitted.patch, "patch differs between the two paths");
+    assert_eq!(described.warnings, admitted.warnings);
+    assert_eq!(described.applied, admitted.applied);
+    assert_eq!(described.changes_by_policy, admitted.changes_by_policy);
+    assert!(admitted.changes.is_empty(), "mutate describes no changes");
+    let mut counted: Vec<(String, u32)> = Vec::new();
+    for c in &described.changes {
+        match counted.last_mut() {
+            Some((p, n)) if *p == c.policy => *n += 1,
+            _ => counted.push((c.policy.clone(), 1)),
+        }
+    }
+    assert_eq!(counted, described.changes_by_policy, "counts match the described changes");
 }
 
 pub fn spark_container<'a>(pod: &'a Value, name: &str) -> &'a Value {
