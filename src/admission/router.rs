@@ -204,11 +204,17 @@ async fn serve_review(state: Arc<AppState>, endpoint: Endpoint, req: Request) ->
             )
         }
     };
-    // Decoding and the engine are CPU work: off the async workers, so a large pod or many
-    // policies never stall other connections, and the deadline still holds.
+    // Decoding and the engine are CPU work. A review of ordinary size (a Spark pod is a
+    // few KiB to tens of KiB) costs well under a millisecond, less than a hop to the
+    // blocking pool, and runs here. Larger bodies (up to the limit, tens of milliseconds)
+    // go to the blocking pool so they never stall other connections, and the deadline
+    // still holds for them.
     // Whoever sets `answered` first (the job when done, or the deadline) counts and logs
     // the review, so a late job never reports an answer the client did not get.
     let answered = Arc::new(AtomicBool::new(false));
+    if body.len() <= INLINE_BODY_BYTES {
+        return evaluate(&state, endpoint, &body, started, &answered);
+    }
     let worker = Arc::clone(&state);
     let job_answered = Arc::clone(&answered);
     let mut job = tokio::task::spawn_blocking(move || {
@@ -236,6 +242,9 @@ async fn serve_review(state: Arc<AppState>, endpoint: Endpoint, req: Request) ->
         ),
     }
 }
+
+/// Bodies up to this size are evaluated on the async worker that read them.
+const INLINE_BODY_BYTES: usize = 256 * 1024;
 
 fn declared_length(req: &Request) -> Option<u64> {
     req.headers()
@@ -298,7 +307,7 @@ struct Decision<'a> {
     dry_run: bool,
 }
 
-/// Decodes, evaluates and encodes one review (runs on the blocking pool).
+/// Decodes, evaluates and encodes one review.
 fn evaluate(
     state: &AppState,
     endpoint: Endpoint,
@@ -306,41 +315,16 @@ fn evaluate(
     started: Instant,
     answered: &AtomicBool,
 ) -> Response {
-    // Past the deadline the async side has answered already; this result goes nowhere.
-    let too_late = || {
-        let late = answered.swap(true, Ordering::AcqRel);
-        if late {
-            tracing::warn!(
-                endpoint = endpoint.as_str(),
-                "review evaluated after its deadline; the client got an error instead"
-            );
-        }
-        late
-    };
     if endpoint == Endpoint::ValidatePolicy {
         return evaluate_policy(state, body, started, answered);
     }
     let review = match review::decode(body) {
         Ok(r) => r,
         Err(e) => {
-            if too_late() {
+            if answered_late(answered, endpoint) {
                 return plain(StatusCode::SERVICE_UNAVAILABLE, String::new());
             }
-            let reason = e.to_string();
-            state.metrics.record_request(
-                endpoint,
-                None,
-                Outcome::BadRequest,
-                started.elapsed().as_secs_f64(),
-            );
-            tracing::warn!(
-                endpoint = endpoint.as_str(),
-                status = 400u16,
-                decision = Outcome::BadRequest.as_str(),
-                reason = reason.as_str(),
-                "admission review refused"
-            );
-            return plain(StatusCode::BAD_REQUEST, reason);
+            return refuse_body(state, endpoint, started, e.to_string());
         }
     };
     let (answer, decision) = match &review {
@@ -363,24 +347,11 @@ fn evaluate(
             Endpoint::Validate | Endpoint::ValidatePolicy => validate_pod(state, create),
         },
     };
-    if too_late() {
+    if answered_late(answered, endpoint) {
         return plain(StatusCode::SERVICE_UNAVAILABLE, String::new());
     }
-    let encoded = match answer.to_review_json() {
-        Ok(bytes) => bytes,
-        Err(e) => {
-            state.metrics.record_request(
-                endpoint,
-                decision.role,
-                Outcome::Error,
-                started.elapsed().as_secs_f64(),
-            );
-            tracing::error!(uid = review.uid(), error = %e, "cannot encode the admission response");
-            return plain(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "cannot encode the admission response".to_owned(),
-            );
-        }
+    let Some(encoded) = encode(state, endpoint, decision.role, started, &answer) else {
+        return unencodable();
     };
     let seconds = started.elapsed().as_secs_f64();
     state
@@ -400,18 +371,10 @@ fn evaluate(
         duration_ms = (seconds * 1e6).round() / 1e3,
         "admission review"
     );
-    (
-        StatusCode::OK,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        encoded,
-    )
-        .into_response()
+    json_ok(encoded)
 }
 
-/// `/validate-policy`: decodes the ConfigMap review and checks its policies (blocking pool).
+/// `/validate-policy`: decodes the ConfigMap review and checks its policies.
 fn evaluate_policy(
     state: &AppState,
     body: &[u8],
@@ -421,31 +384,12 @@ fn evaluate_policy(
     let endpoint = Endpoint::ValidatePolicy;
     let current = state.store.snapshot();
     let verdict = policy_review::review(body, &current);
-    // Past the deadline the async side has answered already; this result goes nowhere.
-    if answered.swap(true, Ordering::AcqRel) {
-        tracing::warn!(
-            endpoint = endpoint.as_str(),
-            "review evaluated after its deadline; the client got an error instead"
-        );
+    if answered_late(answered, endpoint) {
         return plain(StatusCode::SERVICE_UNAVAILABLE, String::new());
     }
-    let seconds = || started.elapsed().as_secs_f64();
     let verdict = match verdict {
         Ok(v) => v,
-        Err(e) => {
-            let reason = e.to_string();
-            state
-                .metrics
-                .record_request(endpoint, None, Outcome::BadRequest, seconds());
-            tracing::warn!(
-                endpoint = endpoint.as_str(),
-                status = 400u16,
-                decision = Outcome::BadRequest.as_str(),
-                reason = reason.as_str(),
-                "admission review refused"
-            );
-            return plain(StatusCode::BAD_REQUEST, reason);
-        }
+        Err(e) => return refuse_body(state, endpoint, started, e.to_string()),
     };
     let outcome = if !verdict.answer.allowed {
         Outcome::Denied
@@ -454,20 +398,10 @@ fn evaluate_policy(
     } else {
         Outcome::Unchanged
     };
-    let encoded = match verdict.answer.to_review_json() {
-        Ok(bytes) => bytes,
-        Err(e) => {
-            state
-                .metrics
-                .record_request(endpoint, None, Outcome::Error, seconds());
-            tracing::error!(uid = verdict.answer.uid.as_str(), error = %e, "cannot encode the admission response");
-            return plain(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "cannot encode the admission response".to_owned(),
-            );
-        }
+    let Some(encoded) = encode(state, endpoint, None, started, &verdict.answer) else {
+        return unencodable();
     };
-    let seconds = seconds();
+    let seconds = started.elapsed().as_secs_f64();
     state
         .metrics
         .record_request(endpoint, None, outcome, seconds);
@@ -482,6 +416,71 @@ fn evaluate_policy(
         duration_ms = (seconds * 1e6).round() / 1e3,
         "policy review"
     );
+    json_ok(encoded)
+}
+
+/// Claims the answer for the evaluation; true when the deadline got there first (the
+/// client has had its error, and this result goes nowhere).
+fn answered_late(answered: &AtomicBool, endpoint: Endpoint) -> bool {
+    let late = answered.swap(true, Ordering::AcqRel);
+    if late {
+        tracing::warn!(
+            endpoint = endpoint.as_str(),
+            "review evaluated after its deadline; the client got an error instead"
+        );
+    }
+    late
+}
+
+/// A body that is not a review we can answer: counted, logged, and a 400 with the reason.
+fn refuse_body(state: &AppState, endpoint: Endpoint, started: Instant, reason: String) -> Response {
+    state.metrics.record_request(
+        endpoint,
+        None,
+        Outcome::BadRequest,
+        started.elapsed().as_secs_f64(),
+    );
+    tracing::warn!(
+        endpoint = endpoint.as_str(),
+        status = 400u16,
+        decision = Outcome::BadRequest.as_str(),
+        reason = reason.as_str(),
+        "admission review refused"
+    );
+    plain(StatusCode::BAD_REQUEST, reason)
+}
+
+/// The response body; `None` (counted and logged) when it cannot be encoded.
+fn encode(
+    state: &AppState,
+    endpoint: Endpoint,
+    role: Option<SparkRole>,
+    started: Instant,
+    answer: &Answer,
+) -> Option<Vec<u8>> {
+    match answer.to_review_json() {
+        Ok(bytes) => Some(bytes),
+        Err(e) => {
+            state.metrics.record_request(
+                endpoint,
+                role,
+                Outcome::Error,
+                started.elapsed().as_secs_f64(),
+            );
+            tracing::error!(uid = answer.uid.as_str(), error = %e, "cannot encode the admission response");
+            None
+        }
+    }
+}
+
+fn unencodable() -> Response {
+    plain(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "cannot encode the admission response".to_owned(),
+    )
+}
+
+fn json_ok(encoded: Vec<u8>) -> Response {
     (
         StatusCode::OK,
         [(
@@ -532,7 +531,7 @@ fn mutate_pod<'a>(state: &AppState, create: &'a review::PodCreate) -> (Answer, D
     answer.warnings = mutation.warnings;
     state
         .metrics
-        .record_changes(mutation.changes.iter().map(|c| c.policy.as_str()));
+        .record_changes(&mutation.changes_by_policy);
     state.metrics.record_patch_operations(mutation.role, ops);
     let decision = Decision {
         role: mutation.role,
