@@ -11,6 +11,11 @@ use spark_admission::matching::PolicySet;
 use spark_admission::source::load_paths;
 use spark_admission::spark::ContainerNames;
 
+// Planning a pod makes many small allocations (JSON values, strings): under glibc malloc
+// they were a quarter of the engine's time (callgrind), under mimalloc about half that.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
