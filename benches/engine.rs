@@ -8,6 +8,8 @@
 //! - `validate/<fixture>/<N>`: `Engine::validate` on the same pods.
 //! - `compile/<N>`: the reload cost: `parse_documents` (YAML, schema check, compile) on the
 //!   policy files plus `PolicySet::new`.
+//! - `reload/<N>`: a full scan of a policy folder of N policies (read, parse the files over
+//!   the machine's cores, compile) and the new set: startup, or a rewrite of every file.
 //! - `runtime/*`: the cost of handing a review to tokio's blocking pool, as the server does.
 //!
 //! Timing defaults are short so the whole matrix runs in minutes on 2 cores; override them
@@ -24,10 +26,15 @@ use spark_admission::admission::review::{self, Answer, Review, AUDIT_APPLIED};
 use spark_admission::engine::Engine;
 use spark_admission::matching::PolicySet;
 use spark_admission::policy::{parse_documents, PolicySource};
+use spark_admission::source::FolderSource;
 
 #[path = "../src/bin/loadgen/policies.rs"]
 #[allow(dead_code)]
 mod policies;
+
+// The server binary's allocator (src/main.rs), so the figures are the server's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const POLICY_COUNTS: [usize; 5] = [1, 10, 100, 1_000, 10_000];
 /// Documents per policy file when compiling: 10,000 policies are 100 files.
@@ -190,6 +197,30 @@ fn bench_compile(c: &mut Criterion) {
                     all.extend(parsed.into_iter().map(Arc::new));
                 }
                 PolicySet::new(all)
+            })
+        });
+    }
+    g.finish();
+
+    // What the server does on startup or when every file changed: a scan of the policy
+    // folder (read, parse the changed files over the machine's cores, compile) and the
+    // new set.
+    let mut g = c.benchmark_group("reload");
+    g.sample_size(10);
+    for n in [1_000usize, 10_000]
+        .into_iter()
+        .filter(|n| *n <= largest * 10)
+    {
+        let dir = tempfile::tempdir().expect("scratch folder");
+        for (name, text) in policies::files(n, PER_FILE) {
+            std::fs::write(dir.path().join(name), text).expect("policy file");
+        }
+        g.bench_with_input(BenchmarkId::from_parameter(n), dir.path(), |b, dir| {
+            b.iter(|| {
+                let mut source = FolderSource::new(dir);
+                let report = source.scan().expect("scan");
+                assert!(report.errors.is_empty(), "{:?}", report.errors);
+                source.policy_set()
             })
         });
     }

@@ -59,6 +59,9 @@ impl FolderSource {
         if self.files.len() != before {
             report.changed = true;
         }
+        // Read and hash every file first; parse the changed ones (in parallel when many
+        // changed, as on startup or a bulk rewrite); then record the results in order.
+        let mut jobs = Vec::new();
         for path in paths {
             let text = match std::fs::read_to_string(&path) {
                 Ok(t) => t,
@@ -82,26 +85,24 @@ impl FolderSource {
                     continue;
                 }
             }
-            report.reparsed += 1;
-            let source = PolicySource(display_name(&path));
             let had_policies = self.files.get(&path).is_some_and(|s| !s.good.is_empty());
-            // An empty file is what a non-atomic write looks like halfway; dropping every
-            // policy it held on that evidence would be worse than a visible error.
-            let parsed = if had_policies && text.trim().is_empty() {
-                Err(vec![PolicyError::new(
-                    source.0.clone(),
-                    "",
-                    "the file is empty; its last good version keeps serving (delete the file to remove its policies)",
-                )])
-            } else {
-                parse_documents(&source, &text)
-            };
-            let state = self.files.entry(path).or_insert_with(|| FileState {
+            jobs.push(ParseJob {
+                source: PolicySource(display_name(&path)),
+                path,
+                text,
                 content_hash,
+                had_policies,
+            });
+        }
+        report.reparsed = jobs.len();
+        let results = parse_in_parallel(&jobs);
+        for (job, parsed) in jobs.into_iter().zip(results) {
+            let state = self.files.entry(job.path).or_insert_with(|| FileState {
+                content_hash: job.content_hash,
                 good: Vec::new(),
                 errors: Vec::new(),
             });
-            state.content_hash = content_hash;
+            state.content_hash = job.content_hash;
             match parsed {
                 Ok(policies) => {
                     state.good = policies.into_iter().map(Arc::new).collect();
@@ -121,6 +122,67 @@ impl FolderSource {
     pub fn policy_set(&self) -> PolicySet {
         PolicySet::new(self.files.values().flat_map(|f| f.good.iter().cloned()))
     }
+}
+
+/// A changed file to parse.
+struct ParseJob {
+    path: PathBuf,
+    source: PolicySource,
+    text: String,
+    content_hash: u64,
+    had_policies: bool,
+}
+
+impl ParseJob {
+    fn parse(&self) -> Result<Vec<CompiledPolicy>, Vec<PolicyError>> {
+        // An empty file is what a non-atomic write looks like halfway; dropping every
+        // policy it held on that evidence would be worse than a visible error.
+        if self.had_policies && self.text.trim().is_empty() {
+            return Err(vec![PolicyError::new(
+                self.source.0.clone(),
+                "",
+                "the file is empty; its last good version keeps serving (delete the file to remove its policies)",
+            )]);
+        }
+        parse_documents(&self.source, &self.text)
+    }
+}
+
+/// Below this many changed files a scan parses on its own thread: an ordinary edit
+/// touches one file, and threads would cost more than they save.
+const PARALLEL_FROM_FILES: usize = 8;
+
+/// Parses the jobs, results in the same order. Many changed files (startup, a bulk
+/// rewrite of thousands of policies) are split over the machine's cores: YAML parsing is
+/// most of a reload, and the files are independent.
+fn parse_in_parallel(jobs: &[ParseJob]) -> Vec<Result<Vec<CompiledPolicy>, Vec<PolicyError>>> {
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    if threads < 2 || jobs.len() < PARALLEL_FROM_FILES {
+        return jobs.iter().map(ParseJob::parse).collect();
+    }
+    let chunk = jobs.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = jobs
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(ParseJob::parse).collect::<Vec<_>>()))
+            .collect();
+        let mut out = Vec::with_capacity(jobs.len());
+        for (worker, part) in workers.into_iter().zip(jobs.chunks(chunk)) {
+            match worker.join() {
+                Ok(results) => out.extend(results),
+                // A panic in a parser is a bug; the files it held count as broken, so the
+                // last good versions keep serving.
+                Err(_) => out.extend(part.iter().map(|job| {
+                    Err(vec![PolicyError::new(
+                        job.source.0.clone(),
+                        "",
+                        "internal error while parsing this file",
+                    )])
+                })),
+            }
+        }
+        out
+    })
 }
 
 /// Loads files and folders strictly (for `check-policies` and `explain`): every error counts.
@@ -224,6 +286,51 @@ mod tests {
         let r = src.scan().unwrap();
         assert!(r.changed && r.errors.is_empty());
         assert_eq!(names(&src), ["two"]);
+    }
+
+    #[test]
+    fn many_changed_files_parsed_in_parallel_keep_their_own_results() {
+        let dir = tempfile::tempdir().unwrap();
+        let count = PARALLEL_FROM_FILES * 3;
+        for i in 0..count {
+            let text = POLICY.replace("NAME", &format!("p{i:02}"));
+            std::fs::write(dir.path().join(format!("f{i:02}.yaml")), text).unwrap();
+        }
+        let mut src = FolderSource::new(dir.path());
+        let r = src.scan().unwrap();
+        assert_eq!((r.reparsed, r.errors.len()), (count, 0));
+        let mut got = names(&src);
+        got.sort();
+        let want: Vec<String> = (0..count).map(|i| format!("p{i:02}")).collect();
+        assert_eq!(got, want);
+
+        // Every file rewritten, two of them broken: the errors name exactly those two
+        // files, which keep their last good policies; the others take their new versions.
+        for i in 0..count {
+            let mut text = POLICY.replace("NAME", &format!("q{i:02}"));
+            if i == 3 || i == count - 2 {
+                text = text.replace("[a]", "[]");
+            }
+            std::fs::write(dir.path().join(format!("f{i:02}.yaml")), text).unwrap();
+        }
+        let r = src.scan().unwrap();
+        assert_eq!(r.reparsed, count);
+        let broken: Vec<String> = r.errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(broken.len(), 2, "{broken:?}");
+        assert!(broken[0].contains("/f03.yaml#1 (q03)"), "{broken:?}");
+        let last = format!("/f{:02}.yaml#1 (q{:02})", count - 2, count - 2);
+        assert!(broken[1].contains(&last), "{broken:?}");
+        let mut got = names(&src);
+        got.sort();
+        let mut want: Vec<String> = (0..count)
+            .map(|i| match i {
+                3 => "p03".to_owned(),
+                i if i == count - 2 => format!("p{i:02}"),
+                i => format!("q{i:02}"),
+            })
+            .collect();
+        want.sort();
+        assert_eq!(got, want);
     }
 
     #[test]
