@@ -33,6 +33,7 @@ use spark_admission::source::FolderSource;
 mod policies;
 
 // The server binary's allocator (src/main.rs), so the figures are the server's.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

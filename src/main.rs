@@ -11,8 +11,10 @@ use spark_admission::matching::PolicySet;
 use spark_admission::source::load_paths;
 use spark_admission::spark::ContainerNames;
 
-// Planning a pod makes many small allocations (JSON values, strings): under glibc malloc
-// they were a quarter of the engine's time (callgrind), under mimalloc about half that.
+// Planning a pod makes many small allocations: a quarter of the engine's time under glibc
+// malloc (callgrind), about half that under mimalloc, which however keeps more memory
+// resident (BENCHMARKS.md, "Allocator"). The system allocator is the default.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
