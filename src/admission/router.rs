@@ -529,9 +529,7 @@ fn mutate_pod<'a>(state: &AppState, create: &'a review::PodCreate) -> (Answer, D
             .insert(AUDIT_APPLIED.to_owned(), policies.clone());
     }
     answer.warnings = mutation.warnings;
-    state
-        .metrics
-        .record_changes(&mutation.changes_by_policy);
+    state.metrics.record_changes(&mutation.changes_by_policy);
     state.metrics.record_patch_operations(mutation.role, ops);
     let decision = Decision {
         role: mutation.role,

@@ -15,8 +15,12 @@ pub(crate) fn apply(ctx: &mut Ctx<'_>, spec: &mut PodSpec, patch: &PodPatch, spa
         let list = container.env_from.get_or_insert_with(Vec::new);
         if !list.contains(source) {
             list.push(source.clone());
-            ctx.change(|| (format!("containers[{}].envFrom", container.name),
-                format!("added {}", json(source))));
+            ctx.change(|| {
+                (
+                    format!("containers[{}].envFrom", container.name),
+                    format!("added {}", json(source)),
+                )
+            });
         }
     }
 }
@@ -55,8 +59,12 @@ pub(crate) fn append_path_entry(
                 value: Some(entry.to_owned()),
                 value_from: None,
             });
-            ctx.change(|| (format!("containers[{}].env[{var}]", container.name),
-                format!("set to \"{entry}\"")));
+            ctx.change(|| {
+                (
+                    format!("containers[{}].env[{var}]", container.name),
+                    format!("set to \"{entry}\""),
+                )
+            });
         }
         Some(e) if e.value_from.is_some() => {
             ctx.warn(format!(
@@ -75,8 +83,12 @@ pub(crate) fn append_path_entry(
                 format!("{current}:{entry}")
             };
             e.value = Some(value);
-            ctx.change(|| (format!("containers[{}].env[{var}]", container.name),
-                format!("appended \"{entry}\"")));
+            ctx.change(|| {
+                (
+                    format!("containers[{}].env[{var}]", container.name),
+                    format!("appended \"{entry}\""),
+                )
+            });
         }
     }
 }

@@ -59,8 +59,12 @@ pub(crate) fn apply_image_rules<'p>(
                         {
                             let new = format!("{}{}", r.to, &current[r.from.len()..]);
                             let _ = ctx.claim(&key);
-                            ctx.change(|| (format!("containers[{}].image", c.name),
-                                format!("rewrote \"{current}\" to \"{new}\"")));
+                            ctx.change(|| {
+                                (
+                                    format!("containers[{}].image", c.name),
+                                    format!("rewrote \"{current}\" to \"{new}\""),
+                                )
+                            });
                             c.image = Some(new);
                         }
                     }

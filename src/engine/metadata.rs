@@ -42,7 +42,11 @@ pub(crate) fn record_applied(ctx: &mut Ctx<'_>, pod: &mut Pod, value: &str) {
     let annotations = pod.metadata.annotations.get_or_insert_with(BTreeMap::new);
     if annotations.get(APPLIED_ANNOTATION).map(String::as_str) != Some(value) {
         annotations.insert(APPLIED_ANNOTATION.to_owned(), value.to_owned());
-        ctx.change(|| (format!("annotations[{APPLIED_ANNOTATION}]"),
-            format!("set to \"{value}\"")));
+        ctx.change(|| {
+            (
+                format!("annotations[{APPLIED_ANNOTATION}]"),
+                format!("set to \"{value}\""),
+            )
+        });
     }
 }

@@ -102,8 +102,12 @@ fn merge_affinity(ctx: &mut Ctx<'_>, spec: &mut PodSpec, want: &Affinity) {
                 .take();
             let (merged, changed) = and_node_selectors(current, req);
             if changed {
-                ctx.change(|| ("affinity.nodeAffinity.required",
-                    format!("ANDed {} into every term", json(&req.node_selector_terms))));
+                ctx.change(|| {
+                    (
+                        "affinity.nodeAffinity.required",
+                        format!("ANDed {} into every term", json(&req.node_selector_terms)),
+                    )
+                });
             }
             node.required_during_scheduling_ignored_during_execution = Some(merged);
         }
@@ -304,8 +308,12 @@ fn merge_host_alias(ctx: &mut Ctx<'_>, spec: &mut PodSpec, want: &HostAlias) {
         let names = entry.hostnames.get_or_insert_with(Vec::new);
         if !names.contains(name) {
             names.push(name.clone());
-            ctx.change(|| (format!("hostAliases[{}]", want.ip),
-                format!("added hostname \"{name}\"")));
+            ctx.change(|| {
+                (
+                    format!("hostAliases[{}]", want.ip),
+                    format!("added hostname \"{name}\""),
+                )
+            });
         }
     }
 }

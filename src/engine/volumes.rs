@@ -82,8 +82,12 @@ pub(crate) fn add_mount(ctx: &mut Ctx<'_>, container: &mut Container, mount: &Vo
         }
         None => {
             list.push(mount.clone());
-            ctx.change(|| (format!("containers[{}].volumeMounts", container.name),
-                format!("mounted \"{}\" at {}", mount.name, mount.mount_path)));
+            ctx.change(|| {
+                (
+                    format!("containers[{}].volumeMounts", container.name),
+                    format!("mounted \"{}\" at {}", mount.name, mount.mount_path),
+                )
+            });
             true
         }
     }

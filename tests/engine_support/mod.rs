@@ -104,7 +104,10 @@ pub fn mutate_checked(set: &PolicySet, pod: &Value, ns: &str) -> (Mutation, Valu
 /// The admission path (`mutate`, changes only counted) and `explain`'s path
 /// (`mutate_described`) must decide the same: same patch, warnings, policies, and counts.
 pub fn assert_same_decision(described: &Mutation, admitted: &Mutation) {
-    assert_eq!(described.patch, admitted.patch, "patch differs between the two paths");
+    assert_eq!(
+        described.patch, admitted.patch,
+        "patch differs between the two paths"
+    );
     assert_eq!(described.warnings, admitted.warnings);
     assert_eq!(described.applied, admitted.applied);
     assert_eq!(described.changes_by_policy, admitted.changes_by_policy);
@@ -116,7 +119,10 @@ pub fn assert_same_decision(described: &Mutation, admitted: &Mutation) {
             _ => counted.push((c.policy.clone(), 1)),
         }
     }
-    assert_eq!(counted, described.changes_by_policy, "counts match the described changes");
+    assert_eq!(
+        counted, described.changes_by_policy,
+        "counts match the described changes"
+    );
 }
 
 pub fn spark_container<'a>(pod: &'a Value, name: &str) -> &'a Value {
