@@ -286,21 +286,28 @@ fn render(
     }
 
     let compile_10k = get("compile/10000");
-    if compile_10k.is_some() || get("compile/1000").is_some() {
+    let reload_10k = get("reload/10000");
+    if compile_10k.is_some() || reload_10k.is_some() {
         let ms = |v: Option<f64>| v.map_or("–".to_owned(), |ns| format!("{:.0}", ns / 1e6));
         let _ = writeln!(
             s,
-            "## Reload cost: compile (ms, median)\n\n`parse_documents` (YAML, schema check, \
-             deserialise, compile) over files of 100 policies, then `PolicySet::new`.\n\n\
-             | policies | ms |\n|---:|---:|\n| 1,000 | {} |\n| 10,000 | {} |\n",
+            "## Reload cost (ms, median)\n\n`compile`: `parse_documents` (YAML, schema check, \
+             deserialise, compile) over files of 100 policies on one thread, then \
+             `PolicySet::new`. `reload`: what the server does on startup or when every file \
+             changed: a scan of the policy folder (read, hash, parse the changed files over \
+             the machine's cores, compile) and the new set.\n\n\
+             | policies | compile, one thread | reload (folder scan) |\n|---:|---:|---:|\n\
+             | 1,000 | {} | {} |\n| 10,000 | {} | {} |\n",
             ms(get("compile/1000")),
-            ms(compile_10k)
+            ms(get("reload/1000")),
+            ms(compile_10k),
+            ms(reload_10k)
         );
-        if let Some(c) = compile_10k {
+        if let Some(c) = reload_10k.or(compile_10k) {
             verdicts.add(
                 "reload of 10,000 policies < 0.5 s",
                 c < 5e8,
-                format!("compile {:.0} ms", c / 1e6),
+                format!("full folder scan {:.0} ms", c / 1e6),
             );
         }
     }
@@ -308,8 +315,9 @@ fn render(
         let _ = writeln!(
             s,
             "## Hand-off to the blocking pool\n\n`tokio::task::spawn_blocking` + await from a \
-             runtime task, as the router does for each review: {:.1} µs (an empty loop \
-             iteration: {:.3} µs).\n",
+             runtime task: {:.1} µs (an empty loop iteration: {:.3} µs). The router pays it \
+             only for bodies over 256 KiB; ordinary reviews are evaluated on the worker that \
+             read them.\n",
             blocking / 1e3,
             inline / 1e3
         );
