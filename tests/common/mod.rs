@@ -2,6 +2,8 @@
 //! ephemeral ports, and a small TLS client speaking HTTP/1.1 or h2 through hyper.
 #![allow(dead_code)]
 
+pub mod bad_input;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
