@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -18,7 +18,9 @@ use k8s_openapi::api::admissionregistration::v1::{
     WebhookClientConfig,
 };
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, Namespace, PodSpec, Service, ServiceAccount,
+};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -270,6 +272,12 @@ struct Manifests {
     certificates: Vec<Certificate>,
 }
 
+/// Everything under `deploy/`, parsed and round-tripped once for all the tests here.
+fn manifests() -> &'static Manifests {
+    static LOADED: OnceLock<Manifests> = OnceLock::new();
+    LOADED.get_or_init(load)
+}
+
 fn load() -> Manifests {
     let mut m = Manifests::default();
     for (origin, doc) in documents(&deploy_dir()) {
@@ -304,6 +312,44 @@ fn load() -> Manifests {
     m
 }
 
+impl Manifests {
+    /// The webhook's own namespace.
+    fn namespace(&self) -> String {
+        one(&self.namespaces, "Namespace")
+            .metadata
+            .name
+            .clone()
+            .unwrap()
+    }
+
+    fn service(&self) -> &Service {
+        one(&self.services, "Service")
+    }
+
+    fn deployment(&self) -> &Deployment {
+        one(&self.deployments, "Deployment")
+    }
+
+    /// The cert-manager Certificate of the serving pair (the other one is the CA's).
+    fn serving_certificate(&self) -> &Certificate {
+        let serving: Vec<&Certificate> = self
+            .certificates
+            .iter()
+            .filter(|c| c.spec.is_ca != Some(true))
+            .collect();
+        one::<&Certificate>(&serving, "serving Certificate")
+    }
+
+    fn ca_certificate(&self) -> &Certificate {
+        let ca: Vec<&Certificate> = self
+            .certificates
+            .iter()
+            .filter(|c| c.spec.is_ca == Some(true))
+            .collect();
+        one::<&Certificate>(&ca, "CA Certificate")
+    }
+}
+
 fn one<'a, T>(items: &'a [T], what: &str) -> &'a T {
     assert_eq!(items.len(), 1, "expected exactly one {what}");
     &items[0]
@@ -313,9 +359,12 @@ fn labels(selector: &LabelSelector) -> BTreeMap<String, String> {
     selector.match_labels.clone().unwrap_or_default()
 }
 
+fn pod_spec(d: &Deployment) -> &PodSpec {
+    d.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
+}
+
 fn container(d: &Deployment) -> &Container {
-    let spec = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
-    one(&spec.containers, "container")
+    one(&pod_spec(d).containers, "container")
 }
 
 fn container_port(c: &Container, name: &str) -> i32 {
@@ -358,7 +407,7 @@ fn env_field_ref(c: &Container, name: &str) -> Option<String> {
 
 #[test]
 fn every_yaml_under_deploy_parses_into_its_type_without_unknown_fields() {
-    let m = load();
+    let m = manifests();
     assert_eq!(m.namespaces.len(), 1);
     assert_eq!(m.deployments.len(), 1);
     assert_eq!(m.mutating.len(), 1);
@@ -382,7 +431,7 @@ fn the_assert_kept_check_catches_a_misplaced_field() {
 
 #[test]
 fn kustomizations_name_files_that_exist_and_wire_the_tls_secret() {
-    let m = load();
+    let m = manifests();
     for (origin, k) in &m.kustomizations {
         let dir = deploy_dir().join(
             Path::new(origin.split('#').next().unwrap())
@@ -395,12 +444,7 @@ fn kustomizations_name_files_that_exist_and_wire_the_tls_secret() {
         for p in &k.patches {
             let patch: Value = serde_saphyr::from_str(&p.patch).unwrap();
             let annotation = &patch["metadata"]["annotations"]["cert-manager.io/inject-ca-from"];
-            let serving: Vec<&Certificate> = m
-                .certificates
-                .iter()
-                .filter(|c| c.spec.is_ca != Some(true))
-                .collect();
-            let cert = one(&serving, "serving Certificate");
+            let cert = m.serving_certificate();
             let expected = format!(
                 "{}/{}",
                 cert.metadata.namespace.as_deref().unwrap(),
@@ -420,9 +464,10 @@ fn kustomizations_name_files_that_exist_and_wire_the_tls_secret() {
     assert_eq!(top.resources, ["base"]);
     let gen = one(&top.secret_generator, "secretGenerator");
     let volume_secret = {
-        let d = one(&m.deployments, "Deployment");
-        let spec = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
-        let v = one(spec.volumes.as_deref().unwrap(), "volume");
+        let v = one(
+            pod_spec(m.deployment()).volumes.as_deref().unwrap(),
+            "volume",
+        );
         v.secret.as_ref().unwrap().secret_name.clone().unwrap()
     };
     assert_eq!(gen.name, volume_secret);
@@ -450,13 +495,9 @@ fn kustomizations_name_files_that_exist_and_wire_the_tls_secret() {
         assert_eq!(t.field_paths, ["webhooks.*.clientConfig.caBundle"]);
     }
     // cert-manager writes the same Secret the Deployment mounts.
-    let serving = m
-        .certificates
-        .iter()
-        .find(|c| c.spec.is_ca != Some(true))
-        .unwrap();
+    let serving = m.serving_certificate();
     assert_eq!(serving.spec.secret_name, volume_secret);
-    let service = one(&m.services, "Service");
+    let service = m.service();
     let svc_dns = format!(
         "{}.{}.svc",
         service.metadata.name.as_deref().unwrap(),
@@ -470,11 +511,7 @@ fn kustomizations_name_files_that_exist_and_wire_the_tls_secret() {
             .iter()
             .any(|i| i.metadata.name.as_ref() == Some(&c.spec.issuer_ref.name)));
     }
-    let ca_cert = m
-        .certificates
-        .iter()
-        .find(|c| c.spec.is_ca == Some(true))
-        .unwrap();
+    let ca_cert = m.ca_certificate();
     let ca_issuer = m.issuers.iter().find(|i| i.spec.ca.is_some()).unwrap();
     assert_eq!(
         ca_issuer.spec.ca.as_ref().unwrap().secret_name,
@@ -488,13 +525,9 @@ fn kustomizations_name_files_that_exist_and_wire_the_tls_secret() {
 
 #[test]
 fn the_deployment_runs_serve_with_the_ports_probes_and_certificates_the_manifests_use() {
-    let m = load();
-    let ns = one(&m.namespaces, "Namespace")
-        .metadata
-        .name
-        .clone()
-        .unwrap();
-    let d = one(&m.deployments, "Deployment");
+    let m = manifests();
+    let ns = m.namespace();
+    let d = m.deployment();
     let spec = d.spec.as_ref().unwrap();
     assert_eq!(spec.replicas, Some(2));
     let pod_labels = spec
@@ -506,12 +539,12 @@ fn the_deployment_runs_serve_with_the_ports_probes_and_certificates_the_manifest
         .clone()
         .unwrap();
     assert_eq!(labels(&spec.selector), pod_labels);
-    let pod = spec.template.spec.as_ref().unwrap();
+    let pod = pod_spec(d);
     let c = container(d);
     let args = serve_args(c);
 
     // The webhook port: Service 443 -> targetPort -> container port -> --listen.
-    let service = one(&m.services, "Service");
+    let service = m.service();
     let svc_spec = service.spec.as_ref().unwrap();
     assert_eq!(svc_spec.selector.clone().unwrap(), pod_labels);
     let webhook_port = svc_spec
@@ -642,12 +675,8 @@ fn the_deployment_runs_serve_with_the_ports_probes_and_certificates_the_manifest
 
 #[test]
 fn rbac_is_namespaced_and_grants_only_what_the_watcher_and_events_use() {
-    let m = load();
-    let ns = one(&m.namespaces, "Namespace")
-        .metadata
-        .name
-        .clone()
-        .unwrap();
+    let m = manifests();
+    let ns = m.namespace();
     let role = one(&m.roles, "Role");
     assert_eq!(role.metadata.namespace.as_deref(), Some(ns.as_str()));
     let rules = role.rules.clone().unwrap();
@@ -676,9 +705,10 @@ fn rbac_is_namespaced_and_grants_only_what_the_watcher_and_events_use() {
     assert_eq!(subject.kind, "ServiceAccount");
     assert_eq!(subject.name, sa.metadata.name.clone().unwrap());
     assert_eq!(subject.namespace.as_deref(), Some(ns.as_str()));
-    let d = one(&m.deployments, "Deployment");
-    let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
-    assert_eq!(pod.service_account_name, sa.metadata.name);
+    assert_eq!(
+        pod_spec(m.deployment()).service_account_name,
+        sa.metadata.name
+    );
     // Every namespaced object lives in the webhook's namespace.
     for meta in m
         .roles
@@ -767,56 +797,52 @@ fn spark_pod_selectors(object: &LabelSelector, namespace: &LabelSelector, own_ns
     );
 }
 
+/// What the mutating and the validating pod webhook must both say. A macro because their
+/// k8s-openapi types differ while these fields are the same.
+macro_rules! check_pod_webhook {
+    ($w:expr, $service:expr, $path:expr, $own_ns:expr) => {{
+        let w = $w;
+        assert_eq!(w.admission_review_versions, ["v1"], "{}", $path);
+        assert_eq!(w.side_effects, "None", "{}", $path);
+        assert_eq!(w.timeout_seconds, Some(5), "{}", $path);
+        assert_eq!(w.failure_policy.as_deref(), Some("Fail"), "{}", $path);
+        assert_eq!(w.match_policy.as_deref(), Some("Equivalent"), "{}", $path);
+        check_client(&w.client_config, $service, $path);
+        check_rules(&w.rules, "pods", &["CREATE"]);
+        spark_pod_selectors(
+            w.object_selector.as_ref().unwrap(),
+            w.namespace_selector.as_ref().unwrap(),
+            $own_ns,
+        );
+    }};
+}
+
 #[test]
 fn webhook_configurations_match_the_router_the_service_and_the_labels() {
-    let m = load();
-    let ns = one(&m.namespaces, "Namespace")
-        .metadata
-        .name
-        .clone()
-        .unwrap();
-    let service = one(&m.services, "Service");
+    let m = manifests();
+    let ns = m.namespace();
+    let service = m.service();
     // The API server's timeout leaves the server a deadline inside it (80%).
     let five = std::time::Duration::from_secs(5);
     assert!(Limits::default().budget(Some("timeout=5s")) < five);
 
     let mutating = one(
-        &one(&m.mutating, "mutating").webhooks.clone().unwrap(),
+        one(&m.mutating, "mutating").webhooks.as_deref().unwrap(),
         "webhook",
-    )
-    .clone();
-    assert_eq!(mutating.admission_review_versions, ["v1"]);
-    assert_eq!(mutating.side_effects, "None");
-    assert_eq!(mutating.timeout_seconds, Some(5));
-    assert_eq!(mutating.failure_policy.as_deref(), Some("Fail"));
-    assert_eq!(mutating.match_policy.as_deref(), Some("Equivalent"));
-    assert_eq!(mutating.reinvocation_policy.as_deref(), Some("IfNeeded"));
-    check_client(&mutating.client_config, service, MUTATE_PATH);
-    check_rules(&mutating.rules, "pods", &["CREATE"]);
-    spark_pod_selectors(
-        mutating.object_selector.as_ref().unwrap(),
-        mutating.namespace_selector.as_ref().unwrap(),
-        &ns,
     );
+    check_pod_webhook!(mutating, service, MUTATE_PATH, &ns);
+    assert_eq!(mutating.reinvocation_policy.as_deref(), Some("IfNeeded"));
 
-    let validating = one(&m.validating, "validating").webhooks.clone().unwrap();
+    let validating = one(&m.validating, "validating")
+        .webhooks
+        .as_deref()
+        .unwrap();
     assert_eq!(validating.len(), 2);
     let pods = validating
         .iter()
         .find(|w| w.client_config.service.as_ref().unwrap().path.as_deref() == Some(VALIDATE_PATH))
         .expect("a validating webhook for pods");
-    assert_eq!(pods.admission_review_versions, ["v1"]);
-    assert_eq!(pods.side_effects, "None");
-    assert_eq!(pods.timeout_seconds, Some(5));
-    assert_eq!(pods.failure_policy.as_deref(), Some("Fail"));
-    assert_eq!(pods.match_policy.as_deref(), Some("Equivalent"));
-    check_client(&pods.client_config, service, VALIDATE_PATH);
-    check_rules(&pods.rules, "pods", &["CREATE"]);
-    spark_pod_selectors(
-        pods.object_selector.as_ref().unwrap(),
-        pods.namespace_selector.as_ref().unwrap(),
-        &ns,
-    );
+    check_pod_webhook!(pods, service, VALIDATE_PATH, &ns);
 
     let policies = validating
         .iter()
@@ -849,12 +875,8 @@ fn webhook_configurations_match_the_router_the_service_and_the_labels() {
 
 #[test]
 fn the_example_policy_configmap_is_labelled_and_every_key_is_a_valid_policy() {
-    let m = load();
-    let ns = one(&m.namespaces, "Namespace")
-        .metadata
-        .name
-        .clone()
-        .unwrap();
+    let m = manifests();
+    let ns = m.namespace();
     let (origin, cm) = m
         .configmaps
         .iter()

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -32,9 +33,48 @@ fn metric(server: &spark_admission::admission::Server, line_prefix: &str) -> Opt
         .find_map(|l| l.strip_prefix(line_prefix).map(|v| v.trim().to_owned()))
 }
 
+/// A server with the label policy, where most tests here start.
+async fn labelled_server() -> TestServer {
+    TestServer::start(&[("labels.yaml", LABEL_POLICY)]).await
+}
+
+/// The managed label a review gets on a new HTTP/1.1 connection.
+async fn managed_label_on_a_new_connection(t: &TestServer) -> Option<String> {
+    let mut conn = t.connect(Proto::H1).await;
+    managed_label(&mut conn).await
+}
+
+/// Waits until a new connection trusting `ca` is served a leaf other than `old_leaf`.
+async fn until_a_new_leaf_is_served(
+    what: &str,
+    addr: SocketAddr,
+    proto: Proto,
+    ca: &[u8],
+    old_leaf: &[u8],
+) {
+    eventually(what, WAIT, || async move {
+        match Conn::connect(addr, ca, proto, None, None).await {
+            Ok(c) => c.peer_chain[0] != old_leaf,
+            Err(_) => false,
+        }
+    })
+    .await;
+}
+
+/// Waits until the server has `n` reviews in its handler.
+async fn until_in_flight(t: &TestServer, n: usize) {
+    let n = n.to_string();
+    eventually("the request to reach the handler", WAIT, || {
+        let current = metric(&t.server, "spark_admission_in_flight_requests");
+        let reached = current.as_deref() == Some(n.as_str());
+        async move { reached }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificate_rotation_under_traffic_drops_nothing() {
-    let t = TestServer::start(&[("labels.yaml", LABEL_POLICY)]).await;
+    let t = labelled_server().await;
     let addr = t.server.webhook_addr();
     let old_ca = t.ca_pem();
     let mut h2 = t.connect(Proto::H2).await;
@@ -66,16 +106,13 @@ async fn certificate_rotation_under_traffic_drops_nothing() {
     let renewed = certs::generate(&[]).unwrap();
     certs::write_material(&t.certs_dir(), &renewed).unwrap();
     let new_ca = renewed.ca_cert_pem.clone().into_bytes();
-    eventually("new connections to get the new certificate", WAIT, || {
-        let ca = new_ca.clone();
-        let old_leaf = old_leaf.clone();
-        async move {
-            match Conn::connect(addr, &ca, Proto::H2, None, None).await {
-                Ok(c) => c.peer_chain[0] != old_leaf,
-                Err(_) => false,
-            }
-        }
-    })
+    until_a_new_leaf_is_served(
+        "new connections to get the new certificate",
+        addr,
+        Proto::H2,
+        &new_ca,
+        &old_leaf,
+    )
     .await;
     // Connections trusting only the old CA no longer verify.
     assert!(Conn::connect(addr, &old_ca, Proto::H1, None, None)
@@ -174,37 +211,27 @@ async fn a_secret_volume_swap_is_picked_up() {
     let second = certs::generate(&[]).unwrap();
     link_secret_version(&certs_dir, "..2026_02_01", &second);
     let ca = second.ca_cert_pem.clone().into_bytes();
-    eventually("the swapped Secret to serve", WAIT, || {
-        let ca = ca.clone();
-        let old_leaf = old_leaf.clone();
-        async move {
-            match Conn::connect(addr, &ca, Proto::H1, None, None).await {
-                Ok(c) => c.peer_chain[0] != old_leaf,
-                Err(_) => false,
-            }
-        }
-    })
+    until_a_new_leaf_is_served(
+        "the swapped Secret to serve",
+        addr,
+        Proto::H1,
+        &ca,
+        &old_leaf,
+    )
     .await;
     server.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_changes_go_live_and_a_broken_file_keeps_the_last_good_version() {
-    let t = TestServer::start(&[("labels.yaml", LABEL_POLICY)]).await;
+    let t = labelled_server().await;
     let file = t.policies_dir().join("labels.yaml");
     let mut conn = t.connect(Proto::H2).await;
     assert_eq!(managed_label(&mut conn).await.as_deref(), Some("yes"));
 
     write_atomic(&file, LABEL_POLICY_V2);
-    eventually("the edited policy to apply", WAIT, || {
-        let addr = t.server.webhook_addr();
-        let ca = t.ca_pem();
-        async move {
-            let mut c = Conn::connect(addr, &ca, Proto::H1, None, None)
-                .await
-                .unwrap();
-            managed_label(&mut c).await.as_deref() == Some("v2")
-        }
+    eventually("the edited policy to apply", WAIT, || async {
+        managed_label_on_a_new_connection(&t).await.as_deref() == Some("v2")
     })
     .await;
 
@@ -237,15 +264,8 @@ async fn policy_changes_go_live_and_a_broken_file_keeps_the_last_good_version() 
 
     // Removing the file removes its policy.
     std::fs::remove_file(&file).unwrap();
-    eventually("the removed policy to stop applying", WAIT, || {
-        let addr = t.server.webhook_addr();
-        let ca = t.ca_pem();
-        async move {
-            let mut c = Conn::connect(addr, &ca, Proto::H1, None, None)
-                .await
-                .unwrap();
-            managed_label(&mut c).await.is_none()
-        }
+    eventually("the removed policy to stop applying", WAIT, || async {
+        managed_label_on_a_new_connection(&t).await.is_none()
     })
     .await;
     t.server.shutdown().await.unwrap();
@@ -289,7 +309,7 @@ async fn an_empty_policy_folder_is_ready() {
 }
 
 async fn drain_with_a_request_in_flight(proto: Proto) {
-    let t = TestServer::start(&[("labels.yaml", LABEL_POLICY)]).await;
+    let t = labelled_server().await;
     let mut conn = t.connect(proto).await;
     let review = to_bytes(&fixture_json("mutate-driver-scala-sparkpi.json"));
     let (head, tail) = review.split_at(review.len() / 2);
@@ -304,11 +324,7 @@ async fn drain_with_a_request_in_flight(proto: Proto) {
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         (status, body)
     });
-    eventually("the request to reach the handler", WAIT, || {
-        let n = metric(&t.server, "spark_admission_in_flight_requests");
-        async move { n.as_deref() == Some("1") }
-    })
-    .await;
+    until_in_flight(&t, 1).await;
 
     let handle = t.server.shutdown_handle();
     handle.trigger();
@@ -368,11 +384,7 @@ async fn shutdown_gives_up_after_the_grace_period() {
     tx.send(b"{".to_vec().into()).await.unwrap();
     let req = conn.request("/mutate", body);
     let stuck = tokio::spawn(async move { conn.send(req).await });
-    eventually("the request to reach the handler", WAIT, || {
-        let n = metric(&t.server, "spark_admission_in_flight_requests");
-        async move { n.as_deref() == Some("1") }
-    })
-    .await;
+    until_in_flight(&t, 1).await;
     // The client never finishes; the server still stops, bounded by the grace.
     tokio::time::timeout(WAIT, t.server.shutdown())
         .await

@@ -14,7 +14,7 @@ use kube::core::admission::Operation;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::review::{Answer, API_VERSION, KIND};
+use super::review::{is_not_json, Answer, Envelope, EnvelopeError, KindIn, API_VERSION, KIND};
 use crate::matching::PolicySet;
 use crate::policy::{parse_documents, PolicyError, PolicySource};
 use crate::source::configmap::{has_policy_label, is_policy_key, origin_prefix, POLICY_LABEL};
@@ -39,17 +39,8 @@ pub enum PolicyReviewError {
     NotAConfigMap(#[source] serde_json::Error),
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ReviewIn {
-    #[serde(default)]
-    api_version: String,
-    #[serde(default)]
-    kind: String,
-    #[serde(default)]
-    request: Option<RequestIn>,
-}
-
+/// `request` of a review sent to `/validate-policy`; the object is decoded as a ConfigMap
+/// only once it is known to be one.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RequestIn {
@@ -66,14 +57,15 @@ struct RequestIn {
     object: Option<Value>,
 }
 
-#[derive(Deserialize)]
-struct KindIn {
-    #[serde(default)]
-    group: String,
-    #[serde(default)]
-    version: String,
-    #[serde(default)]
-    kind: String,
+impl From<EnvelopeError> for PolicyReviewError {
+    fn from(e: EnvelopeError) -> Self {
+        match e {
+            EnvelopeError::WrongType { api_version, kind } => {
+                PolicyReviewError::WrongType { api_version, kind }
+            }
+            EnvelopeError::NoRequest => PolicyReviewError::NoRequest,
+        }
+    }
 }
 
 /// The answer to one review, with what the log line needs.
@@ -91,20 +83,14 @@ pub struct PolicyVerdict {
 /// Decodes and answers one review. `current` is the set in force, to warn about policy
 /// names that another ConfigMap defines too.
 pub fn review(body: &[u8], current: &PolicySet) -> Result<PolicyVerdict, PolicyReviewError> {
-    let review: ReviewIn = serde_json::from_slice(body).map_err(|e| {
-        if e.is_syntax() || e.is_eof() {
+    let review: Envelope<RequestIn> = serde_json::from_slice(body).map_err(|e| {
+        if is_not_json(&e) {
             PolicyReviewError::NotJson(e)
         } else {
             PolicyReviewError::NotAReview(e)
         }
     })?;
-    if review.api_version != API_VERSION || review.kind != KIND {
-        return Err(PolicyReviewError::WrongType {
-            api_version: review.api_version,
-            kind: review.kind,
-        });
-    }
-    let req = review.request.ok_or(PolicyReviewError::NoRequest)?;
+    let req = review.into_request()?;
     let pass = |what: String| PolicyVerdict {
         answer: Answer::allow(req.uid.as_str()),
         namespace: req.namespace.clone().unwrap_or_default(),
@@ -112,10 +98,7 @@ pub fn review(body: &[u8], current: &PolicySet) -> Result<PolicyVerdict, PolicyR
         policies: Vec::new(),
         errors: 0,
     };
-    let is_configmap = req.kind.group.is_empty()
-        && req.kind.version == "v1"
-        && req.kind.kind == "ConfigMap"
-        && req.sub_resource.is_none();
+    let is_configmap = req.kind.is_core_v1("ConfigMap") && req.sub_resource.is_none();
     let operation = match req.operation {
         Operation::Create => "CREATE",
         Operation::Update => "UPDATE",
@@ -256,4 +239,44 @@ fn denial_message(namespace: &str, name: &str, errors: &[PolicyError]) -> String
         errors.len(),
         lines.join("\n")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(body: &str) -> String {
+        match review(body.as_bytes(), &PolicySet::default()) {
+            Ok(v) => panic!("{body}: answered {:?}", v.answer),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn the_envelope_is_checked_as_for_pod_reviews() {
+        assert!(refused("{").starts_with("body is not JSON"));
+        assert!(refused("[1]").starts_with("body is not an AdmissionReview"));
+        assert_eq!(
+            refused(r#"{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview"}"#),
+            r#"expected apiVersion admission.k8s.io/v1 and kind AdmissionReview, got apiVersion "admission.k8s.io/v1beta1" and kind "AdmissionReview""#
+        );
+        assert_eq!(
+            refused(r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#),
+            "the AdmissionReview has no request"
+        );
+        assert_eq!(
+            refused(
+                r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":null}"#
+            ),
+            "the AdmissionReview has no request"
+        );
+        // The same envelope errors as /mutate and /validate give.
+        let pod_review = crate::admission::review::decode(
+            br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#,
+        );
+        assert_eq!(
+            pod_review.map(|_| ()).map_err(|e| e.to_string()),
+            Err("the AdmissionReview has no request".to_owned())
+        );
+    }
 }

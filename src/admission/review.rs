@@ -21,31 +21,46 @@ pub const AUDIT_CHECKED: &str = "checked-policies";
 /// Audit annotation with the audit-mode findings, `; `-separated.
 pub const AUDIT_FINDINGS: &str = "audit-findings";
 
-/// Same shape as kube's `AdmissionReview<Pod>`, without its `#[serde(flatten)]` type meta,
-/// which would make serde buffer the whole pod before decoding it.
+/// The AdmissionReview envelope, generic over what `request` decodes into: kube's
+/// `AdmissionRequest<Pod>` for pods, a `RequestHead` for other kinds, the ConfigMap request
+/// of `/validate-policy`. Unlike kube's `AdmissionReview`, no `#[serde(flatten)]` type meta,
+/// which would make serde buffer the whole object before decoding it.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ReviewIn {
+pub(super) struct Envelope<R> {
     #[serde(default)]
     api_version: String,
     #[serde(default)]
     kind: String,
-    #[serde(default)]
-    request: Option<AdmissionRequest<Pod>>,
+    // Absent is None without `#[serde(default)]`, which would ask `R: Default`.
+    request: Option<R>,
 }
 
-/// Just enough of a review to answer one whose object is not a Pod.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct EnvelopeIn {
-    #[serde(default)]
-    api_version: String,
-    #[serde(default)]
-    kind: String,
-    #[serde(default)]
-    request: Option<RequestHead>,
+/// Why an envelope has nothing to answer; each endpoint's error type has these two cases.
+pub(super) enum EnvelopeError {
+    WrongType { api_version: String, kind: String },
+    NoRequest,
 }
 
+impl<R> Envelope<R> {
+    /// The request of an `admission.k8s.io/v1` AdmissionReview.
+    pub(super) fn into_request(self) -> Result<R, EnvelopeError> {
+        if self.api_version != API_VERSION || self.kind != KIND {
+            return Err(EnvelopeError::WrongType {
+                api_version: self.api_version,
+                kind: self.kind,
+            });
+        }
+        self.request.ok_or(EnvelopeError::NoRequest)
+    }
+}
+
+/// Whether a body that did not decode is broken JSON (else it is JSON of the wrong shape).
+pub(super) fn is_not_json(e: &serde_json::Error) -> bool {
+    e.is_syntax() || e.is_eof()
+}
+
+/// Just enough of a request to answer one whose object is not a Pod.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RequestHead {
@@ -56,24 +71,26 @@ struct RequestHead {
     operation: String,
 }
 
+/// `request.kind`, read leniently: a missing part is empty.
 #[derive(Deserialize)]
-struct KindIn {
+pub(super) struct KindIn {
     #[serde(default)]
-    group: String,
+    pub(super) group: String,
     #[serde(default)]
-    version: String,
+    pub(super) version: String,
     #[serde(default)]
-    kind: String,
+    pub(super) kind: String,
 }
 
 impl KindIn {
-    fn is_pod(&self) -> bool {
-        is_core_pod(&self.group, &self.version, &self.kind)
+    /// `kind` of the core API group, version v1 (Pod, ConfigMap).
+    pub(super) fn is_core_v1(&self, kind: &str) -> bool {
+        is_core_v1(&self.group, &self.version, &self.kind, kind)
     }
 }
 
-fn is_core_pod(group: &str, version: &str, kind: &str) -> bool {
-    group.is_empty() && version == "v1" && kind == "Pod"
+fn is_core_v1(group: &str, version: &str, kind: &str, wanted: &str) -> bool {
+    group.is_empty() && version == "v1" && kind == wanted
 }
 
 /// A review the webhook can answer.
@@ -129,24 +146,23 @@ pub fn decode(body: &[u8]) -> Result<Review, ReviewError> {
     // serde_json skips unknown fields without checking their UTF-8, so a body that is not
     // text could otherwise pass; checking once up front also lets serde parse a `str`.
     let body = std::str::from_utf8(body).map_err(ReviewError::NotUtf8)?;
-    match serde_json::from_str::<ReviewIn>(body) {
-        Ok(review) => {
-            check_type(review.api_version, review.kind)?;
-            classify(review.request.ok_or(ReviewError::NoRequest)?)
-        }
+    match serde_json::from_str::<Envelope<AdmissionRequest<Pod>>>(body) {
+        Ok(review) => classify(review.into_request()?),
         // The object is not a Pod (or the body is broken): decode only the envelope to tell
         // another kind, which we let through, from a malformed body, which we refuse.
         Err(full) => {
-            let envelope: EnvelopeIn = serde_json::from_str(body).map_err(|e| {
-                if e.is_syntax() || e.is_eof() {
+            let envelope: Envelope<RequestHead> = serde_json::from_str(body).map_err(|e| {
+                if is_not_json(&e) {
                     ReviewError::NotJson(e)
                 } else {
                     ReviewError::NotAReview(e)
                 }
             })?;
-            check_type(envelope.api_version, envelope.kind)?;
-            let head = envelope.request.ok_or(ReviewError::NoRequest)?;
-            if head.kind.is_pod() && head.sub_resource.is_none() && head.operation == "CREATE" {
+            let head = envelope.into_request()?;
+            if head.kind.is_core_v1("Pod")
+                && head.sub_resource.is_none()
+                && head.operation == "CREATE"
+            {
                 return Err(ReviewError::InvalidPodRequest(full));
             }
             Ok(Review::PassThrough {
@@ -157,16 +173,19 @@ pub fn decode(body: &[u8]) -> Result<Review, ReviewError> {
     }
 }
 
-fn check_type(api_version: String, kind: String) -> Result<(), ReviewError> {
-    if api_version == API_VERSION && kind == KIND {
-        Ok(())
-    } else {
-        Err(ReviewError::WrongType { api_version, kind })
+impl From<EnvelopeError> for ReviewError {
+    fn from(e: EnvelopeError) -> Self {
+        match e {
+            EnvelopeError::WrongType { api_version, kind } => {
+                ReviewError::WrongType { api_version, kind }
+            }
+            EnvelopeError::NoRequest => ReviewError::NoRequest,
+        }
     }
 }
 
 fn classify(req: AdmissionRequest<Pod>) -> Result<Review, ReviewError> {
-    let is_pod = is_core_pod(&req.kind.group, &req.kind.version, &req.kind.kind);
+    let is_pod = is_core_v1(&req.kind.group, &req.kind.version, &req.kind.kind, "Pod");
     if !is_pod || req.sub_resource.is_some() || req.operation != Operation::Create {
         let what = format!("{} {}", req.kind.kind, operation_name(&req.operation));
         return Ok(Review::PassThrough { uid: req.uid, what });

@@ -2,6 +2,8 @@
 //! ephemeral ports, and a small TLS client speaking HTTP/1.1 or h2 through hyper.
 #![allow(dead_code)]
 
+pub mod bad_input;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -255,19 +257,24 @@ where
 
 /// One plain HTTP/1.1 GET on the admin port.
 pub async fn admin_get(addr: SocketAddr, path: &str) -> (StatusCode, String) {
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = http1::handshake::<_, TestBody>(TokioIo::new(tcp))
-        .await
-        .unwrap();
+    try_admin_get(addr, path).await.unwrap()
+}
+
+/// [`admin_get`] for a port that may not be up yet (a server process still starting).
+pub async fn try_admin_get(
+    addr: SocketAddr,
+    path: &str,
+) -> Result<(StatusCode, String), Box<dyn std::error::Error + Send + Sync>> {
+    let tcp = TcpStream::connect(addr).await?;
+    let (mut sender, conn) = http1::handshake::<_, TestBody>(TokioIo::new(tcp)).await?;
     tokio::spawn(conn);
     let req = Request::get(path)
         .header("host", addr.to_string())
-        .body(empty())
-        .unwrap();
-    let resp = sender.send_request(req).await.unwrap();
+        .body(empty())?;
+    let resp = sender.send_request(req).await?;
     let status = resp.status();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
