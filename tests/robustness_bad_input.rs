@@ -174,5 +174,22 @@ async fn connections_that_never_speak_are_closed() {
         .expect("server closes a silent TLS connection")
         .unwrap_or(0);
     assert_eq!(n, 0);
+
+    // h2 negotiated, but no client preface: the server sends its own SETTINGS, then
+    // closes the connection after the same timeout instead of holding it forever.
+    let mut tls = tls_connect(s.server.webhook_addr(), &s.ca_pem(), None, &[b"h2"], None)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(b"h2".as_slice()));
+    let closed = tokio::time::timeout(Duration::from_secs(8), async {
+        loop {
+            match tls.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "server closes a silent h2 connection");
     assert_healthy(&s).await;
 }

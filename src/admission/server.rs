@@ -4,6 +4,7 @@
 use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
 
 use super::admin::{admin_router, Health};
 use super::baseline::baseline_router;
@@ -517,15 +519,43 @@ async fn serve_connection(tcp: TcpStream, peer: SocketAddr, c: &Connections, wat
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
     let io = TokioIo::new(tls);
-    let service = TowerToHyperService::new(c.router.clone());
     let result = if h2 {
+        // hyper's h2 server waits for the client preface without a limit, and its
+        // keep-alive pings start only after it: a client that negotiates h2 and then says
+        // nothing would hold a connection slot forever. Like HTTP/1.1's header read
+        // timeout, the first request must arrive in time.
+        let spoke = Arc::new(AtomicBool::new(false));
+        let heard = Arc::clone(&spoke);
+        let router =
+            c.router
+                .clone()
+                .map_request(move |req: http::Request<hyper::body::Incoming>| {
+                    heard.store(true, Ordering::Relaxed);
+                    req
+                });
+        let service = TowerToHyperService::new(router);
         let mut builder = http2::Builder::new(TokioExecutor::new());
         builder
             .timer(TokioTimer::new())
             .keep_alive_interval(Some(H2_KEEPALIVE))
             .keep_alive_timeout(H2_KEEPALIVE);
-        watcher.watch(builder.serve_connection(io, service)).await
+        let conn = watcher.watch(builder.serve_connection(io, service));
+        tokio::pin!(conn);
+        let silent = async {
+            tokio::time::sleep(c.header_read_timeout).await;
+            if spoke.load(Ordering::Relaxed) {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            result = &mut conn => result,
+            () = silent => {
+                tracing::debug!(%peer, "h2 connection sent no request in time; closed");
+                return;
+            }
+        }
     } else {
+        let service = TowerToHyperService::new(c.router.clone());
         let mut builder = http1::Builder::new();
         builder
             .timer(TokioTimer::new())
