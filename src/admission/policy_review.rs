@@ -27,6 +27,8 @@ const MAX_LINES: usize = 40;
 pub enum PolicyReviewError {
     #[error("body is not JSON: {0}")]
     NotJson(#[source] serde_json::Error),
+    #[error("body is not UTF-8 text: {0}")]
+    NotUtf8(#[source] std::str::Utf8Error),
     #[error("body is not an AdmissionReview: {0}")]
     NotAReview(#[source] serde_json::Error),
     #[error("expected apiVersion {API_VERSION} and kind {KIND}, got apiVersion {api_version:?} and kind {kind:?}")]
@@ -83,7 +85,9 @@ pub struct PolicyVerdict {
 /// Decodes and answers one review. `current` is the set in force, to warn about policy
 /// names that another ConfigMap defines too.
 pub fn review(body: &[u8], current: &PolicySet) -> Result<PolicyVerdict, PolicyReviewError> {
-    let review: Envelope<RequestIn> = serde_json::from_slice(body).map_err(|e| {
+    // As for pod reviews: serde_json does not check the UTF-8 of fields it skips.
+    let body = std::str::from_utf8(body).map_err(PolicyReviewError::NotUtf8)?;
+    let review: Envelope<RequestIn> = serde_json::from_str(body).map_err(|e| {
         if is_not_json(&e) {
             PolicyReviewError::NotJson(e)
         } else {
@@ -278,5 +282,14 @@ mod tests {
             pod_review.map(|_| ()).map_err(|e| e.to_string()),
             Err("the AdmissionReview has no request".to_owned())
         );
+    }
+
+    #[test]
+    fn invalid_utf8_is_refused_even_in_a_field_nobody_reads() {
+        let mut body = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","ignored":"x","request":{"uid":"u","operation":"DELETE"}}"#.to_vec();
+        let at = body.iter().position(|b| *b == b'x').unwrap();
+        body[at] = 0xff;
+        let err = review(&body, &PolicySet::default()).map(|v| v.answer.allowed);
+        assert!(matches!(err, Err(PolicyReviewError::NotUtf8(_))), "{err:?}");
     }
 }
