@@ -73,6 +73,8 @@ pub struct AppState {
     metrics: Arc<Metrics>,
     limits: Limits,
     slots: Semaphore,
+    /// Large reviews evaluated at once (see [`INLINE_BODY_BYTES`]).
+    large_slots: Arc<Semaphore>,
 }
 
 impl AppState {
@@ -83,12 +85,17 @@ impl AppState {
         limits: Limits,
     ) -> Self {
         let slots = Semaphore::new(limits.max_concurrent_requests.max(1));
+        // A review of a few MiB takes up to ~100 MiB to decode and plan. Spark pods are a
+        // few KiB, so such reviews are rare or hostile: one at a time keeps a burst of them
+        // under the Deployment's memory limit (two at once peaked at 249 MiB).
+        let large_slots = Arc::new(Semaphore::new(LARGE_AT_ONCE));
         Self {
             engine,
             store,
             metrics,
             limits,
             slots,
+            large_slots,
         }
     }
 
@@ -177,6 +184,24 @@ async fn serve_review(state: Arc<AppState>, endpoint: Endpoint, req: Request) ->
             format!("server busy: no review slot within {budget:?}"),
         );
     };
+    // A body announced as large waits for a large-review slot before it is read, so
+    // bursts of them neither hold many bodies nor plan many at once.
+    let busy = || {
+        fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Outcome::Error,
+            format!("server busy: no review slot within {budget:?}"),
+        )
+    };
+    let mut large_slot = None;
+    if declared.is_some_and(|n| n > INLINE_BODY_BYTES as u64) {
+        let Ok(Ok(slot)) =
+            tokio::time::timeout_at(deadline, Arc::clone(&state.large_slots).acquire_owned()).await
+        else {
+            return busy();
+        };
+        large_slot = Some(slot);
+    }
     let capacity = declared.map_or(0, |n| n as usize);
     let body = match tokio::time::timeout_at(deadline, read_body(req.into_body(), limit, capacity))
         .await
@@ -215,9 +240,21 @@ async fn serve_review(state: Arc<AppState>, endpoint: Endpoint, req: Request) ->
     if body.len() <= INLINE_BODY_BYTES {
         return evaluate(&state, endpoint, &body, started, &answered);
     }
+    // Large without saying so (no Content-Length): its slot is taken now.
+    if large_slot.is_none() {
+        let Ok(Ok(slot)) =
+            tokio::time::timeout_at(deadline, Arc::clone(&state.large_slots).acquire_owned()).await
+        else {
+            return busy();
+        };
+        large_slot = Some(slot);
+    }
     let worker = Arc::clone(&state);
     let job_answered = Arc::clone(&answered);
+    // The slot goes with the job: it is released when the evaluation ends, even one that
+    // outlives its deadline.
     let mut job = tokio::task::spawn_blocking(move || {
+        let _slot = large_slot;
         evaluate(&worker, endpoint, &body, started, &job_answered)
     });
     let internal_error = |join: tokio::task::JoinError| {
@@ -245,6 +282,8 @@ async fn serve_review(state: Arc<AppState>, endpoint: Endpoint, req: Request) ->
 
 /// Bodies up to this size are evaluated on the async worker that read them.
 const INLINE_BODY_BYTES: usize = 256 * 1024;
+/// Larger reviews read and evaluated at once.
+const LARGE_AT_ONCE: usize = 1;
 
 fn declared_length(req: &Request) -> Option<u64> {
     req.headers()
