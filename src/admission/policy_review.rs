@@ -14,7 +14,7 @@ use kube::core::admission::Operation;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::review::{is_not_json, Answer, Envelope, EnvelopeError, KindIn, API_VERSION, KIND};
+use super::review::{text, Answer, Envelope, EnvelopeError, KindIn};
 use crate::matching::PolicySet;
 use crate::policy::{parse_documents, PolicyError, PolicySource};
 use crate::source::configmap::{has_policy_label, is_policy_key, origin_prefix, POLICY_LABEL};
@@ -25,16 +25,8 @@ const MAX_LINES: usize = 40;
 /// Why a body is not a review this endpoint can answer (HTTP 400, the message is the reason).
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyReviewError {
-    #[error("body is not JSON: {0}")]
-    NotJson(#[source] serde_json::Error),
-    #[error("body is not UTF-8 text: {0}")]
-    NotUtf8(#[source] std::str::Utf8Error),
-    #[error("body is not an AdmissionReview: {0}")]
-    NotAReview(#[source] serde_json::Error),
-    #[error("expected apiVersion {API_VERSION} and kind {KIND}, got apiVersion {api_version:?} and kind {kind:?}")]
-    WrongType { api_version: String, kind: String },
-    #[error("the AdmissionReview has no request")]
-    NoRequest,
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
     #[error("a {0} request without request.object")]
     NoObject(&'static str),
     #[error("request.object is not a ConfigMap: {0}")]
@@ -59,17 +51,6 @@ struct RequestIn {
     object: Option<Value>,
 }
 
-impl From<EnvelopeError> for PolicyReviewError {
-    fn from(e: EnvelopeError) -> Self {
-        match e {
-            EnvelopeError::WrongType { api_version, kind } => {
-                PolicyReviewError::WrongType { api_version, kind }
-            }
-            EnvelopeError::NoRequest => PolicyReviewError::NoRequest,
-        }
-    }
-}
-
 /// The answer to one review, with what the log line needs.
 #[derive(Debug)]
 pub struct PolicyVerdict {
@@ -85,16 +66,7 @@ pub struct PolicyVerdict {
 /// Decodes and answers one review. `current` is the set in force, to warn about policy
 /// names that another ConfigMap defines too.
 pub fn review(body: &[u8], current: &PolicySet) -> Result<PolicyVerdict, PolicyReviewError> {
-    // As for pod reviews: serde_json does not check the UTF-8 of fields it skips.
-    let body = std::str::from_utf8(body).map_err(PolicyReviewError::NotUtf8)?;
-    let review: Envelope<RequestIn> = serde_json::from_str(body).map_err(|e| {
-        if is_not_json(&e) {
-            PolicyReviewError::NotJson(e)
-        } else {
-            PolicyReviewError::NotAReview(e)
-        }
-    })?;
-    let req = review.into_request()?;
+    let req = Envelope::<RequestIn>::parse(text(body)?)?.into_request()?;
     let pass = |what: String| PolicyVerdict {
         answer: Answer::allow(req.uid.as_str()),
         namespace: req.namespace.clone().unwrap_or_default(),
@@ -290,6 +262,12 @@ mod tests {
         let at = body.iter().position(|b| *b == b'x').unwrap();
         body[at] = 0xff;
         let err = review(&body, &PolicySet::default()).map(|v| v.answer.allowed);
-        assert!(matches!(err, Err(PolicyReviewError::NotUtf8(_))), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                Err(PolicyReviewError::Envelope(EnvelopeError::NotUtf8(_)))
+            ),
+            "{err:?}"
+        );
     }
 }

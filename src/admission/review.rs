@@ -36,10 +36,40 @@ pub(super) struct Envelope<R> {
     request: Option<R>,
 }
 
-/// Why an envelope has nothing to answer; each endpoint's error type has these two cases.
-pub(super) enum EnvelopeError {
+/// Why a body is not an AdmissionReview with a request: the same for every endpoint
+/// (HTTP 400, the message is the reason).
+#[derive(Debug, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("body is not JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+    #[error("body is not UTF-8 text: {0}")]
+    NotUtf8(#[source] std::str::Utf8Error),
+    #[error("body is not an AdmissionReview: {0}")]
+    NotAReview(#[source] serde_json::Error),
+    #[error("expected apiVersion {API_VERSION} and kind {KIND}, got apiVersion {api_version:?} and kind {kind:?}")]
     WrongType { api_version: String, kind: String },
+    #[error("the AdmissionReview has no request")]
     NoRequest,
+}
+
+/// The body as text. serde_json skips unknown fields without checking their UTF-8, so a
+/// body that is not text could otherwise pass; checking once up front also lets serde
+/// parse a `str`.
+pub(super) fn text(body: &[u8]) -> Result<&str, EnvelopeError> {
+    std::str::from_utf8(body).map_err(EnvelopeError::NotUtf8)
+}
+
+impl<R: serde::de::DeserializeOwned> Envelope<R> {
+    /// Parses the envelope, telling broken JSON from JSON of the wrong shape.
+    pub(super) fn parse(body: &str) -> Result<Self, EnvelopeError> {
+        serde_json::from_str(body).map_err(|e| {
+            if is_not_json(&e) {
+                EnvelopeError::NotJson(e)
+            } else {
+                EnvelopeError::NotAReview(e)
+            }
+        })
+    }
 }
 
 impl<R> Envelope<R> {
@@ -125,16 +155,8 @@ pub struct PodCreate {
 /// Why a body is not a review we can answer (HTTP 400, the message is the reason).
 #[derive(Debug, thiserror::Error)]
 pub enum ReviewError {
-    #[error("body is not JSON: {0}")]
-    NotJson(#[source] serde_json::Error),
-    #[error("body is not UTF-8 text: {0}")]
-    NotUtf8(#[source] std::str::Utf8Error),
-    #[error("body is not an AdmissionReview: {0}")]
-    NotAReview(#[source] serde_json::Error),
-    #[error("expected apiVersion {API_VERSION} and kind {KIND}, got apiVersion {api_version:?} and kind {kind:?}")]
-    WrongType { api_version: String, kind: String },
-    #[error("the AdmissionReview has no request")]
-    NoRequest,
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
     #[error("invalid pod admission request: {0}")]
     InvalidPodRequest(#[source] serde_json::Error),
     #[error("a CREATE request without request.object")]
@@ -143,22 +165,13 @@ pub enum ReviewError {
 
 /// Decodes a request body into what to do with it.
 pub fn decode(body: &[u8]) -> Result<Review, ReviewError> {
-    // serde_json skips unknown fields without checking their UTF-8, so a body that is not
-    // text could otherwise pass; checking once up front also lets serde parse a `str`.
-    let body = std::str::from_utf8(body).map_err(ReviewError::NotUtf8)?;
+    let body = text(body)?;
     match serde_json::from_str::<Envelope<AdmissionRequest<Pod>>>(body) {
         Ok(review) => classify(review.into_request()?),
         // The object is not a Pod (or the body is broken): decode only the envelope to tell
         // another kind, which we let through, from a malformed body, which we refuse.
         Err(full) => {
-            let envelope: Envelope<RequestHead> = serde_json::from_str(body).map_err(|e| {
-                if is_not_json(&e) {
-                    ReviewError::NotJson(e)
-                } else {
-                    ReviewError::NotAReview(e)
-                }
-            })?;
-            let head = envelope.into_request()?;
+            let head = Envelope::<RequestHead>::parse(body)?.into_request()?;
             if head.kind.is_core_v1("Pod")
                 && head.sub_resource.is_none()
                 && head.operation == "CREATE"
@@ -169,17 +182,6 @@ pub fn decode(body: &[u8]) -> Result<Review, ReviewError> {
                 what: format!("{} {}", head.kind.kind, head.operation),
                 uid: head.uid,
             })
-        }
-    }
-}
-
-impl From<EnvelopeError> for ReviewError {
-    fn from(e: EnvelopeError) -> Self {
-        match e {
-            EnvelopeError::WrongType { api_version, kind } => {
-                ReviewError::WrongType { api_version, kind }
-            }
-            EnvelopeError::NoRequest => ReviewError::NoRequest,
         }
     }
 }
