@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use http_body_util::BodyExt;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::parse_duration;
 use super::policy_review;
@@ -175,17 +175,6 @@ async fn serve_review(state: Arc<AppState>, endpoint: Endpoint, req: Request) ->
             format!("request body is larger than {limit} bytes"),
         );
     }
-    // The slot is taken before the body is read, so at most `max_concurrent_requests`
-    // bodies are held in memory; the deadline bounds how long a slow client keeps one.
-    let Ok(Ok(_slot)) = tokio::time::timeout_at(deadline, state.slots.acquire()).await else {
-        return fail(
-            StatusCode::SERVICE_UNAVAILABLE,
-            Outcome::Error,
-            format!("server busy: no review slot within {budget:?}"),
-        );
-    };
-    // A body announced as large waits for a large-review slot before it is read, so
-    // bursts of them neither hold many bodies nor plan many at once.
     let busy = || {
         fail(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -193,11 +182,16 @@ async fn serve_review(state: Arc<AppState>, endpoint: Endpoint, req: Request) ->
             format!("server busy: no review slot within {budget:?}"),
         )
     };
+    // The slot is taken before the body is read, so at most `max_concurrent_requests`
+    // bodies are held in memory; the deadline bounds how long a slow client keeps one.
+    let Ok(Ok(_slot)) = tokio::time::timeout_at(deadline, state.slots.acquire()).await else {
+        return busy();
+    };
+    // A body announced as large waits for a large-review slot before it is read, so
+    // bursts of them neither hold many bodies nor plan many at once.
     let mut large_slot = None;
     if declared.is_some_and(|n| n > INLINE_BODY_BYTES as u64) {
-        let Ok(Ok(slot)) =
-            tokio::time::timeout_at(deadline, Arc::clone(&state.large_slots).acquire_owned()).await
-        else {
+        let Some(slot) = take_large_slot(&state, deadline).await else {
             return busy();
         };
         large_slot = Some(slot);
@@ -242,9 +236,7 @@ async fn serve_review(state: Arc<AppState>, endpoint: Endpoint, req: Request) ->
     }
     // Large without saying so (no Content-Length): its slot is taken now.
     if large_slot.is_none() {
-        let Ok(Ok(slot)) =
-            tokio::time::timeout_at(deadline, Arc::clone(&state.large_slots).acquire_owned()).await
-        else {
+        let Some(slot) = take_large_slot(&state, deadline).await else {
             return busy();
         };
         large_slot = Some(slot);
@@ -284,6 +276,18 @@ async fn serve_review(state: Arc<AppState>, endpoint: Endpoint, req: Request) ->
 const INLINE_BODY_BYTES: usize = 256 * 1024;
 /// Larger reviews read and evaluated at once.
 const LARGE_AT_ONCE: usize = 1;
+
+/// The large-review slot, if it frees up before the deadline.
+async fn take_large_slot(
+    state: &AppState,
+    deadline: tokio::time::Instant,
+) -> Option<OwnedSemaphorePermit> {
+    let slots = Arc::clone(&state.large_slots);
+    tokio::time::timeout_at(deadline, slots.acquire_owned())
+        .await
+        .ok()?
+        .ok()
+}
 
 fn declared_length(req: &Request) -> Option<u64> {
     req.headers()
