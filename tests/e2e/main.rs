@@ -3,3 +3,9 @@
 //! README ("End-to-end suite") for how to run it.
 
 mod assets;
+mod cluster;
+mod process;
+mod webhook;
+mod expect;
+mod fixtures;
+mod sidecar;
