@@ -9,3 +9,6 @@ mod webhook;
 mod expect;
 mod fixtures;
 mod sidecar;
+mod faults;
+mod install;
+mod validation;

@@ -256,3 +256,24 @@ pub fn probe_pod() -> Pod {
     }))
     .expect("probe pod")
 }
+
+/// Removes the shipped configurations (as before an install).
+pub async fn unregister(client: &Client) {
+    let dp = kube::api::DeleteParams::default();
+    for result in [
+        Api::<MutatingWebhookConfiguration>::all(client.clone())
+            .delete("spark-admission", &dp)
+            .await
+            .map(|_| ()),
+        Api::<ValidatingWebhookConfiguration>::all(client.clone())
+            .delete("spark-admission", &dp)
+            .await
+            .map(|_| ()),
+    ] {
+        match result {
+            Ok(()) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => panic!("delete webhook configuration: {e}"),
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! Scenario 6: what the cluster sees when the webhook is down, and when its serving
+//! certificate is renewed under load.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, PostParams};
+use serde_json::json;
+
+use crate::cluster;
+use crate::expect;
+use crate::webhook::{self, metric_sum, Policies, Webhook};
+
+fn driver(name: &str) -> Pod {
+    let mut pod = serde_json::to_value(webhook::probe_pod()).expect("JSON");
+    pod["metadata"]["name"] = json!(name);
+    serde_json::from_value(pod).expect("Pod")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spark_pod_is_refused_while_the_webhook_is_down_and_accepted_once_it_is_back() {
+    let Some(env) = cluster::env("webhook_down") else {
+        return;
+    };
+    let c = env.cluster;
+    let client = c.client().await;
+    let ns = "team-faults";
+    c.namespace(&client, ns, &[]).await;
+    crate::fixtures::priority_class(&client, "spark-driver", 1000).await;
+    let policies = expect::policy_folder(&env.dir, &[]);
+    let mut hook = Webhook::start(c, &env.dir, Policies::Folder(&policies));
+    webhook::register(&client, &hook, ns, true).await;
+    hook.stop();
+
+    let out = c.kubectl(
+        &["create", "-n", ns, "-f", "-"],
+        Some(&serde_json::to_string(&driver("while-down-driver")).expect("JSON")),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "failurePolicy Fail let a pod through unpolicied");
+    assert!(
+        stderr.contains("failed calling webhook \"mutate.spark-admission.io\"")
+            && stderr.contains("connection refused"),
+        "the refusal does not say the webhook is unreachable:\n{stderr}"
+    );
+
+    hook.restart();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    // The API server may hold a connection to the old process for a moment: retry briefly.
+    let mut stored = None;
+    for _ in 0..50 {
+        match pods.create(&PostParams::default(), &driver("after-restart-driver")).await {
+            Ok(p) => {
+                stored = Some(p);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    let stored = stored.expect("the pod was not accepted after the webhook came back");
+    let annotations = stored.metadata.annotations.unwrap_or_default();
+    assert!(
+        annotations
+            .get(spark_admission::engine::APPLIED_ANNOTATION)
+            .is_some_and(|a| a.contains("team-defaults@")),
+        "the pod accepted after the restart lacks its policies: {annotations:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewing_the_serving_certificate_from_the_same_ca_fails_no_pod_create() {
+    let Some(env) = cluster::env("cert_renewal") else {
+        return;
+    };
+    let c = env.cluster;
+    let client = c.client().await;
+    let ns = "team-certs";
+    c.namespace(&client, ns, &[]).await;
+    crate::fixtures::priority_class(&client, "spark-driver", 1000).await;
+    let policies = expect::policy_folder(&env.dir, &[]);
+    let hook = Webhook::start(c, &env.dir, Policies::Folder(&policies));
+    webhook::register(&client, &hook, ns, true).await;
+
+    let done = Arc::new(AtomicBool::new(false));
+    let renewer = {
+        let done = done.clone();
+        let certs = hook.certs.clone();
+        std::thread::spawn(move || {
+            let mut renewals = 0;
+            while !done.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(700));
+                let out = std::process::Command::new(env!("CARGO_BIN_EXE_spark-admission"))
+                    .args(["certs", "--renew", "--out"])
+                    .arg(&certs)
+                    .output()
+                    .expect("spark-admission certs --renew");
+                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                renewals += 1;
+            }
+            renewals
+        })
+    };
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let mut failures = Vec::new();
+    for i in 0..40 {
+        if let Err(e) = pods.create(&PostParams::default(), &driver(&format!("renewal-{i}-driver"))).await {
+            failures.push(e.to_string());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    done.store(true, Ordering::Relaxed);
+    let renewals = renewer.join().expect("renewer");
+    let reloaded = metric_sum(&hook.metrics(), "spark_admission_certificate_reloads_total", "result=\"ok\"");
+    assert!(failures.is_empty(), "{} of 40 creates failed during renewals: {failures:?}", failures.len());
+    assert!(renewals >= 3, "only {renewals} renewals happened");
+    assert!(reloaded >= 2.0, "the webhook picked up {reloaded} of {renewals} renewals");
+    eprintln!("cert_renewal: 40 creates, 0 failed, {renewals} renewals, {reloaded} reloads");
+}
