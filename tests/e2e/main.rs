@@ -12,3 +12,4 @@ mod sidecar;
 mod faults;
 mod install;
 mod validation;
+mod configmaps;
