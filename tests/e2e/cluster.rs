@@ -27,7 +27,6 @@ pub struct Cluster {
     pub dir: PathBuf,
     pub url: String,
     pub ca_file: PathBuf,
-    pub ca_pem: String,
     pub token: String,
     pub kubeconfig: PathBuf,
     _etcd: Background,
@@ -38,7 +37,6 @@ pub struct Cluster {
 pub struct Env {
     pub cluster: &'static Cluster,
     pub dir: PathBuf,
-    pub test: &'static str,
     _turn: MutexGuard<'static, ()>,
 }
 
@@ -61,7 +59,6 @@ pub fn env(test: &'static str) -> Option<Env> {
     Some(Env {
         cluster,
         dir,
-        test,
         _turn: turn,
     })
 }
@@ -100,7 +97,10 @@ impl Cluster {
         let sa_key = w("sa.key", &sa.serialize_pem())?;
         let sa_pub = w("sa.pub", &sa.public_key_pem())?;
         let token = format!("e2e-{:x}", rand_u64());
-        let tokens = w("tokens.csv", &format!("{token},e2e-admin,e2e-admin,system:masters\n"))?;
+        let tokens = w(
+            "tokens.csv",
+            &format!("{token},e2e-admin,e2e-admin,system:masters\n"),
+        )?;
 
         let etcd_port = free_port();
         let peer_port = free_port();
@@ -149,7 +149,8 @@ impl Cluster {
                 "--authorization-mode=RBAC".into(),
                 // ServiceAccount stays on: pods are stored as a real cluster stores them
                 // (serviceAccountName, the projected token volume); tests create `default`.
-                "--enable-admission-plugins=MutatingAdmissionWebhook,ValidatingAdmissionWebhook".into(),
+                "--enable-admission-plugins=MutatingAdmissionWebhook,ValidatingAdmissionWebhook"
+                    .into(),
                 "--allow-privileged=true".into(),
                 "--endpoint-reconciler-type=none".into(),
                 "--profiling=false".into(),
@@ -170,7 +171,6 @@ impl Cluster {
             dir,
             url,
             ca_file,
-            ca_pem: tls.ca_cert_pem,
             token,
             kubeconfig,
             _etcd: etcd,

@@ -42,7 +42,10 @@ fn apply(c: &Cluster, manifest: &str) -> std::process::Output {
 /// The label value the webhook gives a new pod now (dry run), or None.
 async fn served(client: &Client) -> Option<String> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
-    let dry = PostParams { dry_run: true, ..PostParams::default() };
+    let dry = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
     let p = pods.create(&dry, &webhook::probe_pod()).await.ok()?;
     Some(p.metadata.labels?.get(LABEL).cloned().unwrap_or_default())
 }
@@ -56,7 +59,10 @@ async fn expect_served(client: &Client, want: &str, step: &str, n: &mut u32) {
         if got.as_deref() == Some(want) {
             break;
         }
-        assert!(Instant::now() < deadline, "{step}: new pods still get {got:?}, not {want:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{step}: new pods still get {got:?}, not {want:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     *n += 1;
@@ -64,10 +70,19 @@ async fn expect_served(client: &Client, want: &str, step: &str, n: &mut u32) {
     pod["metadata"]["name"] = json!(format!("cm-{n}-driver"));
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
     let stored = pods
-        .create(&PostParams::default(), &serde_json::from_value(pod).expect("Pod"))
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(pod).expect("Pod"),
+        )
         .await
         .unwrap_or_else(|e| panic!("{step}: create: {e}"));
-    let label = stored.metadata.labels.unwrap_or_default().get(LABEL).cloned().unwrap_or_default();
+    let label = stored
+        .metadata
+        .labels
+        .unwrap_or_default()
+        .get(LABEL)
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(label, want, "{step}: the stored pod");
 }
 
@@ -80,7 +95,17 @@ async fn policy_configmaps_are_watched_and_a_broken_one_keeps_the_last_good_vers
     let client = c.client().await;
     c.namespace(&client, UNWATCHED_NS, &[]).await;
     c.namespace(&client, NS, &[]).await;
-    let _ = c.kubectl(&["delete", "configmap", "-n", UNWATCHED_NS, "-l", "spark-admission.io/policy=true"], None);
+    let _ = c.kubectl(
+        &[
+            "delete",
+            "configmap",
+            "-n",
+            UNWATCHED_NS,
+            "-l",
+            "spark-admission.io/policy=true",
+        ],
+        None,
+    );
     let hook = Webhook::start(c, &env.dir, Policies::ConfigMaps(UNWATCHED_NS));
     // Without the policy-ConfigMap webhook for now: it would refuse the broken version
     // this test must get into the API to see the watch keep the last good one.
@@ -89,24 +114,36 @@ async fn policy_configmaps_are_watched_and_a_broken_one_keeps_the_last_good_vers
     expect_served(&client, "", "before any policy", &mut n).await;
 
     let out = apply(c, &configmap("e2e-policy", &policy("v1")));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     expect_served(&client, "v1", "added", &mut n).await;
 
-    assert!(apply(c, &configmap("e2e-policy", &policy("v2"))).status.success());
+    assert!(apply(c, &configmap("e2e-policy", &policy("v2")))
+        .status
+        .success());
     expect_served(&client, "v2", "changed", &mut n).await;
 
     assert!(apply(c, &configmap("e2e-policy", BROKEN)).status.success());
     let events: Api<Event> = Api::namespaced(client.clone(), UNWATCHED_NS);
     let deadline = Instant::now() + Duration::from_secs(30);
     let note = loop {
-        let list = events.list(&ListParams::default()).await.expect("list Events");
+        let list = events
+            .list(&ListParams::default())
+            .await
+            .expect("list Events");
         if let Some(e) = list.items.iter().find(|e| {
             e.reason.as_deref() == Some("PolicyInvalid")
                 && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("e2e-policy")
         }) {
             break e.note.clone().unwrap_or_default();
         }
-        assert!(Instant::now() < deadline, "no PolicyInvalid Event for the broken ConfigMap");
+        assert!(
+            Instant::now() < deadline,
+            "no PolicyInvalid Event for the broken ConfigMap"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert!(
@@ -115,11 +152,20 @@ async fn policy_configmaps_are_watched_and_a_broken_one_keeps_the_last_good_vers
     );
     expect_served(&client, "v2", "broken (last good keeps serving)", &mut n).await;
 
-    assert!(apply(c, &configmap("e2e-policy", &policy("v3"))).status.success());
+    assert!(apply(c, &configmap("e2e-policy", &policy("v3")))
+        .status
+        .success());
     expect_served(&client, "v3", "fixed", &mut n).await;
 
-    let out = c.kubectl(&["delete", "configmap", "-n", UNWATCHED_NS, "e2e-policy"], None);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = c.kubectl(
+        &["delete", "configmap", "-n", UNWATCHED_NS, "e2e-policy"],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     expect_served(&client, "", "deleted", &mut n).await;
 
     // Now the whole shipped validating configuration: `kubectl apply` of a broken policy
@@ -131,14 +177,23 @@ async fn policy_configmaps_are_watched_and_a_broken_one_keeps_the_last_good_vers
         if !out.status.success() {
             break String::from_utf8_lossy(&out.stderr).into_owned();
         }
-        let _ = c.kubectl(&["delete", "configmap", "-n", UNWATCHED_NS, "e2e-broken"], None);
-        assert!(Instant::now() < deadline, "kubectl apply of a broken policy kept succeeding");
+        let _ = c.kubectl(
+            &["delete", "configmap", "-n", UNWATCHED_NS, "e2e-broken"],
+            None,
+        );
+        assert!(
+            Instant::now() < deadline,
+            "kubectl apply of a broken policy kept succeeding"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
     for needle in [
         "policies.spark-admission.io",
         "/spec/executor/tolerations/0/tolerationSeconds",
     ] {
-        assert!(stderr.contains(needle), "kubectl's error lacks {needle:?}:\n{stderr}");
+        assert!(
+            stderr.contains(needle),
+            "kubectl's error lacks {needle:?}:\n{stderr}"
+        );
     }
 }

@@ -57,7 +57,13 @@ pub async fn defaulted(client: &Client, raw: &Value, ns: &str) -> Value {
     raw["metadata"]["namespace"] = Value::String(UNWATCHED_NS.to_owned());
     let pod: Pod = serde_json::from_value(raw).expect("a Pod");
     let stored = pods
-        .create(&PostParams { dry_run: true, ..PostParams::default() }, &pod)
+        .create(
+            &PostParams {
+                dry_run: true,
+                ..PostParams::default()
+            },
+            &pod,
+        )
         .await
         .unwrap_or_else(|e| panic!("dry-run of {:?}: {e}", pod.metadata.name));
     let mut v = serde_json::to_value(stored).expect("JSON");
@@ -75,7 +81,13 @@ pub fn normalize(pod: Value) -> Value {
 
 fn strip_server_fields(mut pod: Value) -> Value {
     if let Some(m) = pod["metadata"].as_object_mut() {
-        for k in ["uid", "resourceVersion", "creationTimestamp", "managedFields", "generation"] {
+        for k in [
+            "uid",
+            "resourceVersion",
+            "creationTimestamp",
+            "managedFields",
+            "generation",
+        ] {
             m.remove(k);
         }
     }
@@ -93,7 +105,10 @@ fn regex_lite_token_volume(text: &str) -> String {
     while let Some(i) = rest.find(P) {
         out.push_str(&rest[..i + P.len()]);
         rest = &rest[i + P.len()..];
-        let n = rest.chars().take_while(|c| c.is_ascii_alphanumeric()).count();
+        let n = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric())
+            .count();
         out.push_str("XXXXX");
         rest = &rest[n..];
     }
@@ -110,7 +125,11 @@ pub fn spark_fixtures() -> Vec<(String, Value)> {
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .collect();
     files.sort();
-    assert!(files.len() >= 8, "expected the 8 captured pods in {}", dir.display());
+    assert!(
+        files.len() >= 8,
+        "expected the 8 captured pods in {}",
+        dir.display()
+    );
     files
         .into_iter()
         .map(|p| {

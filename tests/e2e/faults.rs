@@ -39,7 +39,10 @@ async fn a_spark_pod_is_refused_while_the_webhook_is_down_and_accepted_once_it_i
         Some(&serde_json::to_string(&driver("while-down-driver")).expect("JSON")),
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "failurePolicy Fail let a pod through unpolicied");
+    assert!(
+        !out.status.success(),
+        "failurePolicy Fail let a pod through unpolicied"
+    );
     assert!(
         stderr.contains("failed calling webhook \"mutate.spark-admission.io\"")
             && stderr.contains("connection refused"),
@@ -51,7 +54,10 @@ async fn a_spark_pod_is_refused_while_the_webhook_is_down_and_accepted_once_it_i
     // The API server may hold a connection to the old process for a moment: retry briefly.
     let mut stored = None;
     for _ in 0..50 {
-        match pods.create(&PostParams::default(), &driver("after-restart-driver")).await {
+        match pods
+            .create(&PostParams::default(), &driver("after-restart-driver"))
+            .await
+        {
             Ok(p) => {
                 stored = Some(p);
                 break;
@@ -96,7 +102,11 @@ async fn renewing_the_serving_certificate_from_the_same_ca_fails_no_pod_create()
                     .arg(&certs)
                     .output()
                     .expect("spark-admission certs --renew");
-                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
                 renewals += 1;
             }
             renewals
@@ -105,16 +115,33 @@ async fn renewing_the_serving_certificate_from_the_same_ca_fails_no_pod_create()
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let mut failures = Vec::new();
     for i in 0..40 {
-        if let Err(e) = pods.create(&PostParams::default(), &driver(&format!("renewal-{i}-driver"))).await {
+        if let Err(e) = pods
+            .create(
+                &PostParams::default(),
+                &driver(&format!("renewal-{i}-driver")),
+            )
+            .await
+        {
             failures.push(e.to_string());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     done.store(true, Ordering::Relaxed);
     let renewals = renewer.join().expect("renewer");
-    let reloaded = metric_sum(&hook.metrics(), "spark_admission_certificate_reloads_total", "result=\"ok\"");
-    assert!(failures.is_empty(), "{} of 40 creates failed during renewals: {failures:?}", failures.len());
+    let reloaded = metric_sum(
+        &hook.metrics(),
+        "spark_admission_certificate_reloads_total",
+        "result=\"ok\"",
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of 40 creates failed during renewals: {failures:?}",
+        failures.len()
+    );
     assert!(renewals >= 3, "only {renewals} renewals happened");
-    assert!(reloaded >= 2.0, "the webhook picked up {reloaded} of {renewals} renewals");
+    assert!(
+        reloaded >= 2.0,
+        "the webhook picked up {reloaded} of {renewals} renewals"
+    );
     eprintln!("cert_renewal: 40 creates, 0 failed, {renewals} renewals, {reloaded} reloads");
 }

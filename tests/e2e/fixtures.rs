@@ -96,10 +96,19 @@ async fn every_captured_spark_pod_is_stored_with_exactly_the_policies_changes_on
             let pod: Pod = serde_json::from_value(raw.clone()).expect("fixture is a Pod");
             let created = pods.create(&PostParams::default(), &pod).await;
             if verdict.denied() {
-                let err = created.expect_err(&format!("{what}: the policies deny it, the API stored it"));
+                let err =
+                    created.expect_err(&format!("{what}: the policies deny it, the API stored it"));
                 let msg = err.to_string();
-                for f in verdict.findings.iter().filter(|f| f.mode == spark_admission::policy::model::RuleMode::Enforce) {
-                    assert!(msg.contains(&f.message), "{what}: refusal lacks {:?}: {msg}", f.message);
+                for f in verdict
+                    .findings
+                    .iter()
+                    .filter(|f| f.mode == spark_admission::policy::model::RuleMode::Enforce)
+                {
+                    assert!(
+                        msg.contains(&f.message),
+                        "{what}: refusal lacks {:?}: {msg}",
+                        f.message
+                    );
                 }
                 refused_count += 1;
                 continue;
@@ -107,14 +116,25 @@ async fn every_captured_spark_pod_is_stored_with_exactly_the_policies_changes_on
             let created = created.unwrap_or_else(|e| panic!("{what}: create failed: {e}"));
             let expected = expect::defaulted(&client, &planned, ns).await;
             let stored = serde_json::to_value(
-                pods.get(created.metadata.name.as_deref().expect("name")).await.expect("read back"),
+                pods.get(created.metadata.name.as_deref().expect("name"))
+                    .await
+                    .expect("read back"),
             )
             .expect("JSON");
-            let (got, want) = (expect::normalize(stored.clone()), expect::normalize(expected));
+            let (got, want) = (
+                expect::normalize(stored.clone()),
+                expect::normalize(expected),
+            );
             if got != want {
                 let diff = json_patch::diff(&want, &got);
-                let _ = std::fs::write(env.dir.join(format!("{name}-{ns}.want.json")), serde_json::to_string_pretty(&want).unwrap_or_default());
-                let _ = std::fs::write(env.dir.join(format!("{name}-{ns}.got.json")), serde_json::to_string_pretty(&got).unwrap_or_default());
+                let _ = std::fs::write(
+                    env.dir.join(format!("{name}-{ns}.want.json")),
+                    serde_json::to_string_pretty(&want).unwrap_or_default(),
+                );
+                let _ = std::fs::write(
+                    env.dir.join(format!("{name}-{ns}.got.json")),
+                    serde_json::to_string_pretty(&got).unwrap_or_default(),
+                );
                 panic!(
                     "{what}: the stored pod differs from the policies' plan (expected -> stored):\n{}",
                     serde_json::to_string_pretty(&diff).unwrap_or_default()
@@ -123,12 +143,22 @@ async fn every_captured_spark_pod_is_stored_with_exactly_the_policies_changes_on
             // Once: running the policies on what was stored changes nothing, and no list
             // carries an item twice.
             let again = expect.mutate(&stored, ns);
-            assert!(again.patch.0.is_empty(), "{what}: a second pass would change {:?}", again.patch);
+            assert!(
+                again.patch.0.is_empty(),
+                "{what}: a second pass would change {:?}",
+                again.patch
+            );
             let spec = &stored["spec"];
             assert_unique(&format!("{what} volumes"), names(&spec["volumes"], "name"));
             for ct in spec["containers"].as_array().into_iter().flatten() {
-                assert_unique(&format!("{what} {} mounts", ct["name"]), names(&ct["volumeMounts"], "mountPath"));
-                assert_unique(&format!("{what} {} env", ct["name"]), names(&ct["env"], "name"));
+                assert_unique(
+                    &format!("{what} {} mounts", ct["name"]),
+                    names(&ct["volumeMounts"], "mountPath"),
+                );
+                assert_unique(
+                    &format!("{what} {} env", ct["name"]),
+                    names(&ct["env"], "name"),
+                );
             }
             let tolerations: Vec<String> = spec["tolerations"]
                 .as_array()
@@ -137,8 +167,15 @@ async fn every_captured_spark_pod_is_stored_with_exactly_the_policies_changes_on
                 .map(|t| t.to_string())
                 .collect();
             let distinct: BTreeSet<&String> = tolerations.iter().collect();
-            assert_eq!(distinct.len(), tolerations.len(), "{what}: duplicate tolerations {tolerations:?}");
-            for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
+            assert_eq!(
+                distinct.len(),
+                tolerations.len(),
+                "{what}: duplicate tolerations {tolerations:?}"
+            );
+            for key in [
+                "node.kubernetes.io/not-ready",
+                "node.kubernetes.io/unreachable",
+            ] {
                 assert!(
                     tolerations.iter().any(|t| t.contains(key)),
                     "{what}: the API server's default toleration {key} is gone: {tolerations:?}"
@@ -154,20 +191,32 @@ async fn every_captured_spark_pod_is_stored_with_exactly_the_policies_changes_on
                 names(&sidecar["volumeMounts"], "mountPath").contains(&"/var/log/spark-shared"),
                 "{what}: the sidecar lacks the containers: all mount: {sidecar}"
             );
-            let applied = stored["metadata"]["annotations"][spark_admission::engine::APPLIED_ANNOTATION]
+            let applied = stored["metadata"]["annotations"]
+                [spark_admission::engine::APPLIED_ANNOTATION]
                 .as_str()
                 .unwrap_or_else(|| panic!("{what}: no applied annotation"));
             assert!(applied.contains("e2e-shared-logs@"), "{what}: {applied}");
             if stored["metadata"]["labels"]["spark-role"] == "driver" {
                 assert_eq!(spec["priorityClassName"], "spark-driver", "{what}");
-                assert_eq!(spec["priority"], 1000, "{what}: priority comes from the class");
+                assert_eq!(
+                    spec["priority"], 1000,
+                    "{what}: priority comes from the class"
+                );
             }
             stored_count += 1;
         }
     }
-    eprintln!("fixtures: {stored_count} pods stored as planned, {refused_count} refused as planned");
-    assert!(stored_count >= 12, "too few fixtures were stored: {stored_count}");
-    assert!(refused_count >= 1, "the hostPath fixture (driver-rich) must be refused by the guardrails");
+    eprintln!(
+        "fixtures: {stored_count} pods stored as planned, {refused_count} refused as planned"
+    );
+    assert!(
+        stored_count >= 12,
+        "too few fixtures were stored: {stored_count}"
+    );
+    assert!(
+        refused_count >= 1,
+        "the hostPath fixture (driver-rich) must be refused by the guardrails"
+    );
     sidecar::unregister(&client).await;
     sidecar::wait_active(&client, namespaces[0], false).await;
 }

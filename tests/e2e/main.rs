@@ -4,12 +4,13 @@
 
 mod assets;
 mod cluster;
-mod process;
-mod webhook;
-mod expect;
-mod fixtures;
-mod sidecar;
-mod faults;
-mod install;
-mod validation;
 mod configmaps;
+mod expect;
+mod faults;
+mod fixtures;
+mod install;
+mod process;
+mod sidecar;
+mod spark_submit;
+mod validation;
+mod webhook;

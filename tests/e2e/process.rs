@@ -12,26 +12,27 @@ use std::time::{Duration, Instant};
 
 // `read` returns at EOF, i.e. when the test process is gone or `stop` closed the pipe.
 const GUARD: &str = r#""$@" </dev/null & child=$!
-echo "$child" > "$PIDFILE"
 read -r _ || true
 kill -TERM "$child" 2>/dev/null
 for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$child" 2>/dev/null || exit 0; sleep 0.5; done
 kill -KILL "$child" 2>/dev/null"#;
 
 pub struct Background {
-    pub name: String,
     pub log: PathBuf,
-    pid_file: PathBuf,
     guard: Child,
     stdin: Option<ChildStdin>,
 }
 
 impl Background {
     /// Starts `program args` with its output in `dir/<name>.log`.
-    pub fn start(name: &str, dir: &Path, program: &Path, args: &[String], env: &[(&str, String)]) -> Background {
+    pub fn start(
+        name: &str,
+        dir: &Path,
+        program: &Path,
+        args: &[String],
+        env: &[(&str, String)],
+    ) -> Background {
         let log = dir.join(format!("{name}.log"));
-        let pid_file = dir.join(format!("{name}.pid"));
-        let _ = std::fs::remove_file(&pid_file);
         let out = File::create(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
         let err = out.try_clone().expect("log file handle");
         let mut cmd = Command::new("sh");
@@ -40,7 +41,6 @@ impl Background {
             .arg("sh")
             .arg(program)
             .args(args)
-            .env("PIDFILE", &pid_file)
             .stdin(Stdio::piped())
             .stdout(out)
             .stderr(err);
@@ -51,24 +51,7 @@ impl Background {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
         let stdin = guard.stdin.take();
-        Background {
-            name: name.to_owned(),
-            log,
-            pid_file,
-            guard,
-            stdin,
-        }
-    }
-
-    /// The child's own pid (not the guard's), once it has started.
-    pub fn pid(&self) -> Option<u32> {
-        std::fs::read_to_string(&self.pid_file).ok()?.trim().parse().ok()
-    }
-
-    /// Whether the child still runs.
-    pub fn alive(&self) -> bool {
-        self.pid()
-            .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists() && !zombie(pid))
+        Background { log, guard, stdin }
     }
 
     /// The last lines of its log, for failure messages.
@@ -99,12 +82,6 @@ impl Drop for Background {
     }
 }
 
-fn zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
-        .unwrap_or(true)
-}
-
 /// A free port on 127.0.0.1 (bound, read and released: fine for a test machine).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -114,7 +91,11 @@ pub fn free_port() -> u16 {
 }
 
 /// Polls `ready` every 100 ms until it is true or `within` has passed.
-pub fn wait_until(what: &str, within: Duration, mut ready: impl FnMut() -> bool) -> Result<(), String> {
+pub fn wait_until(
+    what: &str,
+    within: Duration,
+    mut ready: impl FnMut() -> bool,
+) -> Result<(), String> {
     let deadline = Instant::now() + within;
     loop {
         if ready() {
@@ -136,6 +117,9 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
     let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     Some((status, body))
 }

@@ -47,7 +47,9 @@ pub async fn serve(certs: &Path) -> SocketAddr {
         while let Ok((tcp, _)) = listener.accept().await {
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
                 let service = hyper::service::service_fn(handle);
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(tls), service)
@@ -126,14 +128,22 @@ pub async fn wait_active(client: &Client, ns: &str, active: bool) {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let dry = PostParams { dry_run: true, ..PostParams::default() };
+        let dry = PostParams {
+            dry_run: true,
+            ..PostParams::default()
+        };
         if let Ok(p) = pods.create(&dry, &crate::webhook::probe_pod()).await {
-            let has = p.spec.is_some_and(|s| s.containers.iter().any(|c| c.name == CONTAINER));
+            let has = p
+                .spec
+                .is_some_and(|s| s.containers.iter().any(|c| c.name == CONTAINER));
             if has == active {
                 return;
             }
         }
-        assert!(std::time::Instant::now() < deadline, "sidecar webhook active={active} not seen within 30 s");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sidecar webhook active={active} not seen within 30 s"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }

@@ -37,13 +37,19 @@ async fn kubectl_shows_the_guardrail_refusal_and_the_warning_in_the_submitters_w
         Some(&driver_yaml("too-big-driver", "apache/spark:3.5.3", "64Gi")),
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "the API server stored a pod over the cap");
+    assert!(
+        !out.status.success(),
+        "the API server stored a pod over the cap"
+    );
     for needle in [
         "admission webhook \"validate.spark-admission.io\" denied the request",
         "policy \"guardrails\"",
         "spark.driver.memory",
     ] {
-        assert!(stderr.contains(needle), "kubectl's error lacks {needle:?}:\n{stderr}");
+        assert!(
+            stderr.contains(needle),
+            "kubectl's error lacks {needle:?}:\n{stderr}"
+        );
     }
     let get = c.kubectl(&["get", "pod", "-n", ns, "too-big-driver"], None);
     assert!(!get.status.success(), "the refused pod exists");
@@ -51,10 +57,17 @@ async fn kubectl_shows_the_guardrail_refusal_and_the_warning_in_the_submitters_w
     // warn: an image outside the approved registries is stored, with a Warning: line.
     let out = c.kubectl(
         &["create", "-n", ns, "-f", "-"],
-        Some(&driver_yaml("unapproved-image-driver", "quay.io/someone/spark:3.5", "1Gi")),
+        Some(&driver_yaml(
+            "unapproved-image-driver",
+            "quay.io/someone/spark:3.5",
+            "1Gi",
+        )),
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "a warn rule refused the pod:\n{stderr}");
+    assert!(
+        out.status.success(),
+        "a warn rule refused the pod:\n{stderr}"
+    );
     let warning = stderr
         .lines()
         .find(|l| l.starts_with("Warning:") && l.contains("approved-images"))
@@ -63,6 +76,17 @@ async fn kubectl_shows_the_guardrail_refusal_and_the_warning_in_the_submitters_w
         warning.contains("spark.kubernetes.driver.container.image"),
         "the warning does not name the Spark setting: {warning}"
     );
-    let get = c.kubectl(&["get", "pod", "-n", ns, "unapproved-image-driver", "-o", "name"], None);
+    let get = c.kubectl(
+        &[
+            "get",
+            "pod",
+            "-n",
+            ns,
+            "unapproved-image-driver",
+            "-o",
+            "name",
+        ],
+        None,
+    );
     assert!(get.status.success(), "the warned pod was not stored");
 }

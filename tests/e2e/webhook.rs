@@ -187,7 +187,12 @@ pub fn shipped_configurations(
 /// Registers the shipped configurations for `webhook` (server-side apply, replacing what
 /// an earlier test registered under the same names) and waits until the API server calls
 /// it: a dry-run Spark pod in `probe_ns` must reach both endpoints.
-pub async fn register(client: &Client, webhook: &Webhook, probe_ns: &str, with_policy_webhook: bool) {
+pub async fn register(
+    client: &Client,
+    webhook: &Webhook,
+    probe_ns: &str,
+    with_policy_webhook: bool,
+) {
     let (m, v) = shipped_configurations(webhook, with_policy_webhook);
     apply(client, &m, &v).await;
     wait_called(client, webhook, probe_ns).await;
@@ -219,7 +224,16 @@ pub async fn wait_called(client: &Client, webhook: &Webhook, ns: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut last = String::new();
     loop {
-        match pods.create(&PostParams { dry_run: true, ..PostParams::default() }, &probe_pod()).await {
+        match pods
+            .create(
+                &PostParams {
+                    dry_run: true,
+                    ..PostParams::default()
+                },
+                &probe_pod(),
+            )
+            .await
+        {
             Ok(_) => {}
             Err(e) => last = e.to_string(),
         }

@@ -1,0 +1,300 @@
+//! Scenario 7: Apache Spark's own spark-submit (every pyspark venv given) against the real
+//! API server and the webhook. Nothing runs the pods (no kubelet): the driver pod of
+//! cluster mode and the executor pods of client mode are read back as stored.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
+
+use crate::assets::{self, Pyspark};
+use crate::cluster::{self, Cluster};
+use crate::expect;
+use crate::webhook::{self, Policies, Webhook};
+
+/// Drivers in spark-denied-* must carry an owner label: the way to fix it is a --conf.
+const DENY_POLICY: &str = r#"apiVersion: spark-admission.io/v1alpha1
+kind: SparkPodPolicy
+metadata:
+  name: e2e-owner-required
+spec:
+  namespaces: ["spark-denied-*"]
+  selector:
+    roles: [driver]
+  validate:
+    mode: enforce
+    requiredLabels: [e2e.example.com/owner]
+"#;
+
+/// A client-mode app: the SparkSession makes the executor pods, then it stops.
+const CLIENT_APP: &str = "import time\nfrom pyspark.sql import SparkSession\nspark = SparkSession.builder.getOrCreate()\ntime.sleep(8)\nspark.stop()\n";
+
+fn run_bounded(mut cmd: Command, limit: Duration) -> Output {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spark-submit");
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    if child.try_wait().ok().flatten().is_none() {
+        let _ = child.kill();
+    }
+    child.wait_with_output().expect("spark-submit output")
+}
+
+fn spark_submit(c: &Cluster, spark: &Pyspark, dir: &Path, ns: &str, args: &[&str]) -> Output {
+    let mut cmd = Command::new(&spark.spark_submit);
+    cmd.current_dir(dir)
+        .env_remove("SPARK_HOME")
+        // As an activated venv: spark-submit finds its Spark home through `python3`.
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                spark.venv.join("bin").display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .env("PYSPARK_PYTHON", &spark.python)
+        .env("SPARK_LOCAL_IP", "127.0.0.1")
+        .arg("--master")
+        .arg(format!("k8s://{}", c.url))
+        .args(["--conf", &format!("spark.kubernetes.namespace={ns}")])
+        .args([
+            "--conf",
+            "spark.kubernetes.container.image=apache/spark:3.5.3",
+        ])
+        .args(args);
+    run_bounded(cmd, Duration::from_secs(150))
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn tail(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+async fn spark_pods(client: &kube::Client, ns: &str, role: &str) -> Vec<Pod> {
+    Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(&format!("spark-role={role}")))
+        .await
+        .expect("list pods")
+        .items
+}
+
+fn applied(pod: &Pod) -> String {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(spark_admission::engine::APPLIED_ANNOTATION))
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spark_submit_meets_the_webhook_in_cluster_and_client_mode() {
+    let Some(env) = cluster::env("spark_submit") else {
+        return;
+    };
+    let sparks = assets::pyspark("spark_submit");
+    if sparks.is_empty() {
+        return;
+    }
+    let c = env.cluster;
+    let client = c.client().await;
+    crate::fixtures::priority_class(&client, "spark-driver", 1000).await;
+    let policies = expect::policy_folder(&env.dir, &[("e2e-owner-required.yaml", DENY_POLICY)]);
+    let hook = Webhook::start(c, &env.dir, Policies::Folder(&policies));
+    let ca = c.ca_file.display().to_string();
+    let token = c.token.clone();
+    let mut registered = false;
+    for spark in &sparks {
+        let v = spark.version.replace('.', "-");
+        let (ns, denied_ns) = (format!("team-spark-{v}"), format!("spark-denied-{v}"));
+        c.namespace(&client, &ns, &[]).await;
+        c.namespace(&client, &denied_ns, &[]).await;
+        if !registered {
+            webhook::register(&client, &hook, &ns, true).await;
+            registered = true;
+        }
+        let submission = [
+            "--conf".to_owned(),
+            format!("spark.kubernetes.authenticate.submission.caCertFile={ca}"),
+            "--conf".to_owned(),
+            format!("spark.kubernetes.authenticate.submission.oauthToken={token}"),
+        ];
+        let cluster_mode = |name: &str| -> Vec<String> {
+            let mut a = vec![
+                "--deploy-mode".to_owned(),
+                "cluster".to_owned(),
+                "--name".to_owned(),
+                name.to_owned(),
+            ];
+            a.extend(submission.iter().cloned());
+            a.extend(
+                [
+                    "--conf",
+                    "spark.kubernetes.submission.waitAppCompletion=false",
+                    "--class",
+                    "org.apache.spark.examples.SparkPi",
+                    "local:///opt/spark/examples/jars/spark-examples.jar",
+                    "10",
+                ]
+                .map(str::to_owned),
+            );
+            a
+        };
+
+        // Cluster mode: spark-submit creates the driver pod and returns.
+        let args = cluster_mode("e2e-pi");
+        let out = spark_submit(
+            c,
+            spark,
+            &env.dir,
+            &ns,
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        assert!(
+            out.status.success(),
+            "spark-submit {} cluster mode failed:\n{}",
+            spark.version,
+            tail(&text(&out))
+        );
+        let drivers = spark_pods(&client, &ns, "driver").await;
+        assert_eq!(drivers.len(), 1, "{}: one driver pod", spark.version);
+        let d = &drivers[0];
+        let a = applied(d);
+        assert!(
+            a.contains("team-defaults@") && a.contains("spot-executors@"),
+            "{}: driver policies: {a}",
+            spark.version
+        );
+        let labels = d.metadata.labels.clone().unwrap_or_default();
+        assert_eq!(
+            labels.get("cost-center").map(String::as_str),
+            Some("data-platform")
+        );
+        assert_eq!(
+            labels.get("spark-version").map(String::as_str),
+            Some(spark.version.as_str())
+        );
+        let spec = d.spec.clone().unwrap_or_default();
+        assert_eq!(
+            spec.priority,
+            Some(1000),
+            "{}: priority from spark-driver",
+            spark.version
+        );
+        assert!(
+            spec.affinity.and_then(|a| a.node_affinity).is_some(),
+            "{}: the driver lacks the on-demand node affinity",
+            spark.version
+        );
+
+        // A policy that denies the driver: spark-submit fails, with our message.
+        let args = cluster_mode("e2e-denied");
+        let out = spark_submit(
+            c,
+            spark,
+            &env.dir,
+            &denied_ns,
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        let all = text(&out);
+        assert!(
+            !out.status.success(),
+            "spark-submit {} succeeded against a denying policy",
+            spark.version
+        );
+        assert!(
+            all.contains("e2e-owner-required")
+                && all.contains("spark.kubernetes.driver.label.e2e.example.com/owner"),
+            "spark-submit {}'s output lacks the webhook's message:\n{}",
+            spark.version,
+            tail(&all)
+        );
+        assert!(spark_pods(&client, &denied_ns, "driver").await.is_empty());
+
+        // Client mode: the local driver creates executor pods through the API.
+        let app = env.dir.join("client_app.py");
+        std::fs::write(&app, CLIENT_APP).expect("app");
+        let mut args = vec![
+            "--deploy-mode".to_owned(),
+            "client".to_owned(),
+            "--name".to_owned(),
+            "e2e-client".to_owned(),
+        ];
+        for conf in [
+            format!("spark.kubernetes.authenticate.caCertFile={ca}"),
+            format!("spark.kubernetes.authenticate.oauthToken={token}"),
+            "spark.executor.instances=2".to_owned(),
+            "spark.driver.host=127.0.0.1".to_owned(),
+            "spark.driver.bindAddress=127.0.0.1".to_owned(),
+            "spark.kubernetes.executor.deleteOnTermination=false".to_owned(),
+            "spark.scheduler.maxRegisteredResourcesWaitingTime=3s".to_owned(),
+            "spark.ui.enabled=false".to_owned(),
+        ] {
+            args.push("--conf".to_owned());
+            args.push(conf);
+        }
+        args.push(app.display().to_string());
+        let out = spark_submit(
+            c,
+            spark,
+            &env.dir,
+            &ns,
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        let executors = spark_pods(&client, &ns, "executor").await;
+        assert_eq!(
+            executors.len(),
+            2,
+            "{}: client mode created {} executor pods:\n{}",
+            spark.version,
+            executors.len(),
+            tail(&text(&out))
+        );
+        for e in &executors {
+            let a = applied(e);
+            assert!(
+                a.contains("spot-executors@") && a.contains("team-defaults@"),
+                "{}: executor policies: {a}",
+                spark.version
+            );
+            let tolerations = e
+                .spec
+                .as_ref()
+                .and_then(|s| s.tolerations.clone())
+                .unwrap_or_default();
+            assert!(
+                tolerations
+                    .iter()
+                    .any(|t| t.key.as_deref() == Some("cloud.example.com/spot")),
+                "{}: executor lacks the spot toleration",
+                spark.version
+            );
+            assert!(
+                e.metadata
+                    .owner_references
+                    .as_ref()
+                    .is_none_or(|o| o.is_empty()),
+                "client-mode executors have no driver pod to be owned by"
+            );
+        }
+        eprintln!("spark_submit {}: cluster driver stored with policies, denied driver refused, {} client executors stored with policies", spark.version, executors.len());
+    }
+}
