@@ -34,9 +34,13 @@ fn missing(test: &str, why: &str) {
     if required() {
         panic!("{test}: {why} (SPARK_ADMISSION_E2E=required); run: eval \"$(bash scripts/e2e-assets.sh)\"");
     }
-    eprintln!(
-        "{test}: not run: {why}; to run it: eval \"$(bash scripts/e2e-assets.sh)\" && cargo test --test e2e"
+    // Straight to stderr: the harness captures eprintln! of passing tests, and this line
+    // must be seen.
+    use std::io::Write;
+    let line = format!(
+        "e2e {test}: not run: {why}; to run it: eval \"$(bash scripts/e2e-assets.sh)\" && cargo test --test e2e\n"
     );
+    let _ = std::io::stderr().write_all(line.as_bytes());
 }
 
 /// The apiserver, etcd and kubectl, or `None` after saying why the test does not run.

@@ -183,6 +183,21 @@ impl Cluster {
                 .success()
         })
         .map_err(|e| format!("{e}\n{}", cluster.apiserver.log_tail(30)))?;
+        // The webhook's own namespace, which the shipped selectors leave out: policy
+        // ConfigMaps live there, and pods dry-run there are seen by no webhook.
+        let unwatched = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": crate::expect::UNWATCHED_NS}},
+            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": crate::expect::UNWATCHED_NS}},
+            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "spark", "namespace": crate::expect::UNWATCHED_NS}},
+        ]});
+        let out = cluster.kubectl(&["create", "-f", "-"], Some(&unwatched.to_string()));
+        if !out.status.success() {
+            return Err(format!(
+                "creating {}: {}",
+                crate::expect::UNWATCHED_NS,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
         eprintln!(
             "e2e: kube-apiserver ready at {} after {:.1} s",
             cluster.url,

@@ -93,7 +93,6 @@ async fn policy_configmaps_are_watched_and_a_broken_one_keeps_the_last_good_vers
     };
     let c = env.cluster;
     let client = c.client().await;
-    c.namespace(&client, UNWATCHED_NS, &[]).await;
     c.namespace(&client, NS, &[]).await;
     let _ = c.kubectl(
         &[

@@ -10,7 +10,7 @@ use kube::api::{Api, PostParams};
 use serde_json::{json, Value};
 
 use crate::cluster;
-use crate::expect::{self, Expect, UNWATCHED_NS};
+use crate::expect::{self, Expect};
 use crate::sidecar;
 use crate::webhook::{self, Policies, Webhook};
 
@@ -64,7 +64,7 @@ async fn every_captured_spark_pod_is_stored_with_exactly_the_policies_changes_on
     let c = env.cluster;
     let client = c.client().await;
     let namespaces = ["spark-jobs", "team-e2e"];
-    for ns in [UNWATCHED_NS, namespaces[0], namespaces[1]] {
+    for ns in namespaces {
         c.namespace(&client, ns, &[]).await;
     }
     // team-defaults gives drivers `priorityClassName: spark-driver`.
@@ -219,4 +219,99 @@ async fn every_captured_spark_pod_is_stored_with_exactly_the_policies_changes_on
     );
     sidecar::unregister(&client).await;
     sidecar::wait_active(&client, namespaces[0], false).await;
+}
+
+/// Dependencies by download (an init container) and a ConfigMap volume, for one namespace.
+const DEFAULTED_POLICY: &str = r#"apiVersion: spark-admission.io/v1alpha1
+kind: SparkPodPolicy
+metadata:
+  name: e2e-defaulted
+spec:
+  namespaces: [team-defaulting]
+  all:
+    dependencies:
+      - name: tools
+        source:
+          download:
+            urls: [https://repo.example.com/tools.jar]
+        jars: true
+    volumes:
+      - volume: {name: extra-conf, configMap: {name: spark-extra-conf}}
+        mount: {mountPath: /etc/spark-extra}
+"#;
+
+/// What the stand-in API server never did: the real one defaults the objects our patch
+/// adds (an init container's pull policy and termination message fields, a ConfigMap
+/// volume's defaultMode), and the ServiceAccount plugin, run again after the webhooks,
+/// mounts the token into the init container we added. The webhook's next pass must take
+/// those for its own items and change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_server_defaults_what_the_patch_adds_and_a_second_pass_changes_nothing() {
+    let Some(env) = cluster::env("apiserver_defaults") else {
+        return;
+    };
+    let c = env.cluster;
+    let client = c.client().await;
+    let ns = "team-defaulting";
+    c.namespace(&client, ns, &[]).await;
+    priority_class(&client, "spark-driver", 1000).await;
+    let policies = expect::policy_folder(&env.dir, &[("e2e-defaulted.yaml", DEFAULTED_POLICY)]);
+    let expect = Expect::new(&policies);
+    let hook = Webhook::start(c, &env.dir, Policies::Folder(&policies));
+    webhook::register(&client, &hook, ns, true).await;
+
+    let probe = serde_json::to_value(webhook::probe_pod()).expect("JSON");
+    let before = expect::defaulted(&client, &probe, ns).await;
+    let sent = serde_json::to_string(&expect.mutate(&before, ns).patch).expect("JSON");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let created = pods
+        .create(&PostParams::default(), &webhook::probe_pod())
+        .await
+        .expect("create");
+    let stored = serde_json::to_value(
+        pods.get(created.metadata.name.as_deref().expect("name"))
+            .await
+            .expect("read back"),
+    )
+    .expect("JSON");
+
+    let init = stored["spec"]["initContainers"]
+        .as_array()
+        .and_then(|a| a.first())
+        .unwrap_or_else(|| panic!("no init container stored: {stored}"));
+    for (field, value) in [
+        ("imagePullPolicy", "IfNotPresent"),
+        ("terminationMessagePath", "/dev/termination-log"),
+        ("terminationMessagePolicy", "File"),
+    ] {
+        assert_eq!(init[field], value, "the API server's default for {field}");
+        assert!(
+            !sent.contains(&format!("\"{field}\"")),
+            "our patch itself sets {field}: {sent}"
+        );
+    }
+    assert!(
+        names(&init["volumeMounts"], "mountPath")
+            .contains(&"/var/run/secrets/kubernetes.io/serviceaccount"),
+        "the ServiceAccount plugin did not mount the token into the added init container: {init}"
+    );
+    let conf = stored["spec"]["volumes"]
+        .as_array()
+        .and_then(|v| v.iter().find(|v| v["name"] == "extra-conf"))
+        .expect("extra-conf volume");
+    assert_eq!(
+        conf["configMap"]["defaultMode"], 420,
+        "defaultMode defaulted"
+    );
+    assert!(
+        !sent.contains("defaultMode"),
+        "our patch itself sets defaultMode: {sent}"
+    );
+
+    let again = expect.mutate(&stored, ns);
+    assert!(
+        again.patch.0.is_empty(),
+        "on the stored (defaulted) pod a second pass would change {:?}",
+        again.patch
+    );
 }

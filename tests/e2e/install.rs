@@ -5,7 +5,6 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::cluster;
-use crate::expect::UNWATCHED_NS;
 
 fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");
@@ -27,8 +26,6 @@ async fn the_deploy_kustomization_and_the_cert_manager_overlay_pass_a_server_dry
     };
     let c = env.cluster;
     let client = c.client().await;
-    // Namespaced objects are dry-run created in it; a server dry-run never creates it.
-    c.namespace(&client, UNWATCHED_NS, &[]).await;
     // As on a cluster where it was never installed: an earlier test's registration
     // (url-based) would merge with the shipped service-based clientConfig.
     crate::webhook::unregister(&client).await;
