@@ -1,19 +1,16 @@
 //! spark-admission: a Kubernetes admission webhook that applies platform policies to the
 //! pods plain `spark-submit` creates.
 //!
-//! The flow reads top-down: [`policy`] (the format, schema and compiled form) ->
-//! [`matching`] (which policies apply to a pod) -> [`engine`] (patch planning and rules) ->
-//! [`admission`] (the HTTPS webhook) <- [`source`] (where policies come from).
+//! The engine lives in `spark-admission-core` (re-exported here under the same names):
+//! [`spark`] -> [`policy`] -> [`matching`] -> [`engine`]. This crate serves it:
+//! [`admission`] (the HTTPS webhook) <- [`source`] (where policies come from), with
+//! [`certs`], [`metrics`] and the [`cli`].
 #![forbid(unsafe_code)]
+
+pub use spark_admission_core::{engine, explain, matching, policy, quantity, spark};
 
 pub mod admission;
 pub mod certs;
 pub mod cli;
-pub mod engine;
-pub mod explain;
-pub mod matching;
 pub mod metrics;
-pub mod policy;
-pub mod quantity;
 pub mod source;
-pub mod spark;

@@ -308,7 +308,7 @@ mod tests {
     }
 
     fn fixture_pods() -> Vec<(String, Pod)> {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
         let mut out = Vec::new();
         for dir in ["spark", "admission"] {
             let mut files: Vec<_> = std::fs::read_dir(root.join(dir))

@@ -1,0 +1,15 @@
+//! spark-admission-core: what a Spark pod is, the policy format, and the engine that turns
+//! a pod and the policies into a decision — without any HTTP, TLS or Kubernetes client.
+//!
+//! The flow reads top-down: [`spark`] (recognising a Spark pod and its container) ->
+//! [`policy`] (the format, schema check and compiled form) -> [`matching`] (which policies
+//! apply to a pod) -> [`engine`] (patch planning and rules) -> [`explain`] (the same, described
+//! for people). The webhook server, a CLI or a test tool can take this crate alone.
+#![forbid(unsafe_code)]
+
+pub mod engine;
+pub mod explain;
+pub mod matching;
+pub mod policy;
+pub mod quantity;
+pub mod spark;
