@@ -14,6 +14,7 @@ pub mod explain;
 pub mod matching;
 pub mod metrics;
 pub mod policy;
+pub mod policytest;
 pub mod quantity;
 pub mod source;
 pub mod spark;
