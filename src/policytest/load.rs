@@ -111,10 +111,11 @@ pub fn load(path: &Path, allow_empty_expectations: bool) -> Result<LoadedTest, V
     let text = std::fs::read_to_string(path)
         .map_err(|e| vec![InputError::new(path, "", format!("cannot read: {e}"))])?;
     let file = parse_test_file(path, &text)?;
-    check_references(path, &file, allow_empty_expectations)?;
-
+    // Every problem of the file at once: references, then policies and pods.
+    let mut errors = check_references(path, &file, allow_empty_expectations)
+        .err()
+        .unwrap_or_default();
     let base = path.parent().unwrap_or(Path::new("."));
-    let mut errors = Vec::new();
     let mut policies = Vec::new();
     for (i, entry) in file.spec.policies.iter().enumerate() {
         match load_policies(&base.join(entry)) {
