@@ -96,9 +96,14 @@ fn walk(dir: &Path, found: &mut BTreeSet<PathBuf>) -> Result<(), String> {
         if name.starts_with('.') || name == "target" {
             continue;
         }
-        if path.is_dir() {
+        // Linked folders are not followed (a link to a parent would never end); a linked
+        // test file is read like any other.
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() {
             walk(&path, found)?;
-        } else if name == TEST_FILE_NAME {
+        } else if name == TEST_FILE_NAME && path.is_file() {
             found.insert(path);
         }
     }
@@ -394,4 +399,42 @@ fn set_labels(input: &mut Input, labels: &BTreeMap<String, String>) -> Result<()
 /// column already point to.
 fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or(s).trim_start_matches("error: ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn discovery_is_recursive_sorted_and_skips_hidden_folders_and_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for sub in ["b/deep", "a", ".git/x", "target/y", "c"] {
+            std::fs::create_dir_all(root.join(sub)).unwrap();
+        }
+        for file in ["b/deep", "a", ".git/x", "target/y"] {
+            std::fs::write(root.join(file).join(TEST_FILE_NAME), "").unwrap();
+        }
+        std::fs::write(root.join("c/other-name.yaml"), "").unwrap();
+        let found = discover(&[root.to_owned(), root.join("c/other-name.yaml")]).unwrap();
+        let rel: Vec<String> = found
+            .iter()
+            .map(|p| p.strip_prefix(root).unwrap().display().to_string())
+            .collect();
+        assert_eq!(
+            rel,
+            [
+                "a/spark-admission-test.yaml",
+                "b/deep/spark-admission-test.yaml",
+                "c/other-name.yaml"
+            ]
+        );
+        let err = discover(&[root.join("c")]).unwrap_err();
+        assert!(
+            err.message.contains("no spark-admission-test.yaml"),
+            "{err}"
+        );
+        let err = discover(&[root.join("nowhere")]).unwrap_err();
+        assert_eq!(err.message, "no such file or folder");
+    }
 }

@@ -153,11 +153,9 @@ fn show(v: Option<&Value>) -> String {
 /// run is one testcase with an `<error>`.
 pub fn render_junit(r: &RunReport) -> String {
     let mut s = String::new();
-    let total: usize = r
-        .files
-        .iter()
-        .map(|f| f.cases.len().max(usize::from(!f.errors.is_empty())))
-        .sum();
+    // A file with errors counts one testcase more: the `<error>` one.
+    let tests = |f: &FileReport| f.cases.len() + usize::from(!f.errors.is_empty());
+    let total: usize = r.files.iter().map(tests).sum();
     let _ = writeln!(s, r#"<?xml version="1.0" encoding="UTF-8"?>"#);
     let _ = writeln!(
         s,
@@ -171,10 +169,10 @@ pub fn render_junit(r: &RunReport) -> String {
             .iter()
             .filter(|c| c.status == CaseStatus::Fail)
             .count();
-        let tests = f.cases.len().max(usize::from(!f.errors.is_empty()));
         let _ = writeln!(
             s,
-            r#"  <testsuite name="{file}" tests="{tests}" failures="{failures}" errors="{}">"#,
+            r#"  <testsuite name="{file}" tests="{}" failures="{failures}" errors="{}">"#,
+            tests(f),
             usize::from(!f.errors.is_empty())
         );
         if !f.errors.is_empty() {
