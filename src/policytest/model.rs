@@ -192,15 +192,6 @@ impl WarningExpectation {
     }
 }
 
-impl std::fmt::Display for WarningExpectation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            WarningExpectation::Exact(s) => write!(f, "{s:?}"),
-            WarningExpectation::Contains { contains } => write!(f, "containing {contains:?}"),
-        }
-    }
-}
-
 /// The JSON Schema of the test format.
 pub fn test_schema_json() -> Value {
     let schema = schemars::schema_for!(TestFile);

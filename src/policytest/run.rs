@@ -113,7 +113,7 @@ pub fn check(expect: &Expect, actual: &Actual) -> Vec<Mismatch> {
         );
         for i in missing {
             out.push(
-                Mismatch::new("warnings", Some(Value::from(want[i].to_string())), None)
+                Mismatch::new("warnings", serde_json::to_value(&want[i]).ok(), None)
                     .with_note("no warning matches"),
             );
         }
