@@ -86,14 +86,15 @@ fn every_example_policy_is_named_in_an_expectation_of_policies_tests() {
             let e = case.expect;
             named.extend(e.applied.into_iter().flatten());
             named.extend(e.refused_by.into_iter().flatten().map(|r| r.policy));
+            // Rule messages start with `policy "NAME" (rule)`.
             for w in e.warnings.into_iter().flatten() {
-                if let WarningExpectation::Exact(text) = w {
-                    if let Some(name) = text
-                        .strip_prefix("policy \"")
-                        .and_then(|r| r.split('"').next())
-                    {
-                        named.insert(name.to_owned());
-                    }
+                let (WarningExpectation::Exact(text)
+                | WarningExpectation::Contains { contains: text }) = w;
+                if let Some(name) = text
+                    .strip_prefix("policy \"")
+                    .and_then(|r| r.split('"').next())
+                {
+                    named.insert(name.to_owned());
                 }
             }
         }
