@@ -447,3 +447,24 @@ fn shipped_test_schema_is_up_to_date() {
         "policies/tests/schema.json is stale: run `cargo run -- schema --kind test > policies/tests/schema.json`"
     );
 }
+
+#[test]
+fn audit_mode_findings_are_expected_apart_from_refusals_and_warnings() {
+    let policy = "apiVersion: spark-admission.io/v1alpha1\nkind: SparkPodPolicy\nmetadata: {name: labels-audit}\nspec:\n  namespaces: [\"*\"]\n  validate: {mode: audit, requiredLabels: [team]}\n";
+    let expect = "{result: allowed, refusedBy: [], warnings: [], audited: [{policy: labels-audit, rule: requiredLabels}]}";
+    let dir = scratch(
+        &test_file("audit.yaml", "", expect),
+        &[("audit.yaml", policy)],
+    );
+    let (code, out) = run(dir.path(), &["."]);
+    assert_eq!(code, 0, "{out}");
+
+    let wrong = test_file("audit.yaml", "", "{result: allowed, audited: []}");
+    std::fs::write(dir.path().join(TEST_FILE_NAME), wrong).unwrap();
+    let (code, out) = run(dir.path(), &["."]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("      audited\n        expected: []\n        actual:   [\"labels-audit (requiredLabels)\"]\n"),
+        "{out}"
+    );
+}

@@ -12,7 +12,7 @@ use serde_json::Value;
 /// One expectation that does not hold.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Mismatch {
-    /// The expectation: `result`, `refusedBy`, `warnings`, `applied`, `pod`, `fullPod`, `patch`.
+    /// The expectation: `result`, `refusedBy`, `audited`, `warnings`, `applied`, `pod`, `fullPod`, `patch`.
     pub field: &'static str,
     /// Where inside it; empty for the expectation as a whole.
     pub path: String,

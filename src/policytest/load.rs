@@ -217,7 +217,7 @@ fn check_references(
             errors.push(InputError::new(
                 path,
                 format!("/spec/cases/{i}/expect"),
-                "the case states no expectation: give at least one of result, refusedBy, warnings, applied, pod, fullPod, patch (or run with --update to fill them in)",
+                "the case states no expectation: give at least one of result, refusedBy, audited, warnings, applied, pod, fullPod, patch (or run with --update to fill them in)",
             ));
         }
     }

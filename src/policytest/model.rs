@@ -109,6 +109,10 @@ pub struct Expect {
     /// The rules that refuse the pod (enforce mode), in any order; the list is complete.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused_by: Option<Vec<RuleRef>>,
+    /// The audit-mode findings (allowed, recorded in the `audit-findings` audit annotation),
+    /// in any order; the list is complete. For rules on their way from audit to enforce.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audited: Option<Vec<RuleRef>>,
     /// Every warning the submitter sees (from the mutation and from warn-mode rules), in
     /// any order; `[]` asserts there are none. A string must equal a warning; `{contains: …}`
     /// must be part of one.

@@ -20,6 +20,7 @@ pub struct Actual {
     pub namespace: String,
     pub result: Verdict,
     pub refused_by: Vec<RuleRef>,
+    pub audited: Vec<RuleRef>,
     /// The message the submitter would read when refused.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub denial: String,
@@ -34,16 +35,19 @@ pub struct Actual {
 /// Runs the pod through the engine exactly as `explain` (and the webhook) does.
 pub fn admit(engine: &Engine, set: &PolicySet, pod: &LoadedPod) -> Result<Actual, ExplainError> {
     let report = explain(engine, set, &pod.input, &pod.namespace)?;
-    let mut refused_by: Vec<RuleRef> = report
-        .validation
-        .with_mode(RuleMode::Enforce)
-        .map(|f| RuleRef {
-            policy: f.policy.clone(),
-            rule: f.rule.to_owned(),
-        })
-        .collect();
-    refused_by.sort();
-    refused_by.dedup();
+    let rules = |mode| {
+        let mut found: Vec<RuleRef> = report
+            .validation
+            .with_mode(mode)
+            .map(|f| RuleRef {
+                policy: f.policy.clone(),
+                rule: f.rule.to_owned(),
+            })
+            .collect();
+        found.sort();
+        found.dedup();
+        found
+    };
     let mut warnings = report.mutation.warnings.clone();
     warnings.extend(
         report
@@ -58,7 +62,8 @@ pub fn admit(engine: &Engine, set: &PolicySet, pod: &LoadedPod) -> Result<Actual
         } else {
             Verdict::Allowed
         },
-        refused_by,
+        refused_by: rules(RuleMode::Enforce),
+        audited: rules(RuleMode::Audit),
         denial: report.validation.denial_message(),
         warnings,
         applied: report.mutation.applied.clone(),
@@ -89,21 +94,18 @@ pub fn check(expect: &Expect, actual: &Actual) -> Vec<Mismatch> {
             });
         }
     }
-    if let Some(want) = &expect.refused_by {
-        let mut want = want.clone();
-        want.sort();
-        want.dedup();
-        if want != actual.refused_by {
-            let list = |r: &[RuleRef]| {
-                Value::Array(r.iter().map(|r| Value::from(r.to_string())).collect())
-            };
-            out.push(Mismatch::new(
-                "refusedBy",
-                Some(list(&want)),
-                Some(list(&actual.refused_by)),
-            ));
-        }
-    }
+    check_rules(
+        &mut out,
+        "refusedBy",
+        expect.refused_by.as_deref(),
+        &actual.refused_by,
+    );
+    check_rules(
+        &mut out,
+        "audited",
+        expect.audited.as_deref(),
+        &actual.audited,
+    );
     if let Some(want) = &expect.warnings {
         let (missing, extra) = match_up(
             want,
@@ -167,4 +169,22 @@ pub fn check(expect: &Expect, actual: &Actual) -> Vec<Mismatch> {
         out.extend(exact("patch", want, &actual.patch));
     }
     out
+}
+
+/// Rule lists compare as sets; `actual` is sorted and without repeats.
+fn check_rules(
+    out: &mut Vec<Mismatch>,
+    field: &'static str,
+    want: Option<&[RuleRef]>,
+    actual: &[RuleRef],
+) {
+    let Some(want) = want else { return };
+    let mut want = want.to_vec();
+    want.sort();
+    want.dedup();
+    if want != actual {
+        let list =
+            |r: &[RuleRef]| Value::Array(r.iter().map(|r| Value::from(r.to_string())).collect());
+        out.push(Mismatch::new(field, Some(list(&want)), Some(list(actual))));
+    }
 }

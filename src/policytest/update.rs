@@ -32,6 +32,7 @@ pub fn updated(expect: &Expect, actual: &Actual) -> Expect {
         return Expect {
             result: Some(actual.result),
             refused_by: (actual.result == Verdict::Refused).then(|| actual.refused_by.clone()),
+            audited: (!actual.audited.is_empty()).then(|| actual.audited.clone()),
             warnings: Some(
                 actual
                     .warnings
@@ -57,6 +58,7 @@ pub fn updated(expect: &Expect, actual: &Actual) -> Expect {
             .refused_by
             .as_ref()
             .map(|_| actual.refused_by.clone()),
+        audited: expect.audited.as_ref().map(|_| actual.audited.clone()),
         warnings: expect
             .warnings
             .as_ref()
