@@ -67,7 +67,8 @@ pub fn admit(engine: &Engine, set: &PolicySet, pod: &LoadedPod) -> Result<Actual
         denial: report.validation.denial_message(),
         warnings,
         applied: report.mutation.applied.clone(),
-        patch: serde_json::to_value(&report.mutation.patch).unwrap_or(Value::Null),
+        patch: serde_json::to_value(&report.mutation.patch)
+            .map_err(|e| ExplainError::Patch(e.to_string()))?,
         pod: report.mutated,
     })
 }
