@@ -227,11 +227,14 @@ fn exact_list(
     actual: &[Value],
     out: &mut Vec<Mismatch>,
 ) {
+    // Keyed only when every item has a key and no key repeats; else by index.
     let keys = |items: &[Value]| -> Option<Vec<(&'static str, String)>> {
-        items
+        let keys: Vec<(&'static str, String)> = items
             .iter()
             .map(|i| key_of(name, i).map(|(k, v)| (k, v.to_owned())))
-            .collect()
+            .collect::<Option<_>>()?;
+        let unique: std::collections::BTreeSet<_> = keys.iter().collect();
+        (unique.len() == keys.len()).then_some(keys)
     };
     let (Some(exp_keys), Some(act_keys)) = (keys(expected), keys(actual)) else {
         for i in 0..expected.len().max(actual.len()) {
@@ -420,6 +423,20 @@ mod tests {
         assert_eq!(
             (m[1].expected.clone(), m[1].actual.clone()),
             (None, Some(json!(2)))
+        );
+    }
+
+    #[test]
+    fn exact_comparison_of_repeated_names_goes_by_index() {
+        let m = exact(
+            "fullPod",
+            &json!({"env": [{"name": "A"}]}),
+            &json!({"env": [{"name": "A"}, {"name": "A"}]}),
+        );
+        assert_eq!(paths(&m), [".env[1]"]);
+        assert_eq!(
+            (m[0].expected.clone(), m[0].actual.clone()),
+            (None, Some(json!({"name": "A"})))
         );
     }
 
