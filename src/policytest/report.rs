@@ -26,6 +26,7 @@ pub struct Summary {
 }
 
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct FileReport {
     pub file: String,
     /// Why the file could not be run; its cases are then absent.
