@@ -71,11 +71,8 @@ pub struct CheckPoliciesArgs {
 #[derive(Debug, Args)]
 pub struct TestArgs {
     /// Files or folders; folders are searched recursively for `spark-admission-test.yaml`.
-    #[arg(
-        env = "SPARK_ADMISSION_TEST_PATHS",
-        value_delimiter = ',',
-        default_value = "."
-    )]
+    /// The env var holds one path (no delimiter, so that no path is ever split).
+    #[arg(env = "SPARK_ADMISSION_TEST_PATH", default_value = ".")]
     pub paths: Vec<PathBuf>,
     #[arg(long, value_enum, default_value_t = TestOutput::Text, env = "SPARK_ADMISSION_TEST_OUTPUT")]
     pub output: TestOutput,

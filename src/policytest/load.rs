@@ -19,7 +19,7 @@ use crate::spark::{role_of, NotSpark};
 
 /// A test file that cannot be run as written: exit code 2, never a failed expectation.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, thiserror::Error)]
-#[error("{file}: {path}: {message}")]
+#[error("{file}: {}{message}", if path == "/" { String::new() } else { format!("{path}: ") })]
 pub struct InputError {
     /// The test file (or the path given on the command line).
     pub file: String,
