@@ -25,8 +25,10 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Check policy files or folders against the schema (for GitOps CI); non-zero exit on any error.
     CheckPolicies(CheckPoliciesArgs),
-    /// Print the JSON Schema of the policy format.
-    Schema,
+    /// Run policy test cases (spark-admission-test.yaml files) for GitOps CI (exit 0 pass, 1 failed expectation, 2 bad input).
+    Test(TestArgs),
+    /// Print the JSON Schema of the policy format (or of the test file format).
+    Schema(SchemaArgs),
 }
 
 #[derive(Debug, Args)]
@@ -64,4 +66,49 @@ pub struct CheckPoliciesArgs {
     /// Policy files or folders.
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Files or folders; folders are searched recursively for `spark-admission-test.yaml`.
+    /// The env var holds one path (no delimiter, so that no path is ever split).
+    #[arg(env = "SPARK_ADMISSION_TEST_PATH", default_value = ".")]
+    pub paths: Vec<PathBuf>,
+    #[arg(long, value_enum, default_value_t = TestOutput::Text, env = "SPARK_ADMISSION_TEST_OUTPUT")]
+    pub output: TestOutput,
+    /// Also write a JUnit XML report to this file.
+    #[arg(long, env = "SPARK_ADMISSION_TEST_JUNIT")]
+    pub junit: Option<PathBuf>,
+    /// Rewrite the expectations of failing (and empty) cases with the current results; review the diff.
+    #[arg(long, env = "SPARK_ADMISSION_TEST_UPDATE")]
+    pub update: bool,
+    /// Name of the driver's Spark container.
+    #[arg(long, env = "SPARK_ADMISSION_DRIVER_CONTAINER", default_value = crate::spark::DEFAULT_DRIVER_CONTAINER)]
+    pub driver_container: String,
+    /// Name of the executors' Spark container.
+    #[arg(long, env = "SPARK_ADMISSION_EXECUTOR_CONTAINER", default_value = crate::spark::DEFAULT_EXECUTOR_CONTAINER)]
+    pub executor_container: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TestOutput {
+    /// A line per case, a diff per failed expectation, a summary.
+    Text,
+    /// The whole report as one JSON document.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    /// Which format.
+    #[arg(long, value_enum, default_value_t = SchemaKind::Policy, env = "SPARK_ADMISSION_SCHEMA_KIND")]
+    pub kind: SchemaKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SchemaKind {
+    /// SparkPodPolicy documents (`policies/schema.json`).
+    Policy,
+    /// spark-admission-test.yaml files (`policies/tests/schema.json`).
+    Test,
 }

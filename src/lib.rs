@@ -13,4 +13,5 @@ pub mod admission;
 pub mod certs;
 pub mod cli;
 pub mod metrics;
+pub mod policytest;
 pub mod source;

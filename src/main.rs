@@ -4,10 +4,14 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 
-use spark_admission::cli::{CheckPoliciesArgs, Cli, Command, ExplainArgs, OutputFormat};
+use spark_admission::cli::{
+    CheckPoliciesArgs, Cli, Command, ExplainArgs, OutputFormat, SchemaArgs, SchemaKind, TestArgs,
+    TestOutput,
+};
 use spark_admission::engine::Engine;
 use spark_admission::explain::{explain, read_input, render_table};
 use spark_admission::matching::PolicySet;
+use spark_admission::policytest::{self, Outcome};
 use spark_admission::source::load_paths;
 use spark_admission::spark::ContainerNames;
 
@@ -30,7 +34,8 @@ fn main() -> ExitCode {
             .map_err(anyhow::Error::from),
         Command::Explain(args) => run_explain(args),
         Command::CheckPolicies(args) => Ok(run_check(args)),
-        Command::Schema => print_schema(),
+        Command::Test(args) => run_test(args),
+        Command::Schema(args) => print_schema(args),
     };
     match result {
         Ok(code) => code,
@@ -117,10 +122,34 @@ fn run_check(args: CheckPoliciesArgs) -> ExitCode {
     }
 }
 
-fn print_schema() -> anyhow::Result<ExitCode> {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&spark_admission::policy::schema_json())?
-    );
+fn print_schema(args: SchemaArgs) -> anyhow::Result<ExitCode> {
+    let schema = match args.kind {
+        SchemaKind::Policy => spark_admission::policy::schema_json(),
+        SchemaKind::Test => policytest::test_schema_json(),
+    };
+    println!("{}", serde_json::to_string_pretty(&schema)?);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Exit 0 when every expectation holds, 1 when one does not, 2 when a test file cannot be
+/// run (bad input), so CI can tell a policy regression from a broken test setup.
+fn run_test(args: TestArgs) -> anyhow::Result<ExitCode> {
+    let engine = Engine::new(ContainerNames {
+        driver: args.driver_container,
+        executor: args.executor_container,
+    });
+    let report = policytest::run_paths(&args.paths, &engine, args.update)?;
+    match args.output {
+        TestOutput::Text => print!("{}", policytest::render_text(&report)),
+        TestOutput::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+    }
+    if let Some(path) = &args.junit {
+        std::fs::write(path, policytest::render_junit(&report))
+            .with_context(|| format!("writing the JUnit report {}", path.display()))?;
+    }
+    Ok(match report.outcome() {
+        Outcome::Passed => ExitCode::SUCCESS,
+        Outcome::Failed => ExitCode::from(1),
+        Outcome::BadInput => ExitCode::from(2),
+    })
 }

@@ -220,7 +220,7 @@ pub fn load_paths(paths: &[PathBuf]) -> (Vec<Arc<CompiledPolicy>>, Vec<PolicyErr
 
 /// `*.yaml` and `*.yml` directly in `dir`, sorted; hidden entries (such as the `..data`
 /// links of a mounted ConfigMap) are skipped.
-fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, SourceError> {
+pub fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, SourceError> {
     let entries = std::fs::read_dir(dir).map_err(|source| SourceError::Folder {
         path: dir.display().to_string(),
         source,

@@ -10,7 +10,7 @@ mod folder;
 mod store;
 
 pub use configmap::{ConfigMapPolicies, ConfigMapWatcher};
-pub use folder::{load_paths, FolderSource, ScanReport};
+pub use folder::{load_paths, policy_files, FolderSource, ScanReport};
 pub use store::PolicyStore;
 
 #[derive(Debug, thiserror::Error)]

@@ -8,6 +8,7 @@ mod schema;
 pub use compiled::{CompiledPolicy, CompiledRules, Pattern};
 pub use load::{parse_documents, LoadedPolicy, PolicySource};
 pub use model::{SparkPodPolicy, API_VERSION, KIND};
+pub use schema::strip_optional_null;
 pub use schema::{schema_json, schema_validator, SchemaValidator, SchemaViolation};
 
 /// A policy document that cannot be used, with enough context for an admin to fix it.

@@ -18,7 +18,7 @@ pub fn schema_json() -> Value {
 /// schemars writes `Option<T>` as `anyOf: [T, null]`; a mistake inside T then reports only
 /// "not valid under any of the schemas" at the parent. Policies never need an explicit
 /// null, so the alternative is dropped and errors point at the exact field.
-fn strip_optional_null(v: &mut Value) {
+pub fn strip_optional_null(v: &mut Value) {
     match v {
         Value::Object(map) => {
             if let Some(Value::Array(any)) = map.get("anyOf") {
@@ -57,10 +57,7 @@ pub fn schema_validator() -> Result<&'static SchemaValidator, String> {
     static VALIDATOR: OnceLock<Result<SchemaValidator, String>> = OnceLock::new();
     VALIDATOR
         .get_or_init(|| {
-            jsonschema::options()
-                .should_validate_formats(false)
-                .build(&schema_json())
-                .map(|validator| SchemaValidator { validator })
+            SchemaValidator::compile(&schema_json())
                 .map_err(|e| format!("the built-in policy schema does not compile: {e}"))
         })
         .as_ref()
@@ -75,6 +72,15 @@ pub struct SchemaViolation {
 }
 
 impl SchemaValidator {
+    /// Compiles a schema generated from our own types (the policy format, the test format).
+    pub fn compile(schema: &Value) -> Result<Self, String> {
+        jsonschema::options()
+            .should_validate_formats(false)
+            .build(schema)
+            .map(|validator| SchemaValidator { validator })
+            .map_err(|e| e.to_string())
+    }
+
     /// All violations, most specific first; empty when the document is valid.
     pub fn check(&self, doc: &Value) -> Vec<SchemaViolation> {
         let mut out: Vec<SchemaViolation> = self
