@@ -28,7 +28,7 @@ use spark_admission::matching::PolicySet;
 use spark_admission::policy::{parse_documents, PolicySource};
 use spark_admission::source::FolderSource;
 
-#[path = "../src/bin/loadgen/policies.rs"]
+#[path = "../tools/loadgen/src/policies.rs"]
 #[allow(dead_code)]
 mod policies;
 

@@ -8,7 +8,6 @@
 //! ConfigMaps of that namespace labelled `spark-admission.io/policy: "true"` instead.
 
 mod admin;
-mod baseline;
 mod policies;
 pub mod policy_review;
 pub mod review;
@@ -90,10 +89,6 @@ pub struct ServeArgs {
     /// Log filter, e.g. info, debug, spark_admission=debug,info.
     #[arg(long, env = "SPARK_ADMISSION_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
-    /// Bench only: answer every review with a fixed `allowed: true` without parsing it
-    /// (the load generator's baseline for the TLS/HTTP stack).
-    #[arg(long, hide = true)]
-    pub baseline_noop: bool,
     // Boxed to keep the `Command` enum small.
     #[command(flatten, next_help_heading = "Limits and timeouts")]
     pub limits: Box<LimitArgs>,
@@ -206,7 +201,7 @@ impl ServeArgs {
             max_connections: self.limits.max_connections,
             header_read_timeout: self.limits.header_read_timeout,
             handshake_timeout: self.limits.tls_handshake_timeout,
-            baseline_noop: self.baseline_noop,
+            router_override: None,
         }
     }
 }
@@ -253,6 +248,12 @@ impl From<tls::TlsError> for ServeError {
 
 /// `spark-admission serve`: runs until SIGTERM or Ctrl-C, then drains and returns.
 pub fn run(args: ServeArgs) -> Result<(), ServeError> {
+    run_with_router(args, None)
+}
+
+/// [`run`], serving `router` on the TLS listener instead of the webhook's when given
+/// (see [`ServerConfig::router_override`]).
+pub fn run_with_router(args: ServeArgs, router: Option<axum::Router>) -> Result<(), ServeError> {
     init_logging(args.log_format, &args.log_level)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -262,7 +263,10 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
             what: "async runtime",
             error,
         })?;
-    let config = args.to_config();
+    let config = ServerConfig {
+        router_override: router,
+        ..args.to_config()
+    };
     runtime.block_on(async move {
         let server = Server::start(config).await?;
         let handle = server.shutdown_handle();

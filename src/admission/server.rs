@@ -20,7 +20,6 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use super::admin::{admin_router, Health};
-use super::baseline::baseline_router;
 use super::policies::PolicyWatcher;
 use super::router::{webhook_router, AppState, Limits};
 use super::shutdown::ShutdownHandle;
@@ -65,8 +64,10 @@ pub struct ServerConfig {
     pub max_connections: usize,
     pub header_read_timeout: Duration,
     pub handshake_timeout: Duration,
-    /// Bench only: serve the fixed-answer baseline router instead of the webhook.
-    pub baseline_noop: bool,
+    /// Serve this router on the TLS listener instead of the webhook's: for tools that
+    /// measure the listener and HTTP stack alone (tools/loadgen's no-op server). `serve`
+    /// never sets it.
+    pub router_override: Option<axum::Router>,
 }
 
 impl Default for ServerConfig {
@@ -88,7 +89,7 @@ impl Default for ServerConfig {
             max_connections: 1024,
             header_read_timeout: Duration::from_secs(5),
             handshake_timeout: Duration::from_secs(5),
-            baseline_noop: false,
+            router_override: None,
         }
     }
 }
@@ -243,10 +244,9 @@ impl Server {
         ));
         let connections = Arc::new(Connections {
             acceptor: TlsAcceptor::from(Arc::new(tls_config)),
-            router: if config.baseline_noop {
-                baseline_router(config.limits.max_body_bytes)
-            } else {
-                webhook_router(state)
+            router: match config.router_override.clone() {
+                Some(router) => router,
+                None => webhook_router(state),
             },
             handshake_timeout: config.handshake_timeout,
             header_read_timeout: config.header_read_timeout,

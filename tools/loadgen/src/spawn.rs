@@ -109,9 +109,17 @@ impl Spawned {
             ),
             None => Stdio::null(),
         };
-        let mut cmd = Command::new(bin);
-        cmd.arg("serve")
-            .arg("--listen")
+        // The baseline is this tool's own no-op server on the webhook's stack.
+        let mut cmd = if opts.baseline {
+            let mut c = Command::new(std::env::current_exe().context("locating loadgen")?);
+            c.arg("noop-server");
+            c
+        } else {
+            let mut c = Command::new(bin);
+            c.arg("serve");
+            c
+        };
+        cmd.arg("--listen")
             .arg(addr.to_string())
             .arg("--admin-listen")
             .arg(admin.to_string())
@@ -128,9 +136,6 @@ impl Spawned {
             // The server's own defaults (log level, limits) apply, not the caller's.
             .env_remove("SPARK_ADMISSION_LOG_LEVEL")
             .env_remove("SPARK_ADMISSION_MAX_CONCURRENT_REQUESTS");
-        if opts.baseline {
-            cmd.arg("--baseline-noop");
-        }
         let spawned_at = Instant::now();
         let child = cmd
             .spawn()

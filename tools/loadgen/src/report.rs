@@ -366,8 +366,8 @@ fn render_server(s: &mut String, suite: &SuiteResult, verdicts: &mut Verdicts) {
     let _ = writeln!(
         s,
         "## Server: real webhook vs no-op baseline\n\n\
-         Same binary, same TLS (rustls, ring) and HTTP stack; the baseline (`serve \
-         --baseline-noop`) reads each body and answers a fixed `allowed: true`. The real \
+         Same TLS (rustls, ring) and HTTP stack; the baseline (`loadgen noop-server`, the \
+         webhook's listener) reads each body and answers a fixed `allowed: true`. The real \
          server has {} policies (10 match) and logs one JSON line per review (to /dev/null). \
          Load: `POST /mutate?timeout=10s` with the {} real AdmissionReviews in turn, {} requests \
          in flight (h1: {} keep-alive connections; h2: {} connection(s)), {} s per \

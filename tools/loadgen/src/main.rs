@@ -2,13 +2,16 @@
 //!
 //! - `loadgen run`: drive one server — given by `--url`/`--ca` (and `--pid` for its memory),
 //!   or started here — at a fixed concurrency or rate, over HTTP/1.1 or h2.
-//! - `loadgen suite`: start the real server and the no-op baseline (same binary, same TLS
-//!   and HTTP stack), measure both, then a reload of 10,000 policies under load; writes JSON.
+//! - `loadgen suite`: start the real server and the no-op baseline (`loadgen noop-server`:
+//!   the same TLS and HTTP stack), measure both, then a reload of 10,000 policies under
+//!   load; writes JSON.
+//! - `loadgen noop-server`: `serve`'s listener with a fixed answer (the baseline).
 //! - `loadgen smoke`: a few seconds of everything, exit status non-zero on any error (CI).
 //! - `loadgen report`: criterion results + suite JSON -> the tables in BENCHMARKS.md.
 
 mod client;
 mod load;
+mod noop;
 mod policies;
 mod report;
 mod spawn;
@@ -51,6 +54,9 @@ enum Cmd {
     Report(report::ReportArgs),
     /// Writes the benchmark policy set into a folder (to run a server or `explain` on it).
     Policies(PoliciesArgs),
+    /// The webhook's TLS listener and HTTP stack answering a fixed `allowed: true` (the
+    /// baseline the suite measures against); takes `spark-admission serve`'s flags.
+    NoopServer(spark_admission::admission::ServeArgs),
 }
 
 #[derive(Args)]
@@ -118,6 +124,20 @@ struct SmokeArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `serve`'s own runtime and signal handling: the baseline runs exactly as the webhook does.
+    let cli = match cli.command {
+        Cmd::NoopServer(args) => {
+            let router = noop::noop_router(args.limits.max_body_bytes);
+            return match spark_admission::admission::run_with_router(args, Some(router)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        command => Cli { command },
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -135,6 +155,9 @@ fn main() -> ExitCode {
             Cmd::Smoke(args) => smoke(args).await,
             Cmd::Report(args) => report::report(args),
             Cmd::Policies(args) => write_policies(args),
+            Cmd::NoopServer(_) => Err(anyhow::anyhow!(
+                "noop-server runs before the runtime starts"
+            )),
         }
     });
     match result {
@@ -148,7 +171,7 @@ fn main() -> ExitCode {
 
 /// The fixtures folder of this repository (compiled in: the tool runs from a checkout).
 pub fn default_fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/admission")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/admission")
 }
 
 /// The real AdmissionReviews for an endpoint: `mutate-*.json` for /mutate, and so on.

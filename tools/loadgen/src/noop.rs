@@ -1,6 +1,7 @@
-//! Bench-only (`serve --baseline-noop`, hidden): the same TLS listener and HTTP stack
-//! answering every review with one fixed `allowed: true`, without parsing it. The load
-//! generator compares the real webhook against it to isolate the cost of our own work.
+//! `loadgen noop-server`: the webhook's own TLS listener and HTTP stack (`serve`'s flags,
+//! limits and timeouts) answering every review with one fixed `allowed: true`, without
+//! parsing it. The suite compares the real webhook against it to isolate the cost of our
+//! own work; the webhook binary itself has no such mode.
 
 use axum::body::Body;
 use axum::extract::State;
@@ -14,7 +15,7 @@ use axum::Router;
 const ALLOWED: &str = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"","allowed":true}}"#;
 
 /// `POST /mutate` and `POST /validate`, both answering [`ALLOWED`].
-pub fn baseline_router(max_body_bytes: usize) -> Router {
+pub fn noop_router(max_body_bytes: usize) -> Router {
     Router::new()
         .route("/mutate", post(allow))
         .route("/validate", post(allow))
