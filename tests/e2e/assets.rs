@@ -59,10 +59,7 @@ pub fn kube(test: &str) -> Option<KubeAssets> {
         _ => {
             missing(
                 test,
-                &format!(
-                    "{} lacks kube-apiserver, etcd or kubectl",
-                    dir.display()
-                ),
+                &format!("{} lacks kube-apiserver, etcd or kubectl", dir.display()),
             );
             None
         }
@@ -72,11 +69,17 @@ pub fn kube(test: &str) -> Option<KubeAssets> {
 /// Every pyspark venv of `SPARK_ADMISSION_E2E_PYSPARK`, or an empty list after saying why.
 pub fn pyspark(test: &str) -> Vec<Pyspark> {
     let list = std::env::var("SPARK_ADMISSION_E2E_PYSPARK").unwrap_or_default();
-    let venvs: Vec<Pyspark> = list.split_whitespace().filter_map(|v| venv(Path::new(v))).collect();
+    let venvs: Vec<Pyspark> = list
+        .split_whitespace()
+        .filter_map(|v| venv(Path::new(v)))
+        .collect();
     if venvs.is_empty() {
         missing(test, "SPARK_ADMISSION_E2E_PYSPARK names no pyspark venv");
     } else if venvs.len() != list.split_whitespace().count() {
-        missing(test, &format!("not every folder of SPARK_ADMISSION_E2E_PYSPARK ({list}) is a pyspark venv"));
+        missing(
+            test,
+            &format!("not every folder of SPARK_ADMISSION_E2E_PYSPARK ({list}) is a pyspark venv"),
+        );
     }
     venvs
 }
