@@ -2,6 +2,7 @@
 //! Spark's own `spark-submit`. See `tests/e2e/assets.rs` for how it finds them, and the
 //! README ("End-to-end suite") for how to run it.
 
-// The cluster modules that use all of it are on the lead's e2e branch.
+// kube() is for the cluster modules of the lead's e2e branch.
 #[allow(dead_code)]
 mod assets;
+mod spark_conf;
