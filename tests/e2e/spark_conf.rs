@@ -41,6 +41,7 @@ spec:
       spark.hadoop.fs.s3a.path.style.access: "true"
       spark.hadoop.fs.s3a.endpoint: "http://minio.minio.svc:9000"
       spark.executor.cores: "3"
+      spark.hadoop.fs.s3a.bucket.spark-events.access.key: "$${{env.E2E_EVENTS_KEY}}"
 "#
     )
 }
@@ -123,7 +124,12 @@ fn run(spark: &Pyspark, dir: &Path, submit_opts: &str) -> (bool, String) {
         .arg("--properties-file")
         .arg(dir.join("spark.properties"))
         .arg(dir.join("app.py"))
-        .args(["fs.s3a.path.style.access", "fs.s3a.endpoint"])
+        .env("E2E_EVENTS_KEY", "key-from-the-environment")
+        .args([
+            "fs.s3a.path.style.access",
+            "fs.s3a.endpoint",
+            "fs.s3a.bucket.spark-events.access.key",
+        ])
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
@@ -199,6 +205,12 @@ fn spark_conf_reaches_real_spark_submit_as_defaults() {
         );
         assert_eq!(
             result["hadoop"]["fs.s3a.endpoint"], "http://minio.minio.svc:9000",
+            "pyspark {v}"
+        );
+        // What 60-history-server relies on: "$${env.X}" in a policy reaches Hadoop as
+        // ${env.X}, which Hadoop's Configuration replaces with the environment variable.
+        assert_eq!(
+            result["hadoop"]["fs.s3a.bucket.spark-events.access.key"], "key-from-the-environment",
             "pyspark {v}"
         );
         eprintln!("pyspark {v}: sparkConf arrived through SPARK_SUBMIT_OPTS={submit_opts}");
