@@ -1082,3 +1082,19 @@ fn the_escape_reaches_spark_as_its_own_reference_syntax() {
         ["-Dspark.kubernetes.driver.label.owner=${env:USER}"]
     );
 }
+
+#[test]
+fn executors_are_not_warned_about_spark_conf_they_would_never_get() {
+    let mut pod = review_pod("mutate-executor-rich-1");
+    pod["metadata"]["labels"]
+        .as_object_mut()
+        .unwrap()
+        .remove("spark-app-name");
+    let set = policies(&policy(
+        "p",
+        0,
+        "all:\n  labels: {x: \"y\"}\n  sparkConf: {spark.app.tag: \"${app.name}\"}",
+    ));
+    let (m, _) = mutate_checked(&set, &pod, "spark-jobs");
+    assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+}

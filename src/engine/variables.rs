@@ -10,6 +10,7 @@ use super::context::Ctx;
 use crate::policy::model::PodPatch;
 use crate::policy::template::{Var, Vars};
 use crate::policy::{CompiledPatch, Site};
+use crate::spark::SparkRole;
 
 /// The section as it applies to this pod.
 pub(crate) fn render<'s>(
@@ -28,8 +29,13 @@ pub(crate) fn render<'s>(
         match t.template.render(vars) {
             Ok(value) => write(&mut p, &t.site, value),
             Err(missing) => {
-                let item = describe(&p, &t.site);
-                warn_missing(ctx, &item, missing);
+                // sparkConf of an `all` section is never written on executors: no warning.
+                let unused =
+                    matches!(t.site, Site::SparkConf(_)) && vars.role == SparkRole::Executor;
+                if !unused {
+                    let item = describe(&p, &t.site);
+                    warn_missing(ctx, &item, missing);
+                }
                 match &t.site {
                     Site::Label(k) => {
                         p.labels.remove(k);
