@@ -1098,3 +1098,54 @@ fn executors_are_not_warned_about_spark_conf_they_would_never_get() {
     let (m, _) = mutate_checked(&set, &pod, "spark-jobs");
     assert!(m.warnings.is_empty(), "{:?}", m.warnings);
 }
+
+#[test]
+fn dependency_sources_take_variables_and_are_skipped_without_their_label() {
+    let set = policies(&policy(
+        "deps",
+        0,
+        "all:\n  dependencies:\n  - name: team-jars\n    source: {persistentVolumeClaim: {claimName: \"jars-${namespace}\"}}\n  - name: app-py\n    source: {configMap: {name: \"${app.name}-py\"}}\n    jars: false\n    python: true",
+    ));
+    let pod = review_pod("mutate-driver-scala-sparkpi");
+    let (m, out) = mutate_checked(&set, &pod, "spark-jobs");
+    assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+    let vols = out["spec"]["volumes"].as_array().unwrap();
+    assert!(vols.iter().any(|v| v["name"] == "spark-deps-team-jars"
+        && v["persistentVolumeClaim"]["claimName"] == "jars-spark-jobs"));
+    assert!(vols
+        .iter()
+        .any(|v| v["name"] == "spark-deps-app-py" && v["configMap"]["name"] == "spark-pi-py"));
+
+    let mut pod = pod;
+    pod["metadata"]["labels"]
+        .as_object_mut()
+        .unwrap()
+        .remove("spark-app-name");
+    let (m, out) = mutate_checked(&set, &pod, "spark-jobs");
+    let c = spark_container(&out, "spark-kubernetes-driver");
+    assert!(
+        env_value(c, "PYTHONPATH").is_none(),
+        "the whole dependency is skipped"
+    );
+    assert!(!out["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|v| v["name"] == "spark-deps-app-py"));
+    assert!(
+        m.warnings
+            .iter()
+            .any(|w| w.contains("dependency \"app-py\"") && w.contains("${app.name}")),
+        "{:?}",
+        m.warnings
+    );
+    let errors = load_errors(&policy(
+        "bad",
+        0,
+        "all:\n  dependencies:\n  - name: x\n    source: {secret: {secretName: \"${team}\"}}",
+    ));
+    assert_eq!(
+        errors[0].path,
+        "/spec/all/dependencies/0/source/secret/secretName"
+    );
+}

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 use super::context::Ctx;
-use crate::policy::model::PodPatch;
+use crate::policy::model::{DependencySource, PodPatch};
 use crate::policy::template::{Var, Vars};
 use crate::policy::{CompiledPatch, Site};
 use crate::spark::SparkRole;
@@ -25,6 +25,7 @@ pub(crate) fn render<'s>(
     // Items left out, by list and index (removed last, so indices stay valid meanwhile).
     let mut drop_env = BTreeSet::new();
     let mut drop_volumes = BTreeSet::new();
+    let mut drop_dependencies = BTreeSet::new();
     for t in &section.templated {
         match t.template.render(vars) {
             Ok(value) => write(&mut p, &t.site, value),
@@ -55,6 +56,9 @@ pub(crate) fn render<'s>(
                     | Site::SubPath(i) => {
                         drop_volumes.insert(*i);
                     }
+                    Site::DependencySource(i) => {
+                        drop_dependencies.insert(*i);
+                    }
                 }
             }
         }
@@ -64,6 +68,9 @@ pub(crate) fn render<'s>(
     }
     for i in drop_volumes.into_iter().rev() {
         p.volumes.remove(i);
+    }
+    for i in drop_dependencies.into_iter().rev() {
+        p.dependencies.remove(i);
     }
     Cow::Owned(p)
 }
@@ -94,6 +101,15 @@ fn write(p: &mut PodPatch, site: &Site, value: String) {
             .get_mut(*i)
             .and_then(|v| v.mount.as_mut())
             .and_then(|m| m.sub_path.as_mut()),
+        Site::DependencySource(i) => p
+            .dependencies
+            .get_mut(*i)
+            .and_then(|d| match &mut d.source {
+                DependencySource::PersistentVolumeClaim(s) => Some(&mut s.claim_name),
+                DependencySource::ConfigMap(s) => Some(&mut s.name),
+                DependencySource::Secret(s) => s.secret_name.as_mut(),
+                DependencySource::Image(_) | DependencySource::Download(_) => None,
+            }),
     };
     // Sites are taken from this very patch when it is loaded, so the slot is always there.
     if let Some(slot) = slot {
@@ -115,6 +131,10 @@ fn describe(p: &PodPatch, site: &Site) -> String {
         Site::ClaimName(i) | Site::ConfigMapName(i) | Site::SecretName(i) | Site::SubPath(i) => {
             format!("volume \"{}\"", volume(i))
         }
+        Site::DependencySource(i) => format!(
+            "dependency \"{}\"",
+            p.dependencies.get(*i).map_or("", |d| d.name.as_str())
+        ),
     }
 }
 

@@ -6,7 +6,7 @@ use regex_automata::meta;
 use regex_automata::util::syntax;
 use sha2::{Digest, Sha256};
 
-use super::model::{PodPatch, ResourceValues, Rules, SparkPodPolicy};
+use super::model::{DependencySource, PodPatch, ResourceValues, Rules, SparkPodPolicy};
 use super::template::{self, Parsed, Template};
 use super::PolicyError;
 use crate::quantity;
@@ -84,6 +84,8 @@ pub enum Site {
     SecretName(usize),
     /// `volumes[i].mount.subPath`
     SubPath(usize),
+    /// `dependencies[i].source`: its claimName, configMap name or secretName
+    DependencySource(usize),
 }
 
 #[derive(Debug, Clone)]
@@ -404,6 +406,26 @@ fn compile_patch(
                 format!("{at}/volumes/{i}/mount/subPath"),
                 Site::SubPath(i),
             )?;
+        }
+    }
+    for (i, d) in p.dependencies.iter_mut().enumerate() {
+        let base = format!("{at}/dependencies/{i}/source");
+        let site = Site::DependencySource(i);
+        match &mut d.source {
+            DependencySource::PersistentVolumeClaim(s) => one(
+                &mut s.claim_name,
+                format!("{base}/persistentVolumeClaim/claimName"),
+                site,
+            )?,
+            DependencySource::ConfigMap(s) => {
+                one(&mut s.name, format!("{base}/configMap/name"), site)?
+            }
+            DependencySource::Secret(s) => {
+                if let Some(name) = s.secret_name.as_mut() {
+                    one(name, format!("{base}/secret/secretName"), site)?
+                }
+            }
+            DependencySource::Image(_) | DependencySource::Download(_) => {}
         }
     }
     Ok(CompiledPatch {

@@ -117,9 +117,9 @@ pub enum ContainerTarget {
 /// `spark-app-name` label), `${app.id}` (the `spark-app-selector` label) and `${role}`
 /// (`driver` or `executor`); `$${` writes a literal `${`. They are allowed in label and
 /// annotation values, env values, sparkConf values, the claimName / configMap name /
-/// secretName of volumes and the mount subPath. An unknown variable is an error when the
-/// policy loads; when the pod lacks the label a variable needs, that item is skipped with
-/// a warning (never written with an empty value).
+/// secretName of volumes and dependency sources, and the mount subPath. An unknown
+/// variable is an error when the policy loads; when the pod lacks the label a variable
+/// needs, that item is skipped with a warning (never written with an empty value).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PodPatch {
@@ -148,7 +148,8 @@ pub struct PodPatch {
     /// Volumes and their mounts. claimName, configMap name, secretName and the mount's subPath may use variables.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<VolumePatch>,
-    /// Jars and Python packages put on the Spark classpath / PYTHONPATH.
+    /// Jars and Python packages put on the Spark classpath / PYTHONPATH. The claimName,
+    /// configMap name or secretName of a source may use variables.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dependencies: Vec<Dependency>,
     /// Environment variables for the Spark container, merged by name; values may use variables.
