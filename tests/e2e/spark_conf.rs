@@ -22,8 +22,9 @@ const NAMESPACE: &str = "spark-jobs";
 
 /// Everything a value can hold that a shell or the launcher would otherwise eat: runs of
 /// spaces, both quotes, `$`, a backslash before a letter and at the end of a word, a tab,
-/// and Spark's own `${env:…}` reference (written `$${` in the policy).
-const TRICKY: &str = "it's \"quoted\"  $HOME \\temp\\ a\tb ${env:USER} end\\";
+/// Spark's own `${env:…}` reference (written `$${` in the policy), and non-ASCII text.
+/// (Characters outside the BMP are refused at load: the launcher turns "😀" into "😀?".)
+const TRICKY: &str = "né € it's \"quoted\"  $HOME \\temp\\ a\tb ${env:USER} end\\";
 
 fn policy_yaml() -> String {
     let tricky_in_policy = serde_json::to_string(&TRICKY.replace("${", "$${")).unwrap_or_default();
@@ -119,6 +120,9 @@ fn run(spark: &Pyspark, dir: &Path, submit_opts: &str) -> (bool, String) {
         )
         .env("PYSPARK_PYTHON", &spark.python)
         .env("SPARK_LOCAL_IP", "127.0.0.1")
+        // The JVM decodes its environment with the locale's charset: a UTF-8 one, as in a
+        // container image, so that non-ASCII values can arrive at all.
+        .env("LANG", "C.UTF-8")
         .env(SUBMIT_OPTS_VAR, submit_opts)
         .args(["--master", "local[1]", "--deploy-mode", "client"])
         .arg("--properties-file")
