@@ -178,7 +178,7 @@ fn namespaces_without_policies_are_left_alone() {
 
 #[test]
 fn the_example_spark_conf_reaches_drivers_per_namespace_and_explain_says_where_it_goes() {
-    use spark_admission::engine::{split_options, SUBMIT_OPTS_VAR};
+    use spark_admission::engine::{submit_opts_tokens, SUBMIT_OPTS_VAR};
     let set = example_policies();
     let (_, out) = mutate_checked(&set, &review_pod("mutate-driver-pyspark-pi"), "team-ml");
     let opts = env_value(
@@ -186,7 +186,7 @@ fn the_example_spark_conf_reaches_drivers_per_namespace_and_explain_says_where_i
         SUBMIT_OPTS_VAR,
     )
     .unwrap();
-    let opts = split_options(&opts).unwrap();
+    let opts = submit_opts_tokens(&opts).unwrap();
     for token in [
         "-Dspark.eventLog.dir=s3a://spark-events/team-ml",
         "-Dspark.hadoop.fs.s3a.bucket.spark-events.access.key=${env.SPARK_EVENTS_ACCESS_KEY}",

@@ -659,13 +659,13 @@ fn changing_a_policy_changes_its_hash() {
 
 // --- sparkConf, ports and variables -------------------------------------------------
 
-use spark_admission::engine::{split_options, SUBMIT_OPTS_VAR};
+use spark_admission::engine::{submit_opts_tokens, SUBMIT_OPTS_VAR};
 use spark_admission::policy::{parse_documents, PolicyError, PolicySource};
 
 /// The driver's SPARK_SUBMIT_OPTS as Spark's launcher reads it.
 fn submit_opts(pod: &serde_json::Value) -> Vec<String> {
     let c = spark_container(pod, "spark-kubernetes-driver");
-    split_options(&env_value(c, SUBMIT_OPTS_VAR).unwrap_or_default()).unwrap()
+    submit_opts_tokens(&env_value(c, SUBMIT_OPTS_VAR).unwrap_or_default()).unwrap()
 }
 
 fn load_errors(yaml: &str) -> Vec<PolicyError> {
@@ -806,7 +806,9 @@ fn the_submitters_spark_submit_opts_is_kept_and_its_keys_win_with_a_warning() {
 
 #[test]
 fn spark_conf_values_are_quoted_so_the_launcher_reads_them_byte_for_byte() {
-    let tricky = r#"-XX:OnOutOfMemoryError="kill -9 %p" it's $HOME ${env:X} C:\temp\n"#;
+    // `$$` and `$(NAME)` would also be eaten by the kubelet's expansion of env values.
+    let tricky =
+        r#"-XX:OnOutOfMemoryError="kill -9 %p" it's $HOME ${env:X} $$ $(SPARK_USER) C:\temp\n"#;
     let yaml = format!(
         "driver:\n  sparkConf:\n    spark.driver.defaultJavaOptions: {}\n    \"spark.kubernetes.executor.annotation.example.com/owner\": data-team\n    spark.hadoop.fs.s3a.path.style.access: \"true\"",
         serde_json::to_string(&tricky.replace("${", "$${")).unwrap()

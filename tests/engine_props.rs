@@ -8,7 +8,7 @@ mod engine_support;
 use engine_support::*;
 use proptest::prelude::*;
 use serde_json::{json, Value};
-use spark_admission::engine::{split_options, Engine, SUBMIT_OPTS_VAR};
+use spark_admission::engine::{submit_opts_tokens, Engine, SUBMIT_OPTS_VAR};
 
 fn pick<T: Clone + std::fmt::Debug + 'static>(items: &'static [T]) -> impl Strategy<Value = T> {
     proptest::sample::select(items)
@@ -41,6 +41,7 @@ const SPARK_VALUES: &[&str] = &[
     "s3a://events/${namespace}/${app.id}",
     "${app.name}-${role}",
     "$${env:X}",
+    "$$ and $(SPARK_USER)",
 ];
 /// What a submitter may already have in SPARK_SUBMIT_OPTS.
 const SUBMIT_OPTS: &[&str] = &[
@@ -347,11 +348,11 @@ proptest! {
             env_value(c, SUBMIT_OPTS_VAR)
         };
         if let Some(after) = submit_opts(&out) {
-            let after = split_options(&after);
+            let after = submit_opts_tokens(&after);
             prop_assert!(after.is_ok(), "{:?}", after);
             // (unless a policy's own `env` replaces the variable with overwrite: true)
             if !yaml.contains("\"name\":\"SPARK_SUBMIT_OPTS\"") {
-                let before = split_options(&submit_opts(&pod).unwrap_or_default()).unwrap();
+                let before = submit_opts_tokens(&submit_opts(&pod).unwrap_or_default()).unwrap();
                 prop_assert_eq!(&after.unwrap()[..before.len()], before.as_slice());
             }
         }

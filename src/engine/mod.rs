@@ -28,7 +28,10 @@ use serde::Serialize;
 
 pub use context::Change;
 pub use rules::{Finding, Validation};
-pub use spark_conf::{quote as quote_option, split as split_options, SUBMIT_OPTS_VAR};
+pub use spark_conf::{
+    env_escape, env_tokens as submit_opts_tokens, env_unescape, quote as quote_option,
+    split as split_options, SUBMIT_OPTS_VAR,
+};
 
 use crate::matching::PolicySet;
 use crate::policy::model::PodPatch;

@@ -9,7 +9,9 @@
 //!
 //! The launcher (`CommandBuilderUtils.parseOptionString`) splits the variable like a shell
 //! (single quotes, double quotes, backslash) and expands nothing; [`split`] reads it the
-//! same way and [`quote`] writes tokens it reads back byte for byte.
+//! same way and [`quote`] writes tokens it reads back byte for byte. Before that, the
+//! kubelet expands the env value itself (`$(NAME)` references, `$$` for `$`), so every `$`
+//! we write is doubled ([`env_escape`]) and values are read back through [`env_unescape`].
 
 use std::collections::HashMap;
 
@@ -64,7 +66,7 @@ pub(crate) fn apply(ctx: &mut Ctx<'_>, spec: &mut PodSpec, spark: usize) {
         .and_then(|i| env.get(i))
         .and_then(|e| e.value.clone())
         .unwrap_or_default();
-    let tokens = match split(&current) {
+    let tokens = match env_tokens(&current) {
         Ok(t) => t,
         Err(e) => {
             for policy in policies(&wanted) {
@@ -104,7 +106,7 @@ pub(crate) fn apply(ctx: &mut Ctx<'_>, spec: &mut PodSpec, spark: usize) {
             )),
             None => {
                 decided.insert(key, value);
-                added.push(quote(&format!("-D{key}={value}")));
+                added.push(env_escape(&quote(&format!("-D{key}={value}"))));
                 ctx.change(|| {
                     (
                         field(),
@@ -152,6 +154,32 @@ pub fn system_properties(tokens: &[String]) -> HashMap<&str, &str> {
         .filter_map(|t| t.strip_prefix("-D"))
         .map(|kv| kv.split_once('=').unwrap_or((kv, "")))
         .collect()
+}
+
+/// The arguments Spark's launcher gets from this `SPARK_SUBMIT_OPTS` value as written in
+/// the pod spec: the kubelet's `$$` unescaping, then the launcher's splitting. (A
+/// `$(NAME)` reference stays as written: its value is only known in the running pod.)
+pub fn env_tokens(value: &str) -> Result<Vec<String>, SplitError> {
+    split(&env_unescape(value))
+}
+
+/// Writes text so that the kubelet's expansion of env values gives it back unchanged:
+/// `$$` is its escape for `$`, and a doubled `$` can never start a `$(NAME)` reference.
+pub fn env_escape(text: &str) -> String {
+    text.replace('$', "$$")
+}
+
+/// The kubelet's reading of `$$` (one `$`); `$(NAME)` and any other `$` are left as written.
+pub fn env_unescape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut chars = value.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c == '$' && chars.peek() == Some(&'$') {
+            chars.next();
+        }
+    }
+    out
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -289,6 +317,19 @@ mod tests {
             assert_eq!(split(&joined).unwrap(), ["-Dfoo=1", token, token]);
         }
         assert_eq!(quote("-Dspark.a=b"), "-Dspark.a=b");
+    }
+
+    #[test]
+    fn dollars_survive_the_kubelets_expansion() {
+        for text in ["$", "$$", "a$(HOME)b", "$$(X)", "${env:X}", "x$"] {
+            assert_eq!(env_unescape(&env_escape(text)), text);
+        }
+        assert_eq!(env_escape("$(SPARK_USER)"), "$$(SPARK_USER)");
+        assert_eq!(env_unescape("a$$b$c$(D)"), "a$b$c$(D)");
+        assert_eq!(
+            env_tokens("'-Dx=$$1' -Dy=$$$$").unwrap(),
+            ["-Dx=$1", "-Dy=$$"]
+        );
     }
 
     #[test]

@@ -22,9 +22,10 @@ const NAMESPACE: &str = "spark-jobs";
 
 /// Everything a value can hold that a shell or the launcher would otherwise eat: runs of
 /// spaces, both quotes, `$`, a backslash before a letter and at the end of a word, a tab,
-/// Spark's own `${env:…}` reference (written `$${` in the policy), and non-ASCII text.
+/// Spark's own `${env:…}` reference (written `$${` in the policy), non-ASCII text, and
+/// what the kubelet's expansion of env values would eat (`$$`, `$(SPARK_USER)`).
 /// (Characters outside the BMP are refused at load: the launcher turns "😀" into "😀?".)
-const TRICKY: &str = "né € it's \"quoted\"  $HOME \\temp\\ a\tb ${env:USER} end\\";
+const TRICKY: &str = "$$ $(SPARK_USER) né € it's \"quoted\"  $HOME \\temp\\ a\tb ${env:USER} end\\";
 
 fn policy_yaml() -> String {
     let tricky_in_policy = serde_json::to_string(&TRICKY.replace("${", "$${")).unwrap_or_default();
@@ -66,8 +67,36 @@ print("E2E-RESULT " + json.dumps({
 spark.stop()
 "#;
 
+/// An env value as the kubelet hands it to the container (Kubernetes' `expansion.Expand`):
+/// `$$` is `$`, `$(NAME)` is the value of an env var defined before it (left as written
+/// when undefined or unclosed), any other `$` stays.
+fn kubelet_expand(value: &str, defined: &[(String, String)]) -> String {
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(close) = after.strip_prefix('(').and_then(|a| a.find(')')) {
+            let name = &after[1..=close];
+            match defined.iter().rev().find(|(n, _)| n == name) {
+                Some((_, v)) => out.push_str(v),
+                None => out.push_str(&format!("$({name})")),
+            }
+            rest = &after[close + 2..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The driver container's SPARK_SUBMIT_OPTS after the webhook, for the stored driver pod
-/// with the submitter's own value in place.
+/// with the submitter's own value in place, as the container's process sees it.
 fn planned_submit_opts() -> String {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/spark");
     let text = std::fs::read_to_string(dir.join("driver-pyspark-pi.json")).expect("fixture");
@@ -91,14 +120,23 @@ fn planned_submit_opts() -> String {
     let m = Engine::default().mutate(&set, &typed, NAMESPACE);
     assert!(m.warnings.is_empty(), "{:?}", m.warnings);
     json_patch::patch(&mut pod, &m.patch).expect("the patch applies");
-    pod["spec"]["containers"]
+    let env = pod["spec"]["containers"]
         .as_array()
         .and_then(|cs| cs.iter().find(|c| c["name"] == "spark-kubernetes-driver"))
         .and_then(|c| c["env"].as_array())
-        .and_then(|env| env.iter().find(|e| e["name"] == SUBMIT_OPTS_VAR))
-        .and_then(|e| e["value"].as_str())
-        .expect("SPARK_SUBMIT_OPTS on the driver")
-        .to_owned()
+        .expect("the driver's env");
+    let mut defined = Vec::new();
+    for e in env {
+        let (Some(name), Some(value)) = (e["name"].as_str(), e["value"].as_str()) else {
+            continue;
+        };
+        let value = kubelet_expand(value, &defined);
+        if name == SUBMIT_OPTS_VAR {
+            return value;
+        }
+        defined.push((name.to_owned(), value));
+    }
+    panic!("no SPARK_SUBMIT_OPTS on the driver: {env:?}")
 }
 
 /// Runs the app with `spark-submit` as the driver entrypoint does; output to files (Spark
@@ -157,6 +195,15 @@ fn run(spark: &Pyspark, dir: &Path, submit_opts: &str) -> (bool, String) {
     let stderr = std::fs::read_to_string(dir.join("stderr")).unwrap_or_default();
     let ok = status.is_some_and(|s| s.success());
     (ok, format!("{stdout}\n--- stderr ---\n{stderr}"))
+}
+
+#[test]
+fn the_kubelet_expansion_here_is_the_one_kubernetes_documents() {
+    let defined = [("A".to_owned(), "1".to_owned())];
+    assert_eq!(
+        kubelet_expand("$(A)-$$(A)-$(B)-$-$x-$(A", &defined),
+        "1-$(A)-$(B)-$-$x-$(A"
+    );
 }
 
 #[test]
