@@ -28,10 +28,8 @@ use serde::Serialize;
 
 pub use context::Change;
 pub use rules::{Finding, Validation};
-pub use spark_conf::{
-    env_escape, env_tokens as submit_opts_tokens, env_unescape, quote as quote_option,
-    split as split_options, SUBMIT_OPTS_VAR,
-};
+/// What Spark's launcher reads from a `SPARK_SUBMIT_OPTS` value as written in a pod spec.
+pub use spark_conf::{env_tokens as submit_opts_tokens, SUBMIT_OPTS_VAR};
 
 use crate::matching::PolicySet;
 use crate::policy::model::PodPatch;
