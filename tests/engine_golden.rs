@@ -175,3 +175,55 @@ fn namespaces_without_policies_are_left_alone() {
     );
     assert!(m.patch.0.is_empty(), "{:?}", m.patch);
 }
+
+#[test]
+fn the_example_spark_conf_reaches_drivers_per_namespace_and_explain_says_where_it_goes() {
+    use spark_admission::engine::{submit_opts_tokens, SUBMIT_OPTS_VAR};
+    let set = example_policies();
+    let (_, out) = mutate_checked(&set, &review_pod("mutate-driver-pyspark-pi"), "team-ml");
+    let opts = env_value(
+        spark_container(&out, "spark-kubernetes-driver"),
+        SUBMIT_OPTS_VAR,
+    )
+    .unwrap();
+    let opts = submit_opts_tokens(&opts).unwrap();
+    for token in [
+        "-Dspark.eventLog.dir=s3a://spark-events/team-ml",
+        "-Dspark.hadoop.fs.s3a.bucket.spark-events.access.key=${env.SPARK_EVENTS_ACCESS_KEY}",
+        "-Dspark.metrics.conf.*.sink.prometheusServlet.class=org.apache.spark.metrics.sink.PrometheusServlet",
+        "-Dspark.hadoop.fs.s3a.path.style.access=true",
+    ] {
+        assert!(opts.contains(&token.to_owned()), "{token}: {opts:?}");
+    }
+
+    let engine = Engine::default();
+    let notes = |fixture: &str| {
+        let pod = review_pod(fixture);
+        let input = read_input(&serde_json::to_string(&pod).unwrap()).unwrap();
+        explain(&engine, &set, &input, "spark-jobs").unwrap().notes
+    };
+    let driver = notes("mutate-driver-rich");
+    assert!(
+        driver
+            .iter()
+            .any(|n| n.contains("SPARK_SUBMIT_OPTS as defaults")
+                && n.contains("\"history-server\"")
+                && n.contains("client mode")),
+        "{driver:?}"
+    );
+    let cluster_executor = notes("mutate-executor-rich-1");
+    assert!(
+        cluster_executor
+            .iter()
+            .any(|n| n.contains("not written on executor pods")),
+        "{cluster_executor:?}"
+    );
+    assert!(!cluster_executor.iter().any(|n| n.contains("client mode")));
+    let client_executor = notes("mutate-executor-client-1");
+    assert!(
+        client_executor
+            .iter()
+            .any(|n| n.contains("no driver pod as its owner")),
+        "{client_executor:?}"
+    );
+}

@@ -656,3 +656,498 @@ fn changing_a_policy_changes_its_hash() {
     let b = policies(&policy("p", 0, "all:\n  labels: {a: \"2\"}"));
     assert_ne!(a.policies()[0].tag, b.policies()[0].tag);
 }
+
+// --- sparkConf, ports and variables -------------------------------------------------
+
+use spark_admission::engine::{submit_opts_tokens, SUBMIT_OPTS_VAR};
+use spark_admission::policy::{parse_documents, PolicyError, PolicySource};
+
+/// The driver's SPARK_SUBMIT_OPTS as Spark's launcher reads it.
+fn submit_opts(pod: &serde_json::Value) -> Vec<String> {
+    let c = spark_container(pod, "spark-kubernetes-driver");
+    submit_opts_tokens(&env_value(c, SUBMIT_OPTS_VAR).unwrap_or_default()).unwrap()
+}
+
+fn load_errors(yaml: &str) -> Vec<PolicyError> {
+    parse_documents(&PolicySource("test.yaml".into()), yaml).expect_err("the policy must not load")
+}
+
+fn with_submit_opts(fixture: &str, value: &str) -> serde_json::Value {
+    let mut pod = review_pod(fixture);
+    let c = pod["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|c| c["name"] == "spark-kubernetes-driver")
+        .unwrap();
+    c["env"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": SUBMIT_OPTS_VAR, "value": value}));
+    pod
+}
+
+#[test]
+fn spark_conf_reaches_the_driver_as_system_properties_in_spark_submit_opts() {
+    let set = policies(&policy(
+        "history",
+        0,
+        "driver:\n  sparkConf:\n    spark.eventLog.enabled: \"true\"\n    spark.eventLog.dir: s3a://spark-events/logs",
+    ));
+    let (m, out) = mutate_checked(&set, &review_pod("mutate-driver-rich"), "spark-jobs");
+    assert_eq!(
+        submit_opts(&out),
+        [
+            "-Dspark.eventLog.dir=s3a://spark-events/logs",
+            "-Dspark.eventLog.enabled=true"
+        ]
+    );
+    // explain names each key with the policy that set it.
+    assert!(m.changes.iter().any(|c| c.policy == "history"
+        && c.field == "sparkConf[spark.eventLog.dir]"
+        && c.action.contains("s3a://spark-events/logs")));
+}
+
+#[test]
+fn spark_conf_in_all_is_written_on_drivers_only() {
+    let set = policies(&policy(
+        "metrics",
+        0,
+        "all:\n  sparkConf: {spark.ui.prometheus.enabled: \"true\"}",
+    ));
+    let (_, exec) = mutate_checked(&set, &review_pod("mutate-executor-rich-1"), "spark-jobs");
+    let c = spark_container(&exec, "spark-kubernetes-executor");
+    assert!(env_value(c, SUBMIT_OPTS_VAR).is_none());
+    let (_, driver) = mutate_checked(&set, &review_pod("mutate-driver-pyspark-pi"), "spark-jobs");
+    assert_eq!(submit_opts(&driver), ["-Dspark.ui.prometheus.enabled=true"]);
+}
+
+#[test]
+fn the_higher_priority_policy_wins_a_spark_conf_key_and_ties_go_by_name() {
+    let yaml = [
+        policy(
+            "low",
+            1,
+            "driver:\n  sparkConf: {spark.a: low, spark.only.low: x}",
+        ),
+        policy("high", 9, "driver:\n  sparkConf: {spark.a: high}"),
+        policy("b-tie", 5, "driver:\n  sparkConf: {spark.t: b}"),
+        policy("a-tie", 5, "driver:\n  sparkConf: {spark.t: a}"),
+    ]
+    .join("---\n");
+    let (m, out) = mutate_checked(
+        &policies(&yaml),
+        &review_pod("mutate-driver-rich"),
+        "spark-jobs",
+    );
+    let opts = submit_opts(&out);
+    assert!(opts.contains(&"-Dspark.a=high".to_owned()), "{opts:?}");
+    assert!(opts.contains(&"-Dspark.t=a".to_owned()), "{opts:?}");
+    assert!(opts.contains(&"-Dspark.only.low=x".to_owned()), "{opts:?}");
+    assert_eq!(opts.len(), 3, "one token per key: {opts:?}");
+    assert!(m.changes.iter().any(|c| c.policy == "low"
+        && c.field == "sparkConf[spark.a]"
+        && c.action.contains("\"high\" has higher priority")));
+}
+
+#[test]
+fn within_one_policy_the_driver_section_replaces_the_all_section() {
+    let set = policies(&policy(
+        "p",
+        0,
+        "all:\n  sparkConf: {spark.x: from-all, spark.y: \"1\"}\ndriver:\n  sparkConf: {spark.x: from-driver}",
+    ));
+    let (m, out) = mutate_checked(&set, &review_pod("mutate-driver-rich"), "spark-jobs");
+    assert_eq!(submit_opts(&out), ["-Dspark.x=from-driver", "-Dspark.y=1"]);
+    assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+}
+
+#[test]
+fn the_submitters_spark_submit_opts_is_kept_and_its_keys_win_with_a_warning() {
+    // As spark.kubernetes.driverEnv.SPARK_SUBMIT_OPTS puts it on the driver container.
+    let pod = with_submit_opts(
+        "mutate-driver-rich",
+        "-Dfoo.bar=x -XX:+UseG1GC '-Dspark.eventLog.dir=s3a://mine/logs'",
+    );
+    let set = policies(&policy(
+        "history",
+        0,
+        "driver:\n  sparkConf:\n    spark.eventLog.dir: s3a://spark-events/logs\n    spark.eventLog.enabled: \"true\"",
+    ));
+    let (m, out) = mutate_checked(&set, &pod, "spark-jobs");
+    assert_eq!(
+        submit_opts(&out),
+        [
+            "-Dfoo.bar=x",
+            "-XX:+UseG1GC",
+            "-Dspark.eventLog.dir=s3a://mine/logs",
+            "-Dspark.eventLog.enabled=true"
+        ]
+    );
+    assert!(
+        m.warnings.iter().any(|w| w.contains("policy \"history\"")
+            && w.contains("spark.eventLog.dir is already \"s3a://mine/logs\"")
+            && w.contains("spark.kubernetes.driverEnv.SPARK_SUBMIT_OPTS")),
+        "{:?}",
+        m.warnings
+    );
+    // The same value as the policy's is no conflict: nothing to add, nothing to say.
+    let pod = with_submit_opts("mutate-driver-rich", "-Dspark.eventLog.enabled=true");
+    let (m, out) = mutate_checked(&set, &pod, "spark-jobs");
+    assert_eq!(
+        submit_opts(&out),
+        [
+            "-Dspark.eventLog.enabled=true",
+            "-Dspark.eventLog.dir=s3a://spark-events/logs"
+        ]
+    );
+    assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+}
+
+#[test]
+fn spark_conf_values_are_quoted_so_the_launcher_reads_them_byte_for_byte() {
+    // `$$` and `$(NAME)` would also be eaten by the kubelet's expansion of env values.
+    let tricky =
+        r#"-XX:OnOutOfMemoryError="kill -9 %p" it's $HOME ${env:X} $$ $(SPARK_USER) C:\temp\n"#;
+    let yaml = format!(
+        "driver:\n  sparkConf:\n    spark.driver.defaultJavaOptions: {}\n    \"spark.kubernetes.executor.annotation.example.com/owner\": data-team\n    spark.hadoop.fs.s3a.path.style.access: \"true\"",
+        serde_json::to_string(&tricky.replace("${", "$${")).unwrap()
+    );
+    let (_, out) = mutate_checked(
+        &policies(&policy("q", 0, &yaml)),
+        &with_submit_opts("mutate-driver-rich", "\"-Dfoo.bar=a b\""),
+        "spark-jobs",
+    );
+    let opts = submit_opts(&out);
+    assert_eq!(opts[0], "-Dfoo.bar=a b");
+    assert!(
+        opts.contains(&format!("-Dspark.driver.defaultJavaOptions={tricky}")),
+        "{opts:?}"
+    );
+    assert!(opts.contains(
+        &"-Dspark.kubernetes.executor.annotation.example.com/owner=data-team".to_owned()
+    ));
+    assert!(opts.contains(&"-Dspark.hadoop.fs.s3a.path.style.access=true".to_owned()));
+}
+
+#[test]
+fn spark_submit_opts_from_a_reference_is_left_alone_with_a_warning() {
+    let mut pod = review_pod("mutate-driver-scala-sparkpi");
+    pod["spec"]["containers"][0]["env"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": SUBMIT_OPTS_VAR, "valueFrom": {"configMapKeyRef": {"name": "jvm", "key": "opts"}}}));
+    let set = policies(&policy("p", 0, "driver:\n  sparkConf: {spark.x: \"1\"}"));
+    let (m, out) = mutate_checked(&set, &pod, "spark-jobs");
+    assert_eq!(
+        spark_container(&out, "spark-kubernetes-driver")["env"],
+        pod["spec"]["containers"][0]["env"]
+    );
+    assert!(
+        m.warnings
+            .iter()
+            .any(|w| w.contains("comes from a reference")),
+        "{:?}",
+        m.warnings
+    );
+}
+
+#[test]
+fn spark_conf_in_the_executor_section_is_refused_at_load_saying_where_it_belongs() {
+    let errors = load_errors(&policy(
+        "bad",
+        0,
+        "executor:\n  sparkConf: {spark.executor.cores: \"2\"}",
+    ));
+    assert_eq!(errors[0].path, "/spec/executor/sparkConf");
+    let msg = &errors[0].message;
+    assert!(
+        msg.contains("receive their whole Spark configuration from their driver"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("spark.executor.*") && msg.contains("`driver`"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn spark_conf_keys_must_be_spark_keys() {
+    let errors = load_errors(&policy(
+        "bad",
+        0,
+        "driver:\n  sparkConf: {fs.s3a.endpoint: x}",
+    ));
+    assert_eq!(errors[0].path, "/spec/driver/sparkConf/fs.s3a.endpoint");
+    assert!(
+        errors[0].message.contains("spark.hadoop."),
+        "{}",
+        errors[0].message
+    );
+    let errors = load_errors(&policy("bad", 0, "all:\n  sparkConf: {\"spark.a b\": x}"));
+    assert_eq!(errors[0].path, "/spec/all/sparkConf/spark.a b");
+}
+
+#[test]
+fn ports_merge_by_name_and_number_and_never_clash() {
+    let set = policies(&policy(
+        "ports",
+        0,
+        "driver:\n  ports:\n  - {name: spark-ui, containerPort: 4040}\n  - {name: jmx, containerPort: 9404}\n  - {name: metrics, containerPort: 7078}\n  - {name: blockmanager, containerPort: 9999}",
+    ));
+    let pod = review_pod("mutate-driver-rich");
+    let before = spark_container(&pod, "spark-kubernetes-driver")["ports"].clone();
+    let (m, out) = mutate_checked(&set, &pod, "spark-jobs");
+    let ports = spark_container(&out, "spark-kubernetes-driver")["ports"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        &ports[..before.as_array().unwrap().len()],
+        before.as_array().unwrap().as_slice()
+    );
+    assert_eq!(
+        ports.len(),
+        before.as_array().unwrap().len() + 1,
+        "only jmx is new"
+    );
+    assert_eq!(
+        ports.last().unwrap(),
+        &json!({"name": "jmx", "containerPort": 9404})
+    );
+    for clash in ["\"metrics\" (7078/TCP)", "\"blockmanager\" (9999/TCP)"] {
+        assert!(
+            m.warnings.iter().any(|w| w.contains(clash)),
+            "{clash}: {:?}",
+            m.warnings
+        );
+    }
+    assert_eq!(
+        m.warnings.len(),
+        2,
+        "spark-ui 4040 is Spark's own port: {:?}",
+        m.warnings
+    );
+}
+
+#[test]
+fn each_variable_takes_the_pods_value() {
+    let set = policies(&policy(
+        "vars",
+        0,
+        "all:\n  labels: {ns: \"${namespace}\", role: \"${role}\"}\n  annotations: {app: \"${app.name}/${app.id}\", literal: \"$${namespace}\"}\n  env:\n  - {name: EVENT_DIR, value: \"s3a://events/${namespace}/${app.id}\"}\n  volumes:\n  - volume: {name: team-data, persistentVolumeClaim: {claimName: \"data-${namespace}\"}}\n    mount: {mountPath: /team, subPath: \"${app.name}\"}\n  - volume: {name: team-conf, configMap: {name: \"conf-${role}\"}}\n  - volume: {name: team-keys, secret: {secretName: \"keys-${namespace}\"}}\ndriver:\n  sparkConf: {spark.eventLog.dir: \"s3a://spark-events/${namespace}\"}",
+    ));
+    let pod = review_pod("mutate-driver-rich");
+    let id = pod["metadata"]["labels"]["spark-app-selector"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let name = pod["metadata"]["labels"]["spark-app-name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (m, out) = mutate_checked(&set, &pod, "spark-jobs");
+    assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+    assert_eq!(out["metadata"]["labels"]["ns"], "spark-jobs");
+    assert_eq!(out["metadata"]["labels"]["role"], "driver");
+    assert_eq!(
+        out["metadata"]["annotations"]["app"],
+        format!("{name}/{id}")
+    );
+    assert_eq!(out["metadata"]["annotations"]["literal"], "${namespace}");
+    let c = spark_container(&out, "spark-kubernetes-driver");
+    assert_eq!(
+        env_value(c, "EVENT_DIR").unwrap(),
+        format!("s3a://events/spark-jobs/{id}")
+    );
+    assert!(submit_opts(&out)
+        .contains(&"-Dspark.eventLog.dir=s3a://spark-events/spark-jobs".to_owned()));
+    let vols = out["spec"]["volumes"].as_array().unwrap();
+    let vol = |n: &str| vols.iter().find(|v| v["name"] == n).unwrap().clone();
+    assert_eq!(
+        vol("team-data")["persistentVolumeClaim"]["claimName"],
+        "data-spark-jobs"
+    );
+    assert_eq!(vol("team-conf")["configMap"]["name"], "conf-driver");
+    assert_eq!(vol("team-keys")["secret"]["secretName"], "keys-spark-jobs");
+    assert!(c["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["mountPath"] == "/team" && m["subPath"] == name.as_str()));
+
+    // On an executor of the same app, ${role} says so.
+    let (_, exec) = mutate_checked(&set, &review_pod("mutate-executor-rich-1"), "spark-jobs");
+    assert_eq!(exec["metadata"]["labels"]["role"], "executor");
+    assert_eq!(
+        exec["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "team-conf")
+            .unwrap()["configMap"]["name"],
+        "conf-executor"
+    );
+}
+
+#[test]
+fn an_item_whose_variable_has_no_label_on_the_pod_is_skipped_with_a_warning() {
+    let mut pod = review_pod("mutate-driver-scala-sparkpi");
+    pod["metadata"]["labels"]
+        .as_object_mut()
+        .unwrap()
+        .remove("spark-app-name");
+    let set = policies(&policy(
+        "vars",
+        0,
+        "all:\n  labels: {app: \"${app.name}\", ns: \"${namespace}\"}\n  env:\n  - {name: APP, value: \"${app.name}\"}\n  - {name: NS, value: \"${namespace}\"}\n  volumes:\n  - volume: {name: per-app, persistentVolumeClaim: {claimName: \"${app.name}-data\"}}\n    mount: {mountPath: /app}\ndriver:\n  sparkConf: {spark.app.tag: \"${app.name}\", spark.ns: \"${namespace}\"}",
+    ));
+    let (m, out) = mutate_checked(&set, &pod, "spark-jobs");
+    assert!(
+        out["metadata"]["labels"].get("app").is_none(),
+        "never an empty value"
+    );
+    assert_eq!(
+        out["metadata"]["labels"]["ns"], "spark-jobs",
+        "the rest still applies"
+    );
+    let c = spark_container(&out, "spark-kubernetes-driver");
+    assert!(env_value(c, "APP").is_none());
+    assert_eq!(env_value(c, "NS").as_deref(), Some("spark-jobs"));
+    assert!(!out["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|v| v["name"] == "per-app"));
+    assert!(!c["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["mountPath"] == "/app"));
+    assert_eq!(submit_opts(&out), ["-Dspark.ns=spark-jobs"]);
+    for item in [
+        "label \"app\"",
+        "env \"APP\"",
+        "volume \"per-app\"",
+        "sparkConf \"spark.app.tag\"",
+    ] {
+        assert!(
+            m.warnings.iter().any(|w| w.contains(item)
+                && w.contains("${app.name}")
+                && w.contains("no spark-app-name label")),
+            "{item}: {:?}",
+            m.warnings
+        );
+    }
+}
+
+#[test]
+fn an_unknown_variable_is_a_load_error_at_its_json_path() {
+    for (body, path) in [
+        ("all:\n  labels: {a: \"${app}\"}", "/spec/all/labels/a"),
+        ("driver:\n  sparkConf: {spark.x: \"${env:HOME}\"}", "/spec/driver/sparkConf/spark.x"),
+        ("all:\n  env:\n  - {name: A, value: ok}\n  - {name: B, value: \"${namespace\"}", "/spec/all/env/1/value"),
+        ("executor:\n  volumes:\n  - volume: {name: v, secret: {secretName: \"${pod}\"}}", "/spec/executor/volumes/0/volume/secret/secretName"),
+        ("all:\n  volumes:\n  - volume: {name: v, emptyDir: {}}\n    mount: {mountPath: /x, subPath: \"${x}\"}", "/spec/all/volumes/0/mount/subPath"),
+    ] {
+        let errors = load_errors(&policy("bad", 0, body));
+        assert_eq!(errors[0].path, path, "{errors:?}");
+    }
+    let errors = load_errors(&policy(
+        "bad",
+        0,
+        "driver:\n  sparkConf: {spark.x: \"${env:HOME}\"}",
+    ));
+    assert!(
+        errors[0]
+            .message
+            .contains("unknown variable \"${env:HOME}\""),
+        "{}",
+        errors[0].message
+    );
+    assert!(
+        errors[0].message.contains("$${"),
+        "says how to write it literally"
+    );
+}
+
+#[test]
+fn the_escape_reaches_spark_as_its_own_reference_syntax() {
+    let set = policies(&policy(
+        "esc",
+        0,
+        "driver:\n  sparkConf: {spark.kubernetes.driver.label.owner: \"$${env:USER}\"}",
+    ));
+    let (_, out) = mutate_checked(&set, &review_pod("mutate-driver-rich"), "spark-jobs");
+    assert_eq!(
+        submit_opts(&out),
+        ["-Dspark.kubernetes.driver.label.owner=${env:USER}"]
+    );
+}
+
+#[test]
+fn executors_are_not_warned_about_spark_conf_they_would_never_get() {
+    let mut pod = review_pod("mutate-executor-rich-1");
+    pod["metadata"]["labels"]
+        .as_object_mut()
+        .unwrap()
+        .remove("spark-app-name");
+    let set = policies(&policy(
+        "p",
+        0,
+        "all:\n  labels: {x: \"y\"}\n  sparkConf: {spark.app.tag: \"${app.name}\"}",
+    ));
+    let (m, _) = mutate_checked(&set, &pod, "spark-jobs");
+    assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+}
+
+#[test]
+fn dependency_sources_take_variables_and_are_skipped_without_their_label() {
+    let set = policies(&policy(
+        "deps",
+        0,
+        "all:\n  dependencies:\n  - name: team-jars\n    source: {persistentVolumeClaim: {claimName: \"jars-${namespace}\"}}\n  - name: app-py\n    source: {configMap: {name: \"${app.name}-py\"}}\n    jars: false\n    python: true",
+    ));
+    let pod = review_pod("mutate-driver-scala-sparkpi");
+    let (m, out) = mutate_checked(&set, &pod, "spark-jobs");
+    assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+    let vols = out["spec"]["volumes"].as_array().unwrap();
+    assert!(vols.iter().any(|v| v["name"] == "spark-deps-team-jars"
+        && v["persistentVolumeClaim"]["claimName"] == "jars-spark-jobs"));
+    assert!(vols
+        .iter()
+        .any(|v| v["name"] == "spark-deps-app-py" && v["configMap"]["name"] == "spark-pi-py"));
+
+    let mut pod = pod;
+    pod["metadata"]["labels"]
+        .as_object_mut()
+        .unwrap()
+        .remove("spark-app-name");
+    let (m, out) = mutate_checked(&set, &pod, "spark-jobs");
+    let c = spark_container(&out, "spark-kubernetes-driver");
+    assert!(
+        env_value(c, "PYTHONPATH").is_none(),
+        "the whole dependency is skipped"
+    );
+    assert!(!out["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|v| v["name"] == "spark-deps-app-py"));
+    assert!(
+        m.warnings
+            .iter()
+            .any(|w| w.contains("dependency \"app-py\"") && w.contains("${app.name}")),
+        "{:?}",
+        m.warnings
+    );
+    let errors = load_errors(&policy(
+        "bad",
+        0,
+        "all:\n  dependencies:\n  - name: x\n    source: {secret: {secretName: \"${team}\"}}",
+    ));
+    assert_eq!(
+        errors[0].path,
+        "/spec/all/dependencies/0/source/secret/secretName"
+    );
+}

@@ -8,7 +8,7 @@ mod engine_support;
 use engine_support::*;
 use proptest::prelude::*;
 use serde_json::{json, Value};
-use spark_admission::engine::Engine;
+use spark_admission::engine::{submit_opts_tokens, Engine, SUBMIT_OPTS_VAR};
 
 fn pick<T: Clone + std::fmt::Debug + 'static>(items: &'static [T]) -> impl Strategy<Value = T> {
     proptest::sample::select(items)
@@ -17,12 +17,45 @@ fn pick<T: Clone + std::fmt::Debug + 'static>(items: &'static [T]) -> impl Strat
 // Pools chosen to collide with what the real fixtures already carry.
 const LABEL_KEYS: &[&str] = &["team", "cost-center", "from-template", "example.com/a~b"];
 const VALUES: &[&str] = &["x", "data-eng", "y-1"];
+/// For fields that take variables: plain, each variable, the escape.
+const TEMPLATED: &[&str] = &[
+    "x",
+    "data-eng",
+    "${namespace}",
+    "${app.name}",
+    "${app.id}",
+    "run-${role}",
+    "$${x}",
+];
+const SPARK_KEYS: &[&str] = &[
+    "spark.eventLog.dir",
+    "spark.a",
+    "spark.kubernetes.executor.annotation.example.com/x",
+    "spark.hadoop.fs.s3a.endpoint",
+];
+/// Values Spark's launcher must get back byte for byte, with and without variables.
+const SPARK_VALUES: &[&str] = &[
+    "x",
+    "mine",
+    "it's \"q\" $HOME \\ a  b",
+    "s3a://events/${namespace}/${app.id}",
+    "${app.name}-${role}",
+    "$${env:X}",
+    "$$ and $(SPARK_USER)",
+];
+/// What a submitter may already have in SPARK_SUBMIT_OPTS.
+const SUBMIT_OPTS: &[&str] = &[
+    "-Dfoo.bar=x",
+    "-Dspark.a=mine '-Dspark.b=x y'",
+    "-XX:+UseG1GC ",
+];
 const ENV_NAMES: &[&str] = &[
     "MY_DRIVER_ENV",
     "SPARK_USER",
     "TZ",
     "SPARK_EXTRA_CLASSPATH",
     "PYTHONPATH",
+    "SPARK_SUBMIT_OPTS",
 ];
 const VOLUME_NAMES: &[&str] = &[
     "data",
@@ -45,7 +78,30 @@ const FIXTURES: &[&str] = &[
 ];
 
 fn string_map() -> impl Strategy<Value = Value> {
-    proptest::collection::btree_map(pick(LABEL_KEYS), pick(VALUES), 0..3).prop_map(|m| json!(m))
+    proptest::collection::btree_map(pick(LABEL_KEYS), pick(TEMPLATED), 0..3).prop_map(|m| json!(m))
+}
+
+fn spark_conf() -> impl Strategy<Value = Value> {
+    proptest::collection::btree_map(pick(SPARK_KEYS), pick(SPARK_VALUES), 0..4)
+        .prop_map(|m| json!(m))
+}
+
+fn ports() -> impl Strategy<Value = Value> {
+    proptest::collection::vec(
+        pick(&[
+            ("spark-ui", 4040),
+            ("jmx", 9404),
+            ("metrics", 7078),
+            ("jmx", 9405),
+        ]),
+        0..3,
+    )
+    .prop_map(|ps| {
+        json!(ps
+            .into_iter()
+            .map(|(n, p)| json!({"name": n, "containerPort": p}))
+            .collect::<Vec<_>>())
+    })
 }
 
 fn toleration() -> impl Strategy<Value = Value> {
@@ -73,7 +129,7 @@ fn volume() -> impl Strategy<Value = Value> {
             v["volume"][if empty_dir { "emptyDir" } else { "configMap" }] = if empty_dir {
                 json!({})
             } else {
-                json!({"name": name})
+                json!({"name": format!("{name}-${{app.name}}")})
             };
             if let Some(p) = mount {
                 v["mount"] = json!({"mountPath": p});
@@ -128,14 +184,14 @@ fn pod_patch() -> impl Strategy<Value = Value> {
         (any::<bool>(), string_map(), string_map(), proptest::collection::btree_map(pick(NODE_KEYS), pick(VALUES), 0..2)),
         (proptest::collection::vec(toleration(), 0..3), proptest::collection::vec(volume(), 0..3), proptest::collection::vec(dependency(), 0..2)),
         (
-            proptest::collection::vec((pick(ENV_NAMES), pick(VALUES)), 0..3),
+            proptest::collection::vec((pick(ENV_NAMES), pick(TEMPLATED)), 0..3),
             proptest::option::of(resources()),
             proptest::option::of(pick(&["spark-high", "spark-low"])),
             proptest::option::of(proptest::collection::vec(node_term(), 1..3)),
         ),
-        (any::<bool>(), any::<bool>(), any::<bool>()),
+        (any::<bool>(), any::<bool>(), any::<bool>(), spark_conf(), ports()),
     )
-        .prop_map(|((overwrite, labels, annotations, node_selector), (tolerations, volumes, deps), (env, res, prio, terms), (sidecar, rewrite, secctx))| {
+        .prop_map(|((overwrite, labels, annotations, node_selector), (tolerations, volumes, deps), (env, res, prio, terms), (sidecar, rewrite, secctx, spark_conf, ports))| {
             let mut deps_unique: Vec<Value> = Vec::new();
             for d in deps {
                 if !deps_unique.iter().any(|e| e["name"] == d["name"]) {
@@ -152,6 +208,8 @@ fn pod_patch() -> impl Strategy<Value = Value> {
                 "dependencies": deps_unique,
                 "env": env.into_iter().map(|(n, v)| json!({"name": n, "value": v})).collect::<Vec<_>>(),
                 "imagePullSecrets": ["regcred", "corp"],
+                "sparkConf": spark_conf,
+                "ports": ports,
             });
             if let Some(r) = res {
                 p["resources"] = r;
@@ -189,8 +247,13 @@ fn policy_yaml() -> impl Strategy<Value = String> {
                 if let Some(a) = all {
                     spec["all"] = a;
                 }
-                if let Some(r) = role {
-                    spec[if i % 2 == 0 { "driver" } else { "executor" }] = r;
+                if let Some(mut r) = role {
+                    let section = if i % 2 == 0 { "driver" } else { "executor" };
+                    if section == "executor" {
+                        // Refused at load there (executors get their conf from the driver).
+                        r.as_object_mut().unwrap().remove("sparkConf");
+                    }
+                    spec[section] = r;
                 }
                 let doc = json!({"apiVersion": "spark-admission.io/v1alpha1", "kind": "SparkPodPolicy", "metadata": {"name": format!("p{i}")}, "spec": spec});
                 // JSON is YAML: the documents go through the same loader as files do.
@@ -204,7 +267,7 @@ fn policy_yaml() -> impl Strategy<Value = String> {
 /// Random changes to a real pod: a sidecar in front of the Spark container, optional
 /// fields dropped, a clashing env var.
 fn pod() -> impl Strategy<Value = Value> {
-    (pick(FIXTURES), any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(name, sidecar, drop_tolerations, drop_env, extra_classpath)| {
+    (pick(FIXTURES), any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>(), proptest::option::of(pick(SUBMIT_OPTS))).prop_map(|(name, sidecar, drop_tolerations, drop_env, extra_classpath, drop_app_name, submit_opts)| {
         let (dir, file) = name.split_once('/').unwrap();
         let mut p = if dir == "spark" { spark_pod(file) } else { review_pod(file) };
         if sidecar {
@@ -221,6 +284,15 @@ fn pod() -> impl Strategy<Value = Value> {
             let c = p["spec"]["containers"][spark].as_object_mut().unwrap();
             let env = c.entry("env").or_insert(json!([]));
             env.as_array_mut().unwrap().push(json!({"name": "SPARK_EXTRA_CLASSPATH", "value": "/opt/custom/*"}));
+        }
+        if let Some(opts) = submit_opts {
+            let c = p["spec"]["containers"][spark].as_object_mut().unwrap();
+            let env = c.entry("env").or_insert(json!([]));
+            env.as_array_mut().unwrap().push(json!({"name": "SPARK_SUBMIT_OPTS", "value": opts}));
+        }
+        // ${app.name} then has no value: items using it are skipped.
+        if drop_app_name {
+            p["metadata"]["labels"].as_object_mut().unwrap().remove("spark-app-name");
         }
         p
     })
@@ -268,6 +340,20 @@ proptest! {
             }
             for m in before["volumeMounts"].as_array().into_iter().flatten() {
                 prop_assert!(after["volumeMounts"].as_array().unwrap().contains(m), "mount kept");
+            }
+        }
+        // SPARK_SUBMIT_OPTS stays readable by Spark's launcher and keeps what it had first.
+        let submit_opts = |pod: &Value| -> Option<String> {
+            let c = pod["spec"]["containers"].as_array()?.iter().find(|c| c["name"] == spark_name.as_str())?;
+            env_value(c, SUBMIT_OPTS_VAR)
+        };
+        if let Some(after) = submit_opts(&out) {
+            let after = submit_opts_tokens(&after);
+            prop_assert!(after.is_ok(), "{:?}", after);
+            // (unless a policy's own `env` replaces the variable with overwrite: true)
+            if !yaml.contains("\"name\":\"SPARK_SUBMIT_OPTS\"") {
+                let before = submit_opts_tokens(&submit_opts(&pod).unwrap_or_default()).unwrap();
+                prop_assert_eq!(&after.unwrap()[..before.len()], before.as_slice());
             }
         }
         // Spark's identity never changes.

@@ -11,6 +11,7 @@ mod fixtures;
 mod install;
 mod process;
 mod sidecar;
+mod spark_conf;
 mod spark_submit;
 mod validation;
 mod webhook;

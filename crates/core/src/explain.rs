@@ -4,9 +4,11 @@ use k8s_openapi::api::core::v1::Pod;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::engine::{Engine, Mutation, Validation};
+use crate::engine::{Engine, Mutation, Validation, SUBMIT_OPTS_VAR};
 use crate::matching::PolicySet;
 use crate::policy::model::RuleMode;
+use crate::policy::CompiledPolicy;
+use crate::spark::SparkRole;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExplainError {
@@ -83,6 +85,8 @@ pub struct Report {
     pub mutated: Value,
     /// Rules checked against the mutated pod, as the validating webhook would.
     pub validation: Validation,
+    /// What an admin should know that is not a change or a warning (where sparkConf goes).
+    pub notes: Vec<String>,
 }
 
 impl Report {
@@ -104,18 +108,67 @@ pub fn explain(
     let mutated_pod: Pod =
         serde_json::from_value(mutated.clone()).map_err(|e| ExplainError::Patch(e.to_string()))?;
     let validation = engine.validate(set, &mutated_pod, namespace);
-    let matched = engine
-        .matching(set, &input.pod, namespace)
-        .iter()
-        .map(|p| p.tag.clone())
-        .collect();
+    let policies = engine.matching(set, &input.pod, namespace);
+    let notes = spark_conf_notes(&policies, &input.pod, mutation.role);
+    let matched = policies.iter().map(|p| p.tag.clone()).collect();
     Ok(Report {
         namespace: namespace.to_owned(),
         matched,
         mutation,
         mutated,
         validation,
+        notes,
     })
+}
+
+/// sparkConf only reaches Spark through a driver pod; say where it went, and that a
+/// client-mode application (driver outside the cluster) gets none of it.
+fn spark_conf_notes(
+    policies: &[&CompiledPolicy],
+    pod: &Pod,
+    role: Option<SparkRole>,
+) -> Vec<String> {
+    let with_conf: Vec<&str> = policies
+        .iter()
+        .filter(|p| {
+            p.applies_to_role(SparkRole::Driver)
+                && p.patches_for(SparkRole::Driver)
+                    .any(|s| !s.spark_conf.is_empty())
+        })
+        .map(|p| p.name.as_str())
+        .collect();
+    if with_conf.is_empty() {
+        return Vec::new();
+    }
+    let names = with_conf
+        .iter()
+        .map(|n| format!("\"{n}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let client_mode = "the driver runs outside the cluster, has no driver pod, and gets none of it";
+    match role {
+        Some(SparkRole::Driver) => vec![format!(
+            "sparkConf of {names} is written into the driver's {SUBMIT_OPTS_VAR} as defaults: the submitter's --conf and properties win, and executors get it from the driver; in client mode {client_mode}"
+        )],
+        Some(SparkRole::Executor) => {
+            let owned_by_driver = pod
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.kind == "Pod");
+            let mut notes = vec![format!(
+                "sparkConf of {names} is not written on executor pods: executors get their configuration from their driver pod"
+            )];
+            if !owned_by_driver {
+                notes.push(format!(
+                    "this executor has no driver pod as its owner, as in client mode, where {client_mode}"
+                ));
+            }
+            notes
+        }
+        None => Vec::new(),
+    }
 }
 
 /// The human-readable table.
@@ -169,6 +222,9 @@ pub fn render_table(r: &Report) -> String {
     let _ = writeln!(s, "\npatch: {} operation(s)", r.mutation.patch.0.len());
     for w in &r.mutation.warnings {
         let _ = writeln!(s, "warning: {w}");
+    }
+    for n in &r.notes {
+        let _ = writeln!(s, "note: {n}");
     }
     let _ = writeln!(s);
     if r.validation.checked.is_empty() {

@@ -32,6 +32,9 @@ pub(crate) struct Ctx<'p> {
     pub warnings: Vec<String>,
     /// Mounts for every container, applied once all policies have added their containers.
     pub mounts_for_all: Vec<(&'p str, VolumeMount)>,
+    /// sparkConf entries (policy, key, value) in policy order, written once all policies
+    /// are known (see `spark_conf`).
+    pub spark_conf: Vec<(&'p str, String, String)>,
 }
 
 impl<'p> Ctx<'p> {
@@ -46,6 +49,7 @@ impl<'p> Ctx<'p> {
             counts: Vec::new(),
             warnings: Vec::new(),
             mounts_for_all: Vec::new(),
+            spark_conf: Vec::new(),
         }
     }
 

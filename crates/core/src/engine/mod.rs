@@ -14,10 +14,13 @@ mod env;
 mod images;
 mod metadata;
 mod patch;
+mod ports;
 mod resources;
 mod rules;
 mod scheduling;
 mod security;
+mod spark_conf;
+mod variables;
 mod volumes;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -25,11 +28,14 @@ use serde::Serialize;
 
 pub use context::Change;
 pub use rules::{Finding, Validation};
+/// What Spark's launcher reads from a `SPARK_SUBMIT_OPTS` value as written in a pod spec.
+pub use spark_conf::{env_tokens as submit_opts_tokens, SUBMIT_OPTS_VAR};
 
 use crate::matching::PolicySet;
 use crate::policy::model::PodPatch;
+use crate::policy::template::Vars;
 use crate::policy::CompiledPolicy;
-use crate::spark::{ContainerNames, NotSpark, SparkPod, SparkRole};
+use crate::spark::{ContainerNames, NotSpark, SparkPod, SparkRole, APP_SELECTOR_LABEL};
 use context::Ctx;
 
 /// Annotation listing the policies applied to a pod, as `name@hash,...`.
@@ -104,12 +110,19 @@ impl Engine {
         let mut planned = patch::working_copy(pod);
         let mut ctx = Ctx::new(detail);
         let mut applied = Vec::new();
+        let vars = Vars {
+            namespace,
+            app_name: spark.app_name(),
+            app_id: spark.label(APP_SELECTOR_LABEL),
+            role: spark.role,
+        };
         for policy in &policies {
             let mut contributed = false;
             for section in policy.patches_for(spark.role) {
                 ctx.policy = &policy.name;
                 ctx.overwrite = section.overwrite;
-                apply_section(&mut ctx, &mut planned, section, &spark);
+                let section = variables::render(&mut ctx, section, &vars);
+                apply_section(&mut ctx, &mut planned, &section, &spark);
                 contributed = true;
             }
             if contributed {
@@ -118,6 +131,10 @@ impl Engine {
         }
         if let Some(spec) = planned.spec.as_mut() {
             volumes::apply_mounts_for_all(&mut ctx, spec);
+            // After every policy, so that per key the highest priority decides.
+            if let Some(idx) = spark.spark_container {
+                spark_conf::apply(&mut ctx, spec, idx);
+            }
             if let Some(original) = pod.spec.as_ref() {
                 resources::reconcile(&mut ctx, original, spec);
             }
@@ -183,9 +200,9 @@ fn apply_section(ctx: &mut Ctx<'_>, pod: &mut Pod, patch: &PodPatch, spark: &Spa
     };
     scheduling::apply(ctx, spec, patch);
     images::apply_pull_secrets(ctx, spec, patch);
-    if needs_spark_container(patch) && spark.spark_container.is_none() {
+    if needs_spark_container(patch, spark.role) && spark.spark_container.is_none() {
         ctx.warn(format!(
-            "policy \"{}\": this {} pod has no container named \"{}\", so its container settings (volumes, dependencies, env, resources, security context) were skipped",
+            "policy \"{}\": this {} pod has no container named \"{}\", so its container settings (volumes, dependencies, env, ports, sparkConf, resources, security context) were skipped",
             ctx.policy, spark.role, spark.expected_container
         ));
     }
@@ -194,15 +211,23 @@ fn apply_section(ctx: &mut Ctx<'_>, pod: &mut Pod, patch: &PodPatch, spark: &Spa
     if let Some(idx) = spark.spark_container {
         dependencies::apply(ctx, spec, patch, idx, spark.role);
         env::apply(ctx, spec, patch, idx);
+        ports::apply(ctx, spec, patch, idx);
+        // sparkConf only reaches Spark through the driver (see spark_conf.rs); on executor
+        // pods an `all` section's entries have nothing to do.
+        if spark.role == SparkRole::Driver {
+            spark_conf::collect(ctx, patch);
+        }
         resources::apply(ctx, spec, patch, idx);
         security::apply_container(ctx, spec, patch, idx);
     }
     security::apply_pod(ctx, spec, patch);
 }
 
-fn needs_spark_container(p: &PodPatch) -> bool {
+fn needs_spark_container(p: &PodPatch, role: SparkRole) -> bool {
     !p.dependencies.is_empty()
         || !p.env.is_empty()
+        || !p.ports.is_empty()
+        || (role == SparkRole::Driver && !p.spark_conf.is_empty())
         || !p.env_from.is_empty()
         || p.resources.is_some()
         || p.security_context.is_some()

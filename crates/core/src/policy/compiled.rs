@@ -6,7 +6,8 @@ use regex_automata::meta;
 use regex_automata::util::syntax;
 use sha2::{Digest, Sha256};
 
-use super::model::{PodPatch, ResourceValues, Rules, SparkPodPolicy};
+use super::model::{DependencySource, PodPatch, ResourceValues, Rules, SparkPodPolicy};
+use super::template::{self, Parsed, Template};
 use super::PolicyError;
 use crate::quantity;
 use crate::spark::SparkRole;
@@ -36,10 +37,55 @@ pub struct CompiledPolicy {
     pub executors: bool,
     pub app_name: Option<Pattern>,
     pub match_labels: Vec<(String, String)>,
-    pub all: Option<PodPatch>,
-    pub driver: Option<PodPatch>,
-    pub executor: Option<PodPatch>,
+    pub all: Option<CompiledPatch>,
+    pub driver: Option<CompiledPatch>,
+    pub executor: Option<CompiledPatch>,
     pub rules: Option<CompiledRules>,
+}
+
+/// A policy section with its variables parsed. Reads as the [`PodPatch`] it wraps; values
+/// with variables are listed in `templated` and rendered per pod by the engine.
+#[derive(Debug, Clone)]
+pub struct CompiledPatch {
+    /// The section, with `$${` escapes already replaced in values without variables.
+    pub patch: PodPatch,
+    /// Values with variables; empty for most policies, which then cost nothing per pod.
+    pub templated: Vec<Templated>,
+}
+
+impl std::ops::Deref for CompiledPatch {
+    type Target = PodPatch;
+    fn deref(&self) -> &PodPatch {
+        &self.patch
+    }
+}
+
+/// One value with variables and where it goes.
+#[derive(Debug, Clone)]
+pub struct Templated {
+    pub site: Site,
+    pub template: Template,
+}
+
+/// A place in a [`PodPatch`] that may hold variables. Indices are positions in the
+/// section's lists; map entries are named by key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Site {
+    Label(String),
+    Annotation(String),
+    SparkConf(String),
+    /// `env[i].value`
+    Env(usize),
+    /// `volumes[i].volume.persistentVolumeClaim.claimName`
+    ClaimName(usize),
+    /// `volumes[i].volume.configMap.name`
+    ConfigMapName(usize),
+    /// `volumes[i].volume.secret.secretName`
+    SecretName(usize),
+    /// `volumes[i].mount.subPath`
+    SubPath(usize),
+    /// `dependencies[i].source`: its claimName, configMap name or secretName
+    DependencySource(usize),
 }
 
 #[derive(Debug, Clone)]
@@ -144,7 +190,7 @@ impl CompiledPolicy {
             ("executor", &spec.executor),
         ] {
             if let Some(p) = patch {
-                check_patch(p, &format!("/spec/{section}"), &err)?;
+                check_patch(p, section, &err)?;
             }
         }
         let rules = match &spec.validate {
@@ -158,6 +204,14 @@ impl CompiledPolicy {
         // The sections move out of the policy rather than being copied: with thousands of
         // policies loaded, a second copy of every one was a third of the server's memory.
         let SparkPodPolicy { metadata, spec, .. } = policy;
+        let section = |patch: Option<PodPatch>, name: &str| {
+            patch
+                .map(|p| compile_patch(p, &format!("/spec/{name}"), &err))
+                .transpose()
+        };
+        let all = section(spec.all, "all")?;
+        let driver = section(spec.driver, "driver")?;
+        let executor = section(spec.executor, "executor")?;
         let name = metadata.name;
         Ok(Self {
             tag: format!("{name}@{hash}"),
@@ -170,15 +224,15 @@ impl CompiledPolicy {
             executors,
             app_name,
             match_labels,
-            all: spec.all,
-            driver: spec.driver,
-            executor: spec.executor,
+            all,
+            driver,
+            executor,
             rules,
         })
     }
 
     /// The patch sections that apply to a role, in application order.
-    pub fn patches_for(&self, role: SparkRole) -> impl Iterator<Item = &PodPatch> {
+    pub fn patches_for(&self, role: SparkRole) -> impl Iterator<Item = &CompiledPatch> {
         let specific = match role {
             SparkRole::Driver => self.driver.as_ref(),
             SparkRole::Executor => self.executor.as_ref(),
@@ -196,9 +250,11 @@ impl CompiledPolicy {
 
 fn check_patch(
     p: &PodPatch,
-    at: &str,
+    section: &str,
     err: &impl Fn(&str, String) -> PolicyError,
 ) -> Result<(), PolicyError> {
+    let at = &format!("/spec/{section}");
+    check_spark_conf(p, section, err)?;
     if let Some(r) = &p.resources {
         for (kind, values) in [("defaults", &r.defaults), ("force", &r.force)] {
             if let Some(v) = values {
@@ -252,6 +308,130 @@ fn check_patch(
         }
     }
     Ok(())
+}
+
+fn check_spark_conf(
+    p: &PodPatch,
+    section: &str,
+    err: &impl Fn(&str, String) -> PolicyError,
+) -> Result<(), PolicyError> {
+    if section == "executor" && !p.spark_conf.is_empty() {
+        return Err(err(
+            "/spec/executor/sparkConf",
+            "sparkConf cannot be applied to executor pods: executors receive their whole Spark configuration from their driver, so it only works on the driver; move it to `driver` (or `all`) and use spark.executor.* keys for executor settings".into(),
+        ));
+    }
+    for (key, value) in &p.spark_conf {
+        let at = format!("/spec/{section}/sparkConf/{}", escape_pointer(key));
+        if !key.starts_with("spark.") || key.len() == "spark.".len() {
+            return Err(err(
+                &at,
+                format!("\"{key}\" is not a Spark configuration key: keys start with \"spark.\" (Hadoop settings are spark.hadoop.*)"),
+            ));
+        }
+        // Spark's launcher splits SPARK_SUBMIT_OPTS on whitespace and cannot carry these
+        // bytes through (a key is never quoted by Spark users either).
+        if key
+            .chars()
+            .any(|c| c.is_whitespace() || c == '=' || c.is_control())
+        {
+            return Err(err(
+                &at,
+                format!("\"{key}\" contains whitespace, '=' or a control character, which a Spark configuration key cannot carry"),
+            ));
+        }
+        if let Some(bad) = value.chars().find(|c| *c == '\0' || u32::from(*c) > 0xFFFF) {
+            // The launcher reads SPARK_SUBMIT_OPTS one UTF-16 unit at a time and would
+            // corrupt characters outside the Basic Multilingual Plane; NUL ends an env value.
+            return Err(err(
+                &at,
+                format!("the value contains {bad:?} (U+{:04X}), which cannot reach Spark intact through SPARK_SUBMIT_OPTS", u32::from(bad)),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Parses the variables of every value that may hold them. Values without variables are
+/// stored unescaped; the others become [`Templated`] sites.
+fn compile_patch(
+    mut p: PodPatch,
+    at: &str,
+    err: &impl Fn(&str, String) -> PolicyError,
+) -> Result<CompiledPatch, PolicyError> {
+    let mut templated = Vec::new();
+    let mut one = |value: &mut String, path: String, site: Site| -> Result<(), PolicyError> {
+        match template::parse(value).map_err(|e| err(&path, e.to_string()))? {
+            Parsed::Literal(text) => *value = text,
+            Parsed::Template(template) => templated.push(Templated { site, template }),
+        }
+        Ok(())
+    };
+    for (field, map) in [
+        ("labels", &mut p.labels),
+        ("annotations", &mut p.annotations),
+        ("sparkConf", &mut p.spark_conf),
+    ] {
+        for (key, value) in map.iter_mut() {
+            let site = match field {
+                "labels" => Site::Label(key.clone()),
+                "annotations" => Site::Annotation(key.clone()),
+                _ => Site::SparkConf(key.clone()),
+            };
+            one(value, format!("{at}/{field}/{}", escape_pointer(key)), site)?;
+        }
+    }
+    for (i, var) in p.env.iter_mut().enumerate() {
+        if let Some(value) = var.value.as_mut() {
+            one(value, format!("{at}/env/{i}/value"), Site::Env(i))?;
+        }
+    }
+    for (i, v) in p.volumes.iter_mut().enumerate() {
+        let vol = &mut v.volume;
+        if let Some(s) = vol.persistent_volume_claim.as_mut() {
+            let path = format!("{at}/volumes/{i}/volume/persistentVolumeClaim/claimName");
+            one(&mut s.claim_name, path, Site::ClaimName(i))?;
+        }
+        if let Some(name) = vol.config_map.as_mut().map(|s| &mut s.name) {
+            let path = format!("{at}/volumes/{i}/volume/configMap/name");
+            one(name, path, Site::ConfigMapName(i))?;
+        }
+        if let Some(name) = vol.secret.as_mut().and_then(|s| s.secret_name.as_mut()) {
+            let path = format!("{at}/volumes/{i}/volume/secret/secretName");
+            one(name, path, Site::SecretName(i))?;
+        }
+        if let Some(sub) = v.mount.as_mut().and_then(|m| m.sub_path.as_mut()) {
+            one(
+                sub,
+                format!("{at}/volumes/{i}/mount/subPath"),
+                Site::SubPath(i),
+            )?;
+        }
+    }
+    for (i, d) in p.dependencies.iter_mut().enumerate() {
+        let base = format!("{at}/dependencies/{i}/source");
+        let site = Site::DependencySource(i);
+        match &mut d.source {
+            DependencySource::PersistentVolumeClaim(s) => one(
+                &mut s.claim_name,
+                format!("{base}/persistentVolumeClaim/claimName"),
+                site,
+            )?,
+            DependencySource::ConfigMap(s) => {
+                one(&mut s.name, format!("{base}/configMap/name"), site)?
+            }
+            DependencySource::Secret(s) => {
+                if let Some(name) = s.secret_name.as_mut() {
+                    one(name, format!("{base}/secret/secretName"), site)?
+                }
+            }
+            DependencySource::Image(_) | DependencySource::Download(_) => {}
+        }
+    }
+    Ok(CompiledPatch {
+        patch: p,
+        templated,
+    })
 }
 
 fn check_quantities(

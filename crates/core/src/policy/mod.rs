@@ -4,8 +4,9 @@ mod compiled;
 mod load;
 pub mod model;
 mod schema;
+pub mod template;
 
-pub use compiled::{CompiledPolicy, CompiledRules, Pattern};
+pub use compiled::{CompiledPatch, CompiledPolicy, CompiledRules, Pattern, Site, Templated};
 pub use load::{parse_documents, LoadedPolicy, PolicySource};
 pub use model::{SparkPodPolicy, API_VERSION, KIND};
 pub use schema::strip_optional_null;

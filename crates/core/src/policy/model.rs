@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Affinity, ConfigMapVolumeSource, Container, EnvFromSource, EnvVar, HostAlias,
+    Affinity, ConfigMapVolumeSource, Container, ContainerPort, EnvFromSource, EnvVar, HostAlias,
     PersistentVolumeClaimVolumeSource, PodDNSConfig, PodSecurityContext, SecretVolumeSource,
     SecurityContext, Toleration, TopologySpreadConstraint, Volume,
 };
@@ -112,14 +112,24 @@ pub enum ContainerTarget {
 }
 
 /// What a policy adds to a pod. Every field is optional.
+///
+/// Values may use variables, replaced for each pod: `${namespace}`, `${app.name}` (the
+/// `spark-app-name` label), `${app.id}` (the `spark-app-selector` label) and `${role}`
+/// (`driver` or `executor`); `$${` writes a literal `${`. They are allowed in label and
+/// annotation values, env values, sparkConf values, the claimName / configMap name /
+/// secretName of volumes and dependency sources, and the mount subPath. An unknown
+/// variable is an error when the policy loads; when the pod lacks the label a variable
+/// needs, that item is skipped with a warning (never written with an empty value).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PodPatch {
     /// When false (default) a value the pod already has wins over the policy's, with a warning.
     #[serde(default)]
     pub overwrite: bool,
+    /// Pod labels; values may use variables (`${namespace}`, `${app.name}`, `${app.id}`, `${role}`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Pod annotations; values may use variables (`${namespace}`, `${app.name}`, `${app.id}`, `${role}`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -135,12 +145,14 @@ pub struct PodPatch {
     pub image_pull_secrets: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<ImagePatch>,
+    /// Volumes and their mounts. claimName, configMap name, secretName and the mount's subPath may use variables.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<VolumePatch>,
-    /// Jars and Python packages put on the Spark classpath / PYTHONPATH.
+    /// Jars and Python packages put on the Spark classpath / PYTHONPATH. The claimName,
+    /// configMap name or secretName of a source may use variables.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dependencies: Vec<Dependency>,
-    /// Environment variables for the Spark container, merged by name.
+    /// Environment variables for the Spark container, merged by name; values may use variables.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<EnvVar>,
     /// envFrom sources for the Spark container; an equal source is not added again.
@@ -148,6 +160,19 @@ pub struct PodPatch {
     pub env_from: Vec<EnvFromSource>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourcesPatch>,
+    /// Spark configuration defaults, like spark-defaults.conf: `{spark.key: "value"}`. Driver
+    /// pods only (in `all` or `driver`; not allowed in `executor`, whose configuration comes
+    /// from its driver: put `spark.executor.*` keys in `driver` or `all`). Written as
+    /// `-Dkey=value` into the driver container's SPARK_SUBMIT_OPTS, so whatever the
+    /// submitter sets (`--conf`, properties file, its own SPARK_SUBMIT_OPTS) wins. Keys
+    /// start with `spark.`; values are strings and may use variables. `overwrite` does not
+    /// apply. Nothing reaches a client-mode driver, which runs outside the cluster.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub spark_conf: BTreeMap<String, String>,
+    /// Ports of the Spark container (e.g. the UI, 4040), merged by name and by
+    /// containerPort/protocol; a port clashing with a different existing one is not added.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<ContainerPort>,
     /// Also removes `spec.priority` and `spec.preemptionPolicy`, which the API server recomputes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority_class_name: Option<String>,

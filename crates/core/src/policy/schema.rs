@@ -91,6 +91,9 @@ impl SchemaValidator {
                 // YAML 1.1 reads yes/no/on/off/y/n as booleans; say so where a string was expected.
                 if e.instance().is_boolean() && message.contains("\"string\"") {
                     message.push_str(" (YAML reads unquoted yes/no/y/n/on/off/true/false as booleans: quote the value)");
+                } else if e.instance().is_number() && message.contains("is not of type \"string\"") {
+                    // sparkConf values, labels, env: `spark.executor.instances: 2` needs "2".
+                    message.push_str(" (YAML reads an unquoted number as a number: quote the value)");
                 }
                 SchemaViolation {
                     path: e.instance_path().as_str().to_owned(),
