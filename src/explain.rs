@@ -16,6 +16,8 @@ pub enum ExplainError {
     NotAPod(String),
     #[error("the patch does not apply to the pod (a bug: please report it): {0}")]
     Patch(String),
+    #[error("cannot plan the pod (a bug: please report it)")]
+    Engine(#[source] crate::engine::EngineError),
 }
 
 /// A pod as given on the command line, and the namespace the input names, if any.
@@ -97,7 +99,9 @@ pub fn explain(
     input: &Input,
     namespace: &str,
 ) -> Result<Report, ExplainError> {
-    let mutation = engine.mutate_described(set, &input.pod, namespace);
+    let mutation = engine
+        .mutate_described(set, &input.pod, namespace)
+        .map_err(ExplainError::Engine)?;
     let mut mutated = input.pod_json.clone();
     json_patch::patch(&mut mutated, &mutation.patch)
         .map_err(|e| ExplainError::Patch(e.to_string()))?;

@@ -11,6 +11,8 @@ pub mod certs;
 pub mod cli;
 pub mod engine;
 pub mod explain;
+#[cfg(test)]
+mod fault;
 pub mod matching;
 pub mod metrics;
 pub mod policy;

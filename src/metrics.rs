@@ -170,6 +170,7 @@ pub struct Metrics {
     cert_not_after: Gauge,
     cert_reloads: Family<ResultLabels, Counter>,
     in_flight: Gauge,
+    handler_panics: Counter,
 }
 
 impl Default for Metrics {
@@ -254,6 +255,12 @@ impl Metrics {
             "Reviews being processed now",
             in_flight.clone(),
         );
+        let handler_panics = Counter::default();
+        registry.register(
+            "handler_panics",
+            "Panics caught in a webhook handler (each answered 500; a bug to report)",
+            handler_panics.clone(),
+        );
         Self {
             registry,
             requests,
@@ -268,6 +275,7 @@ impl Metrics {
             cert_not_after,
             cert_reloads,
             in_flight,
+            handler_panics,
         }
     }
 
@@ -358,6 +366,11 @@ impl Metrics {
                 result: if ok { "ok" } else { "error" },
             })
             .inc();
+    }
+
+    /// A panic caught in a webhook handler.
+    pub fn record_handler_panic(&self) {
+        self.handler_panics.inc();
     }
 
     /// Counts a review as in flight until the guard is dropped.

@@ -168,10 +168,12 @@ fn gpu_and_spot_policies_apply_in_team_namespaces() {
 #[test]
 fn namespaces_without_policies_are_left_alone() {
     let set = example_policies();
-    let m = Engine::default().mutate(
-        &set,
-        &typed(&review_pod("mutate-driver-rich")),
-        "kube-public",
-    );
+    let m = Engine::default()
+        .mutate(
+            &set,
+            &typed(&review_pod("mutate-driver-rich")),
+            "kube-public",
+        )
+        .expect("the engine plans the pod");
     assert!(m.patch.0.is_empty(), "{:?}", m.patch);
 }

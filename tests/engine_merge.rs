@@ -128,7 +128,9 @@ fn pods_without_a_spark_role_are_never_touched() {
         .as_object_mut()
         .unwrap()
         .remove("spark-role");
-    let m = Engine::default().mutate(&example_policies(), &typed(&pod), "spark-jobs");
+    let m = Engine::default()
+        .mutate(&example_policies(), &typed(&pod), "spark-jobs")
+        .expect("the engine plans the pod");
     assert!(m.patch.0.is_empty());
     assert!(m.role.is_none());
     assert!(m.warnings.is_empty());
@@ -620,7 +622,9 @@ fn selector_limits_policies_by_role_app_name_and_labels() {
     let set = policies(&yaml);
     let engine = Engine::default();
     let hit = |fixture: &str, ns: &str| {
-        let m = engine.mutate(&set, &typed(&review_pod(fixture)), ns);
+        let m = engine
+            .mutate(&set, &typed(&review_pod(fixture)), ns)
+            .expect("the engine plans the pod");
         !m.patch.0.is_empty()
     };
     assert!(hit("mutate-executor-rich-1", "spark-jobs"));

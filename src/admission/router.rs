@@ -5,6 +5,7 @@
 //! server's `?timeout=`): waiting for a slot, reading the body and evaluating all count, so
 //! a slow client or a busy server gets a clear error before the API server gives up.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,9 +13,11 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
+use futures::FutureExt;
 use http_body_util::BodyExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -106,11 +109,56 @@ impl AppState {
 
 /// The webhook router; serve it over TLS, or call it with `tower::ServiceExt::oneshot`.
 pub fn webhook_router(state: Arc<AppState>) -> Router {
+    let metrics = Arc::clone(&state.metrics);
     Router::new()
         .route(MUTATE_PATH, post(mutate))
         .route(VALIDATE_PATH, post(validate))
         .route(VALIDATE_POLICY_PATH, post(validate_policy))
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(metrics, catch_panic))
+}
+
+/// A panic in a handler is a bug. Without this layer hyper drops the connection (h2: the
+/// stream), which the API server reports as an unclear transport error; with it, the
+/// client gets a 500 (the webhook's failurePolicy decides), the panic is counted and
+/// logged, and the process and the connection carry on.
+async fn catch_panic(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let endpoint = match req.uri().path() {
+        MUTATE_PATH => Some(Endpoint::Mutate),
+        VALIDATE_PATH => Some(Endpoint::Validate),
+        VALIDATE_POLICY_PATH => Some(Endpoint::ValidatePolicy),
+        _ => None,
+    };
+    // Unwind safety: what a handler shares (semaphores, atomics, the policy snapshot) is
+    // released or left consistent by drops during the unwind.
+    let panic = match AssertUnwindSafe(next.run(req)).catch_unwind().await {
+        Ok(response) => return response,
+        Err(panic) => panic,
+    };
+    let what = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(not a string)");
+    metrics.record_handler_panic();
+    if let Some(endpoint) = endpoint {
+        metrics.record_request(
+            endpoint,
+            None,
+            Outcome::Error,
+            started.elapsed().as_secs_f64(),
+        );
+    }
+    tracing::error!(
+        endpoint = endpoint.map_or("other", Endpoint::as_str),
+        panic = what,
+        "webhook handler panicked; answered 500"
+    );
+    plain(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal error in spark-admission while evaluating the review".to_owned(),
+    )
 }
 
 /// The webhook paths, as the webhook configurations in `deploy/` name them.
@@ -544,9 +592,36 @@ fn app_name(pod: &k8s_openapi::api::core::v1::Pod) -> &str {
 }
 
 fn mutate_pod<'a>(state: &AppState, create: &'a review::PodCreate) -> (Answer, Decision<'a>) {
+    #[cfg(test)]
+    if crate::fault::injected(&create.pod, crate::fault::PANIC) {
+        panic!("fault injected by a test");
+    }
     let set = state.store.snapshot();
-    let mutation = state.engine.mutate(&set, &create.pod, &create.namespace);
     let mut answer = Answer::allow(create.uid.as_str());
+    let mutation = match state.engine.mutate(&set, &create.pod, &create.namespace) {
+        Ok(m) => m,
+        Err(e) => {
+            // Refused, not admitted unchanged: the cluster's failurePolicy decides, and no
+            // pod runs without its policies because of our bug.
+            tracing::error!(uid = create.uid.as_str(), error = %e, cause = ?std::error::Error::source(&e), "cannot plan the pod");
+            answer.deny(
+                500,
+                "InternalError",
+                format!("spark-admission {e}; the pod was not admitted"),
+            );
+            let decision = Decision {
+                role: spark::role_of(&create.pod).ok(),
+                outcome: Outcome::Error,
+                namespace: &create.namespace,
+                pod: &create.name,
+                app: app_name(&create.pod),
+                policies: String::new(),
+                ops: 0,
+                dry_run: create.dry_run,
+            };
+            return (answer, decision);
+        }
+    };
     let ops = mutation.patch.0.len();
     let mut outcome = if mutation.warnings.is_empty() {
         Outcome::Unchanged
@@ -643,4 +718,125 @@ fn plain(status: StatusCode, mut reason: String) -> Response {
         reason,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    //! Internal failures, injected through `crate::fault` (test builds only): each one must
+    //! refuse the pod so the cluster's failurePolicy decides, never admit it unpolicied.
+
+    use super::*;
+    use crate::matching::PolicySet;
+    use crate::policy::{parse_documents, PolicySource};
+    use serde_json::Value;
+    use tower::ServiceExt;
+
+    const LABEL_POLICY: &str = r#"apiVersion: spark-admission.io/v1alpha1
+kind: SparkPodPolicy
+metadata: {name: test-labels}
+spec:
+  namespaces: [spark-jobs]
+  all:
+    labels: {platform.example.com/managed: "yes"}
+"#;
+
+    fn router() -> (Router, Arc<Metrics>) {
+        let docs = parse_documents(&PolicySource("test.yaml".to_owned()), LABEL_POLICY)
+            .expect("the test policy is valid");
+        let store = Arc::new(PolicyStore::new());
+        store.install(PolicySet::new(docs.into_iter().map(Arc::new)));
+        let metrics = Arc::new(Metrics::new());
+        let state = AppState::new(
+            Engine::default(),
+            store,
+            Arc::clone(&metrics),
+            Limits::default(),
+        );
+        (webhook_router(Arc::new(state)), metrics)
+    }
+
+    /// The driver review a kube-apiserver sent, its pod marked with `fault` if given.
+    fn driver_review(fault: Option<&str>) -> Vec<u8> {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/admission/mutate-driver-scala-sparkpi.json"
+        );
+        let text = std::fs::read(path).expect("fixture");
+        let mut review: Value = serde_json::from_slice(&text).expect("fixture is JSON");
+        if let Some(fault) = fault {
+            review["request"]["object"]["metadata"]["annotations"] =
+                serde_json::json!({ crate::fault::ANNOTATION: fault });
+        }
+        serde_json::to_vec(&review).expect("JSON")
+    }
+
+    async fn post(router: &Router, body: Vec<u8>) -> (StatusCode, Vec<u8>) {
+        let req = Request::post(MUTATE_PATH)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .expect("request");
+        let resp = router.clone().oneshot(req).await.expect("infallible");
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes()
+            .to_vec();
+        (status, body)
+    }
+
+    fn metric_line(metrics: &Metrics, prefix: &str) -> Option<String> {
+        let text = metrics.encode().expect("metrics encode");
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .map(str::to_owned)
+    }
+
+    #[tokio::test]
+    async fn a_patch_that_cannot_be_computed_refuses_the_pod_with_code_500() {
+        let (router, metrics) = router();
+        let (status, body) = post(&router, driver_review(Some(crate::fault::SERIALISE))).await;
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+        let review: Value = serde_json::from_slice(&body).expect("an AdmissionReview");
+        let response = &review["response"];
+        assert_eq!(response["allowed"], false, "{response}");
+        assert_eq!(response["status"]["code"], 500, "{response}");
+        let message = response["status"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("could not compute"), "{message}");
+        assert!(response.get("patch").is_none(), "{response}");
+        assert_eq!(
+            metric_line(
+                &metrics,
+                "spark_admission_requests_total{endpoint=\"mutate\",role=\"driver\",outcome=\"error\"}"
+            )
+            .as_deref()
+            .and_then(|l| l.rsplit(' ').next()),
+            Some("1")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_a_handler_answers_500_is_counted_and_the_next_review_is_served() {
+        let (router, metrics) = router();
+        let (status, body) = post(&router, driver_review(Some(crate::fault::PANIC))).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(
+            String::from_utf8_lossy(&body).contains("internal error"),
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+        assert_eq!(
+            metric_line(&metrics, "spark_admission_handler_panics_total")
+                .as_deref()
+                .and_then(|l| l.rsplit(' ').next()),
+            Some("1")
+        );
+        let (status, body) = post(&router, driver_review(None)).await;
+        assert_eq!(status, StatusCode::OK);
+        let review: Value = serde_json::from_slice(&body).expect("an AdmissionReview");
+        assert_eq!(review["response"]["allowed"], true);
+        assert!(review["response"]["patch"].is_string(), "{review}");
+    }
 }

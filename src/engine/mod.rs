@@ -35,6 +35,14 @@ use context::Ctx;
 /// Annotation listing the policies applied to a pod, as `name@hash,...`.
 pub const APPLIED_ANNOTATION: &str = "spark-admission.io/applied";
 
+/// Why the engine could not plan a pod. The pod must then be refused: admitting it
+/// unchanged would let it run without its policies.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("could not compute the patch: serialising the pod failed")]
+    Patch(#[source] serde_json::Error),
+}
+
 /// Engine settings that do not change with the policies.
 #[derive(Debug, Clone, Default)]
 pub struct Engine {
@@ -70,27 +78,43 @@ impl Engine {
     }
 
     /// Plans the patch for a pod being created in `namespace`: what the webhook answers.
-    pub fn mutate(&self, set: &PolicySet, pod: &Pod, namespace: &str) -> Mutation {
+    pub fn mutate(
+        &self,
+        set: &PolicySet,
+        pod: &Pod,
+        namespace: &str,
+    ) -> Result<Mutation, EngineError> {
         self.plan(set, pod, namespace, false)
     }
 
     /// `mutate`, plus a description of every change (for `explain`). The patch, warnings
     /// and policies applied are the same.
-    pub fn mutate_described(&self, set: &PolicySet, pod: &Pod, namespace: &str) -> Mutation {
+    pub fn mutate_described(
+        &self,
+        set: &PolicySet,
+        pod: &Pod,
+        namespace: &str,
+    ) -> Result<Mutation, EngineError> {
         self.plan(set, pod, namespace, true)
     }
 
-    fn plan(&self, set: &PolicySet, pod: &Pod, namespace: &str, detail: bool) -> Mutation {
+    fn plan(
+        &self,
+        set: &PolicySet,
+        pod: &Pod,
+        namespace: &str,
+        detail: bool,
+    ) -> Result<Mutation, EngineError> {
         let spark = match SparkPod::recognise(pod, &self.container_names) {
             Ok(s) => s,
-            Err(NotSpark::NoRoleLabel) => return Mutation::default(),
+            Err(NotSpark::NoRoleLabel) => return Ok(Mutation::default()),
             Err(NotSpark::UnknownRole(r)) => {
-                return Mutation {
+                return Ok(Mutation {
                     warnings: vec![format!(
                         "spark-admission: label spark-role=\"{r}\" is neither driver nor executor; no policy was applied"
                     )],
                     ..Mutation::default()
-                }
+                })
             }
         };
         let policies = set.matching(&spark, namespace);
@@ -99,7 +123,7 @@ impl Engine {
             ..Mutation::default()
         };
         if policies.is_empty() {
-            return out;
+            return Ok(out);
         }
         let mut planned = patch::working_copy(pod);
         let mut ctx = Ctx::new(detail);
@@ -132,7 +156,7 @@ impl Engine {
         }
         scheduling::reconcile_priority(pod, &mut planned);
 
-        out.patch = patch::diff(pod, &planned);
+        out.patch = patch::diff(pod, &planned).map_err(EngineError::Patch)?;
         out.applied = applied;
         out.changes_by_policy = ctx
             .counts
@@ -143,7 +167,7 @@ impl Engine {
             out.changes = ctx.changes;
         }
         out.warnings = ctx.warnings;
-        out
+        Ok(out)
     }
 
     /// Checks the rules of every matching policy against a pod being created.
