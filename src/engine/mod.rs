@@ -56,7 +56,8 @@ pub struct Mutation {
     pub role: Option<SparkRole>,
     /// RFC 6902 operations, applying to the pod exactly as received.
     pub patch: json_patch::Patch,
-    /// `name@hash` of each policy that contributed changes for this pod.
+    /// `name@hash` of each policy that changed this pod (as written in
+    /// [`APPLIED_ANNOTATION`]); empty when no policy changed anything.
     pub applied: Vec<String>,
     /// How many changes each policy made, in the order the policies applied.
     pub changes_by_policy: Vec<(String, u32)>,
@@ -127,17 +128,11 @@ impl Engine {
         }
         let mut planned = patch::working_copy(pod);
         let mut ctx = Ctx::new(detail);
-        let mut applied = Vec::new();
         for policy in &policies {
-            let mut contributed = false;
             for section in policy.patches_for(spark.role) {
                 ctx.policy = &policy.name;
                 ctx.overwrite = section.overwrite;
                 apply_section(&mut ctx, &mut planned, section, &spark);
-                contributed = true;
-            }
-            if contributed {
-                applied.push(policy.tag.clone());
             }
         }
         if let Some(spec) = planned.spec.as_mut() {
@@ -150,6 +145,21 @@ impl Engine {
         // added by any policy get the same rewrite (and a second pass finds nothing to do).
         images::apply_image_rules(&mut ctx, &mut planned, &policies, spark.role);
 
+        // Listed: the policies that changed the pod (values that lost or were undone do
+        // not count). A policy listed by an earlier pass on this pod (the API server
+        // reinvokes the webhook) stays listed; one no longer matching is dropped. A pass
+        // that changes nothing leaves the annotation as it is, so the second pass is empty.
+        let earlier = metadata::applied_tags(pod);
+        let changed = policies.iter().any(|p| ctx.changed_by(&p.name));
+        let applied: Vec<String> = if changed {
+            policies
+                .iter()
+                .filter(|p| ctx.changed_by(&p.name) || earlier.contains(&p.tag.as_str()))
+                .map(|p| p.tag.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
         if !applied.is_empty() {
             ctx.policy = "spark-admission";
             metadata::record_applied(&mut ctx, &mut planned, &applied.join(","));
