@@ -82,7 +82,7 @@ fn every_fixture_through_the_example_policies() {
         }
 
         let input = read_input(&serde_json::to_string(&pod).unwrap()).unwrap();
-        let report = explain(&engine, &set, &input, "spark-jobs").unwrap();
+        let report = explain(&engine, &set, &input, Some("spark-jobs")).unwrap();
         assert_eq!(report.mutated, out);
         let name = label.replace('/', "-").trim_end_matches(".json").to_owned();
         golden(
