@@ -6,11 +6,13 @@
 //!   and HTTP stack), measure both, then a reload of 10,000 policies under load; writes JSON.
 //! - `loadgen smoke`: a few seconds of everything, exit status non-zero on any error (CI).
 //! - `loadgen report`: criterion results + suite JSON -> the tables in BENCHMARKS.md.
+//! - `loadgen slow-clients`: the slow-body attack, with real reviews meanwhile (issue 12).
 
 mod client;
 mod load;
 mod policies;
 mod report;
+mod slow;
 mod spawn;
 mod suite;
 
@@ -51,6 +53,8 @@ enum Cmd {
     Report(report::ReportArgs),
     /// Writes the benchmark policy set into a folder (to run a server or `explain` on it).
     Policies(PoliciesArgs),
+    /// Slow clients trickling bodies while real reviews must be answered within 2 s.
+    SlowClients(slow::SlowArgs),
 }
 
 #[derive(Args)]
@@ -135,6 +139,7 @@ fn main() -> ExitCode {
             Cmd::Smoke(args) => smoke(args).await,
             Cmd::Report(args) => report::report(args),
             Cmd::Policies(args) => write_policies(args),
+            Cmd::SlowClients(args) => slow::slow_clients(args).await,
         }
     });
     match result {
