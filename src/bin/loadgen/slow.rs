@@ -200,6 +200,8 @@ pub async fn slow_clients(args: SlowArgs) -> anyhow::Result<()> {
                     &format!("reason=\"{reason}\""),
                 )
                 .await?;
+            // The sum of no series is -0.0; print counts as counts.
+            let n = n.max(0.0) as u64;
             println!("server: spark_admission_slow_clients_total{{reason=\"{reason}\"}} {n}");
         }
     }
