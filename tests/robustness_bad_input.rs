@@ -191,6 +191,13 @@ async fn connections_that_never_speak_are_closed() {
     })
     .await;
     assert!(closed.is_ok(), "server closes a silent h2 connection");
+    // Both TLS connections count as cut for slow headers (the raw TCP one never got to
+    // HTTP: a handshake timeout).
+    let (_, metrics) = s.admin_get("/metrics").await;
+    assert!(
+        metrics.contains("spark_admission_slow_clients_total{reason=\"header\"} 2"),
+        "{metrics}"
+    );
     assert_healthy(&s).await;
 }
 
