@@ -265,7 +265,8 @@ async fn serve_review(state: Arc<AppState>, endpoint: Endpoint, req: Request) ->
         min_rate: state.limits.min_body_rate,
     };
     let read = read_body(req.into_body(), limit, pace, &state.body_bytes, deadline).await;
-    let (body, _body_bytes) = match read {
+    // `body_bytes` is the body's share of the byte budget, held until the review is answered.
+    let (body, body_bytes) = match read {
         Ok(read) => read,
         Err(BodyError::TooLarge) => {
             return fail(
@@ -325,18 +326,20 @@ async fn serve_review(state: Arc<AppState>, endpoint: Endpoint, req: Request) ->
     // the review, so a late job never reports an answer the client did not get.
     let answered = Arc::new(AtomicBool::new(false));
     if body.len() <= INLINE_BODY_BYTES {
-        return evaluate(&state, endpoint, &body, started, &answered);
+        let response = evaluate(&state, endpoint, &body, started, &answered);
+        drop(body_bytes);
+        return response;
     }
     let Some(large_slot) = take_large_slot(&state, deadline).await else {
         return busy("large-review slot");
     };
     let worker = Arc::clone(&state);
     let job_answered = Arc::clone(&answered);
-    // The slot goes with the job: it is released when the evaluation ends, even one that
-    // outlives its deadline.
+    // The slot and the body's bytes go with the job: they are released when the
+    // evaluation ends, even one that outlives its deadline.
     let mut job = tokio::task::spawn_blocking(move || {
         let _slot = large_slot;
-        let _body_bytes = _body_bytes;
+        let _body_bytes = body_bytes;
         evaluate(&worker, endpoint, &body, started, &job_answered)
     });
     let internal_error = |join: tokio::task::JoinError| {
@@ -364,7 +367,7 @@ async fn serve_review(state: Arc<AppState>, endpoint: Endpoint, req: Request) ->
 
 /// Bodies up to this size are evaluated on the async worker that read them.
 const INLINE_BODY_BYTES: usize = 256 * 1024;
-/// Larger reviews read and evaluated at once.
+/// Larger reviews evaluated at once.
 const LARGE_AT_ONCE: usize = 1;
 
 /// The large-review slot, if it frees up before the deadline.
