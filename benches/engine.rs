@@ -98,7 +98,9 @@ fn review_once(engine: &Engine, set: &PolicySet, body: &[u8]) -> Vec<u8> {
     let answer = match &review {
         Review::PassThrough { uid, .. } => Answer::allow(uid.as_str()),
         Review::PodCreate(create) => {
-            let mutation = engine.mutate(set, &create.pod, &create.namespace);
+            let mutation = engine
+                .mutate(set, &create.pod, &create.namespace)
+                .expect("the engine plans the pod");
             let mut answer = Answer::allow(create.uid.as_str());
             answer.set_patch(&mutation.patch).expect("patch encodes");
             if !mutation.applied.is_empty() {
@@ -139,7 +141,9 @@ fn bench_engine(c: &mut Criterion) {
 
     // Sanity: the benchmark measures real work (10 policies apply to a driver).
     if let (Some(f), Some((_, set))) = (fixtures.first(), sets.last()) {
-        let m = engine.mutate(set, &f.pod, ns);
+        let m = engine
+            .mutate(set, &f.pod, ns)
+            .expect("the engine plans the pod");
         assert!(!m.patch.0.is_empty() && m.applied.len() >= 8, "{m:?}");
     }
 

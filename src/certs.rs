@@ -302,27 +302,44 @@ fn renew(paths: &CertPaths, dns: &[String]) -> Result<(), CertsError> {
 }
 
 /// Writes through a temporary file and a rename, so readers never see half a file.
+///
+/// The temporary file has a unique name in the same folder (the rename stays on one file
+/// system), created exclusively, so neither a leftover file nor a second writer can share
+/// it: each writer renames its own complete file, and the last one wins. Its mode is set
+/// explicitly (0600 for keys, 0644 otherwise), not inherited from anything on disk nor
+/// left to the umask.
 pub fn write_file(path: &Path, contents: &[u8], secret: bool) -> Result<(), CertsError> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
     let file_name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.tmp"));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{file_name}."))
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(io_error(dir))?;
     #[cfg(unix)]
     {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(if secret { 0o600 } else { 0o644 });
+        use std::os::unix::fs::PermissionsExt;
+        let mode = if secret { 0o600 } else { 0o644 };
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(io_error(tmp.path()))?;
     }
     #[cfg(not(unix))]
     let _ = secret;
-    let mut file = options.open(&tmp).map_err(io_error(&tmp))?;
-    file.write_all(contents).map_err(io_error(&tmp))?;
-    file.sync_all().map_err(io_error(&tmp))?;
-    drop(file);
-    std::fs::rename(&tmp, path).map_err(io_error(path))
+    tmp.write_all(contents).map_err(io_error(path))?;
+    tmp.as_file().sync_all().map_err(io_error(path))?;
+    // On any error above, dropping `tmp` removes the temporary file.
+    tmp.persist(path).map_err(|e| CertsError::Io {
+        path: path.display().to_string(),
+        error: e.error,
+    })?;
+    Ok(())
 }
 
 /// The `caBundle` of a webhook configuration: the CA certificate PEM, base64-encoded.

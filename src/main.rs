@@ -77,11 +77,10 @@ fn run_explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         driver: args.driver_container,
         executor: args.executor_container,
     });
-    let namespace = args
-        .namespace
-        .or(input.namespace.clone())
-        .unwrap_or_else(|| "default".to_owned());
-    let report = explain(&engine, &set, &input, &namespace)?;
+    let report = explain(&engine, &set, &input, args.namespace.as_deref())?;
+    if let Some(note) = report.namespace_note() {
+        eprintln!("note: {note}");
+    }
     match args.output {
         OutputFormat::Patch => {
             println!("{}", serde_json::to_string_pretty(&report.mutation.patch)?)

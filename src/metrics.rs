@@ -69,6 +69,28 @@ pub fn role_label(role: Option<SparkRole>) -> &'static str {
     role.map_or("none", SparkRole::as_str)
 }
 
+/// Why a slow client was cut off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlowClient {
+    /// The request headers did not arrive within `--header-read-timeout` (HTTP/1.1), or
+    /// an h2 connection sent no request in that time.
+    Header,
+    /// No body bytes for `--body-read-timeout`.
+    BodyIdle,
+    /// The body arrived slower than `--min-body-rate`.
+    BodyRate,
+}
+
+impl SlowClient {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlowClient::Header => "header",
+            SlowClient::BodyIdle => "body_idle",
+            SlowClient::BodyRate => "body_rate",
+        }
+    }
+}
+
 /// What one policy reload (a folder scan, a ConfigMap change) led to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReloadResult {
@@ -143,6 +165,11 @@ struct RoleLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ResultLabels {
     result: &'static str,
 }
@@ -170,6 +197,8 @@ pub struct Metrics {
     cert_not_after: Gauge,
     cert_reloads: Family<ResultLabels, Counter>,
     in_flight: Gauge,
+    handler_panics: Counter,
+    slow_clients: Family<ReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -254,6 +283,18 @@ impl Metrics {
             "Reviews being processed now",
             in_flight.clone(),
         );
+        let handler_panics = Counter::default();
+        registry.register(
+            "handler_panics",
+            "Panics caught in a webhook handler (each answered 500; a bug to report)",
+            handler_panics.clone(),
+        );
+        let slow_clients = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "slow_clients",
+            "Connections or requests cut off for sending headers or a body too slowly, by reason",
+            slow_clients.clone(),
+        );
         Self {
             registry,
             requests,
@@ -268,6 +309,8 @@ impl Metrics {
             cert_not_after,
             cert_reloads,
             in_flight,
+            handler_panics,
+            slow_clients,
         }
     }
 
@@ -358,6 +401,20 @@ impl Metrics {
                 result: if ok { "ok" } else { "error" },
             })
             .inc();
+    }
+
+    /// A client cut off for being too slow.
+    pub fn record_slow_client(&self, reason: SlowClient) {
+        self.slow_clients
+            .get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
+            })
+            .inc();
+    }
+
+    /// A panic caught in a webhook handler.
+    pub fn record_handler_panic(&self) {
+        self.handler_panics.inc();
     }
 
     /// Counts a review as in flight until the guard is dropped.

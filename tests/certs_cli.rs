@@ -84,3 +84,80 @@ fn renew_without_a_ca_is_a_clear_error() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `certs::write_file`: each write replaces the file whole, with the mode it asks for.
+#[cfg(unix)]
+mod write_file {
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::{Arc, Barrier};
+
+    use spark_admission::certs::write_file;
+
+    fn mode(path: &std::path::Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn a_leftover_world_readable_temp_file_does_not_make_the_key_world_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        // What an interrupted earlier write (or someone else) may have left behind.
+        let leftover = dir.path().join(".tls.key.tmp");
+        std::fs::write(&leftover, b"old").unwrap();
+        std::fs::set_permissions(&leftover, std::fs::Permissions::from_mode(0o666)).unwrap();
+
+        let key = dir.path().join("tls.key");
+        write_file(&key, b"-----BEGIN PRIVATE KEY-----\n", true).unwrap();
+        assert_eq!(
+            format!("{:o}", mode(&key)),
+            "600",
+            "a key is readable by its owner only"
+        );
+        assert_eq!(
+            std::fs::read(&key).unwrap(),
+            b"-----BEGIN PRIVATE KEY-----\n"
+        );
+
+        let cert = dir.path().join("tls.crt");
+        write_file(&cert, b"cert", false).unwrap();
+        assert_eq!(
+            format!("{:o}", mode(&cert)),
+            "644",
+            "a certificate is world-readable"
+        );
+    }
+
+    #[test]
+    fn two_concurrent_writers_both_succeed_and_leave_one_complete_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = Arc::new(dir.path().join("tls.crt"));
+        let contents = [vec![b'a'; 512 * 1024], vec![b'b'; 256 * 1024]];
+        for _round in 0..10 {
+            let start = Arc::new(Barrier::new(2));
+            let writers: Vec<_> = contents
+                .iter()
+                .cloned()
+                .map(|data| {
+                    let (path, start) = (Arc::clone(&path), Arc::clone(&start));
+                    std::thread::spawn(move || {
+                        start.wait();
+                        write_file(&path, &data, false)
+                    })
+                })
+                .collect();
+            for w in writers {
+                w.join().unwrap().expect("every writer succeeds");
+            }
+            let now = std::fs::read(&*path).unwrap();
+            assert!(
+                contents.contains(&now),
+                "the file is one writer's whole content, not a mix ({} bytes)",
+                now.len()
+            );
+        }
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["tls.crt"], "no temporary file is left behind");
+    }
+}

@@ -82,7 +82,7 @@ fn every_fixture_through_the_example_policies() {
         }
 
         let input = read_input(&serde_json::to_string(&pod).unwrap()).unwrap();
-        let report = explain(&engine, &set, &input, "spark-jobs").unwrap();
+        let report = explain(&engine, &set, &input, Some("spark-jobs")).unwrap();
         assert_eq!(report.mutated, out);
         let name = label.replace('/', "-").trim_end_matches(".json").to_owned();
         golden(
@@ -168,11 +168,13 @@ fn gpu_and_spot_policies_apply_in_team_namespaces() {
 #[test]
 fn namespaces_without_policies_are_left_alone() {
     let set = example_policies();
-    let m = Engine::default().mutate(
-        &set,
-        &typed(&review_pod("mutate-driver-rich")),
-        "kube-public",
-    );
+    let m = Engine::default()
+        .mutate(
+            &set,
+            &typed(&review_pod("mutate-driver-rich")),
+            "kube-public",
+        )
+        .expect("the engine plans the pod");
     assert!(m.patch.0.is_empty(), "{:?}", m.patch);
 }
 
@@ -200,7 +202,9 @@ fn the_example_spark_conf_reaches_drivers_per_namespace_and_explain_says_where_i
     let notes = |fixture: &str| {
         let pod = review_pod(fixture);
         let input = read_input(&serde_json::to_string(&pod).unwrap()).unwrap();
-        explain(&engine, &set, &input, "spark-jobs").unwrap().notes
+        explain(&engine, &set, &input, Some("spark-jobs"))
+            .unwrap()
+            .notes
     };
     let driver = notes("mutate-driver-rich");
     assert!(

@@ -128,7 +128,9 @@ fn pods_without_a_spark_role_are_never_touched() {
         .as_object_mut()
         .unwrap()
         .remove("spark-role");
-    let m = Engine::default().mutate(&example_policies(), &typed(&pod), "spark-jobs");
+    let m = Engine::default()
+        .mutate(&example_policies(), &typed(&pod), "spark-jobs")
+        .expect("the engine plans the pod");
     assert!(m.patch.0.is_empty());
     assert!(m.role.is_none());
     assert!(m.warnings.is_empty());
@@ -268,13 +270,12 @@ fn the_higher_priority_policy_wins_a_scalar() {
         .as_str()
         .unwrap();
     assert!(
-        applied.starts_with("high@") && applied.contains(",low@"),
-        "{applied}"
+        applied.starts_with("high@") && !applied.contains("low@"),
+        "low changed nothing, so it is not listed: {applied}"
     );
-    assert!(m
-        .changes
-        .iter()
-        .any(|c| c.policy == "low" && c.action.contains("\"high\" has higher priority")));
+    assert!(m.changes.iter().any(|c| c.policy == "low"
+        && !c.applied
+        && c.action.contains("\"high\" has higher priority")));
 }
 
 #[test]
@@ -620,7 +621,9 @@ fn selector_limits_policies_by_role_app_name_and_labels() {
     let set = policies(&yaml);
     let engine = Engine::default();
     let hit = |fixture: &str, ns: &str| {
-        let m = engine.mutate(&set, &typed(&review_pod(fixture)), ns);
+        let m = engine
+            .mutate(&set, &typed(&review_pod(fixture)), ns)
+            .expect("the engine plans the pod");
         !m.patch.0.is_empty()
     };
     assert!(hit("mutate-executor-rich-1", "spark-jobs"));
@@ -655,6 +658,97 @@ fn changing_a_policy_changes_its_hash() {
     let a = policies(&policy("p", 0, "all:\n  labels: {a: \"1\"}"));
     let b = policies(&policy("p", 0, "all:\n  labels: {a: \"2\"}"));
     assert_ne!(a.policies()[0].tag, b.policies()[0].tag);
+}
+
+/// The applied annotation, or "" when the pod has none.
+fn applied_annotation(out: &serde_json::Value) -> String {
+    out["metadata"]["annotations"][APPLIED_ANNOTATION]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn only_policies_that_changed_the_pod_are_listed_as_applied() {
+    // "kept" wants a label the pod already has (no overwrite): it changes nothing.
+    let mut pod = review_pod("mutate-driver-pyspark-pi");
+    pod["metadata"]["labels"]["tier"] = json!("gold");
+    let yaml = format!(
+        "{}---\n{}",
+        policy("kept", 5, "all:\n  labels: {tier: bronze}"),
+        policy("adds", 1, "all:\n  labels: {team: data}")
+    );
+    let (m, out) = mutate_checked(&policies(&yaml), &pod, "spark-jobs");
+    let applied = applied_annotation(&out);
+    assert!(applied.starts_with("adds@"), "{applied}");
+    assert!(!applied.contains("kept@"), "{applied}");
+    assert_eq!(m.applied.len(), 1, "{:?}", m.applied);
+    assert!(
+        !m.changes_by_policy.iter().any(|(p, _)| p == "kept"),
+        "{:?}",
+        m.changes_by_policy
+    );
+}
+
+#[test]
+fn a_policy_whose_every_value_loses_to_a_higher_priority_one_is_not_applied() {
+    let yaml = format!(
+        "{}---\n{}",
+        policy("low", 1, "all:\n  labels: {tier: bronze}"),
+        policy("high", 9, "all:\n  labels: {tier: gold}")
+    );
+    let (m, out) = mutate_checked(
+        &policies(&yaml),
+        &review_pod("mutate-driver-pyspark-pi"),
+        "spark-jobs",
+    );
+    assert!(applied_annotation(&out).starts_with("high@"));
+    assert!(!applied_annotation(&out).contains("low@"));
+    assert_eq!(
+        m.changes_by_policy
+            .iter()
+            .filter(|(p, _)| p != "spark-admission")
+            .collect::<Vec<_>>(),
+        [&("high".to_owned(), 1)],
+        "the losing value is not counted as a change"
+    );
+}
+
+#[test]
+fn a_policy_whose_only_change_is_undone_is_not_applied() {
+    // Forcing a cpu request above the pod's limit is undone after planning.
+    let yaml = format!(
+        "{}---\n{}",
+        policy(
+            "res",
+            0,
+            "executor:\n  resources:\n    force: {requests: {cpu: \"64\"}}"
+        ),
+        policy("adds", 0, "all:\n  labels: {team: data}")
+    );
+    let (m, out) = mutate_checked(
+        &policies(&yaml),
+        &review_pod("mutate-executor-rich-1"),
+        "spark-jobs",
+    );
+    assert!(!applied_annotation(&out).contains("res@"), "{out}");
+    assert!(
+        !m.changes_by_policy.iter().any(|(p, _)| p == "res"),
+        "{:?}",
+        m.changes_by_policy
+    );
+}
+
+#[test]
+fn policies_that_change_nothing_leave_the_pod_without_a_patch() {
+    let mut pod = review_pod("mutate-driver-pyspark-pi");
+    pod["metadata"]["labels"]["tier"] = json!("gold");
+    let set = policies(&policy("kept", 0, "all:\n  labels: {tier: bronze}"));
+    let m = Engine::default()
+        .mutate(&set, &typed(&pod), "spark-jobs")
+        .expect("the engine plans the pod");
+    assert!(m.patch.0.is_empty(), "{:?}", m.patch);
+    assert!(m.applied.is_empty(), "{:?}", m.applied);
 }
 
 // --- sparkConf, ports and variables -------------------------------------------------

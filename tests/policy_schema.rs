@@ -139,3 +139,47 @@ fn explain_exit_codes_follow_the_verdict() {
         .iter()
         .any(|t| t["key"] == "cloud.example.com/spot"));
 }
+
+#[test]
+fn explain_says_which_namespace_it_used_when_the_input_names_none() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .current_dir(root)
+            .output()
+            .unwrap()
+    };
+    // A pod as spark-submit builds it, before the API server: no namespace.
+    let pod = "tests/fixtures/spark/driver-pyspark-pi.json";
+
+    let table = run(&["explain", pod]);
+    let stdout = String::from_utf8_lossy(&table.stdout);
+    let stderr = String::from_utf8_lossy(&table.stderr);
+    assert!(
+        stdout.contains("namespace: default (assumed: the input names none)"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("the input names no namespace")
+            && stderr.contains("\"default\"")
+            && stderr.contains("--namespace"),
+        "{stderr}"
+    );
+
+    // Patch output keeps stdout for the patch; the note goes to stderr.
+    let patch = run(&["explain", "--output", "patch", pod]);
+    assert!(serde_json::from_slice::<serde_json::Value>(&patch.stdout).is_ok());
+    assert!(String::from_utf8_lossy(&patch.stderr).contains("the input names no namespace"));
+
+    // Named by the flag or by the input: no note.
+    let flagged = run(&["explain", "--namespace", "spark-jobs", pod]);
+    assert!(String::from_utf8_lossy(&flagged.stdout).contains("namespace: spark-jobs   role"));
+    assert!(!String::from_utf8_lossy(&flagged.stderr).contains("names no namespace"));
+    let review = run(&[
+        "explain",
+        "tests/fixtures/admission/mutate-driver-scala-sparkpi.json",
+    ]);
+    assert!(String::from_utf8_lossy(&review.stdout).contains("namespace: spark-jobs   role"));
+    assert!(!String::from_utf8_lossy(&review.stderr).contains("names no namespace"));
+}

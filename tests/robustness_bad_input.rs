@@ -191,5 +191,120 @@ async fn connections_that_never_speak_are_closed() {
     })
     .await;
     assert!(closed.is_ok(), "server closes a silent h2 connection");
+    // Both TLS connections count as cut for slow headers (the raw TCP one never got to
+    // HTTP: a handshake timeout).
+    let (_, metrics) = s.admin_get("/metrics").await;
+    assert!(
+        metrics.contains("spark_admission_slow_clients_total{reason=\"header\"} 2"),
+        "{metrics}"
+    );
+    assert_healthy(&s).await;
+}
+
+/// One client of the slow-body attack: on one connection after another, it announces a
+/// body of `declared` bytes and sends one byte every 0.5 s, until the test ends.
+async fn trickle(s: std::net::SocketAddr, ca: Vec<u8>, proto: Proto, declared: usize) {
+    loop {
+        let Ok(mut conn) = Conn::connect(s, &ca, proto, None, None).await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        loop {
+            let (tx, body) = channel_body();
+            let mut req = conn.request("/mutate?timeout=10s", body);
+            req.headers_mut()
+                .insert(http::header::CONTENT_LENGTH, declared.into());
+            let drip = tokio::spawn(async move {
+                for _ in 0..declared {
+                    if tx.send(Bytes::from_static(b" ")).await.is_err() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            });
+            let answered = conn.send(req).await;
+            drip.abort();
+            if answered.is_err() {
+                break; // cut: connect again
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_reviews_are_answered_within_2_s_while_slow_clients_trickle_their_bodies() {
+    // The documented defaults, as in a cluster: 8 s request timeout, 64 review slots.
+    let s = TestServer::start(&[("labels.yaml", LABEL_POLICY)]).await;
+    let addr = s.server.webhook_addr();
+    // More slow clients than review slots, half announcing 16 KiB, half 2 MB, over
+    // HTTP/1.1 and h2: before the fix they held every slot while their bodies trickled.
+    let mut attackers = tokio::task::JoinSet::new();
+    for i in 0..96 {
+        let declared = if i % 2 == 0 { 16 * 1024 } else { 2_000_000 };
+        let proto = if i % 4 < 2 { Proto::H1 } else { Proto::H2 };
+        attackers.spawn(trickle(addr, s.ca_pem(), proto, declared));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // Real reviews on fresh connections, as the API server sends them, meanwhile.
+    let body = to_bytes(&review());
+    let mut late = Vec::new();
+    // Rounds spread over 5 s: while the slow clients hold their requests open, and while
+    // they are cut and come back.
+    for round in 0..5 {
+        if round > 0 {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+        }
+        let mut reviews = tokio::task::JoinSet::new();
+        for _ in 0..4 {
+            let (ca, body) = (s.ca_pem(), body.clone());
+            reviews.spawn(async move {
+                tokio::time::timeout(Duration::from_secs(2), async move {
+                    let mut conn = Conn::connect(addr, &ca, Proto::H2, None, None).await?;
+                    let answer = conn.post("/mutate?timeout=10s", body).await?;
+                    Ok::<_, Box<dyn std::error::Error + Send + Sync>>(answer)
+                })
+                .await
+            });
+        }
+        while let Some(joined) = reviews.join_next().await {
+            match joined.unwrap() {
+                Ok(Ok((status, body))) => {
+                    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+                    assert!(
+                        response_of(&body)["patch"].is_string(),
+                        "answered with its patch"
+                    );
+                }
+                Ok(Err(e)) => late.push(format!("round {round}: error {e}")),
+                Err(_) => late.push(format!("round {round}: no answer within 2 s")),
+            }
+        }
+    }
+    assert!(
+        late.is_empty(),
+        "{} of 20 real reviews failed: {late:?}",
+        late.len()
+    );
+
+    // The slow clients are cut (after the 2 s --body-read-timeout grace), and counted.
+    let admin = s.server.admin_addr();
+    eventually(
+        "every slow client cut at least once",
+        Duration::from_secs(10),
+        || async move {
+            let (_, metrics) = admin_get(admin, "/metrics").await;
+            let cut: f64 = metrics
+                .lines()
+                .filter(|l| {
+                    l.starts_with("spark_admission_slow_clients_total{reason=\"body_rate\"}")
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum();
+            cut >= 96.0
+        },
+    )
+    .await;
+    attackers.shutdown().await;
     assert_healthy(&s).await;
 }

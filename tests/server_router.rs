@@ -387,7 +387,7 @@ async fn a_body_that_never_completes_gets_a_timeout_error_not_a_hang() {
 }
 
 #[tokio::test]
-async fn a_full_server_answers_busy_within_the_deadline() {
+async fn a_body_still_arriving_holds_no_review_slot() {
     let f = router_with(
         &[LABEL_POLICY],
         Limits {
@@ -396,7 +396,7 @@ async fn a_full_server_answers_busy_within_the_deadline() {
             ..Limits::default()
         },
     );
-    // The first request holds the only slot with a body that is still arriving.
+    // The first request's body is still arriving; the only slot is for evaluating.
     let (tx, slow) = channel_body();
     tx.send(b"{".to_vec().into()).await.unwrap();
     let router = f.router.clone();
@@ -411,15 +411,13 @@ async fn a_full_server_answers_busy_within_the_deadline() {
         },
     )
     .await;
-    // The API server's timeout shortens the wait for a slot: 80% of 1 s.
-    let (status, body) = call(
+    let answer = review(
         &f.router,
         "/mutate?timeout=1s",
-        to_bytes(&fixture_json("mutate-driver-rich.json")),
+        &fixture_json("mutate-driver-rich.json"),
     )
     .await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{}", text(&body));
-    assert!(text(&body).contains("busy"));
+    assert!(answer["patch"].is_string(), "{answer}");
     drop(tx);
     let (status, _) = first.await.unwrap();
     assert_eq!(
@@ -427,6 +425,119 @@ async fn a_full_server_answers_busy_within_the_deadline() {
         StatusCode::BAD_REQUEST,
         "a body of just '{{' is not JSON"
     );
+}
+
+#[tokio::test]
+async fn body_bytes_held_at_once_are_bounded_and_a_review_over_the_budget_gets_busy() {
+    let review_bytes = to_bytes(&fixture_json("mutate-driver-rich.json"));
+    let f = router_with(
+        &[LABEL_POLICY],
+        Limits {
+            max_body_bytes: 64 * 1024,
+            max_body_bytes_in_flight: 64 * 1024,
+            request_timeout: Duration::from_secs(30),
+            ..Limits::default()
+        },
+    );
+    // A request holds most of the budget with a body it has not finished.
+    let held = 64 * 1024 - review_bytes.len() / 2;
+    let (tx, slow) = channel_body();
+    tx.send(vec![b' '; held].into()).await.unwrap();
+    let router = f.router.clone();
+    let first = tokio::spawn(async move { call(&router, "/mutate", Body::new(slow)).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Within its deadline (80% of 1 s), no room frees up for the next body.
+    let (status, body) = call(&f.router, "/mutate?timeout=1s", review_bytes.clone()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{}", text(&body));
+    assert!(
+        text(&body).contains("room for the request body"),
+        "{}",
+        text(&body)
+    );
+    // Once the first one is answered, its bytes are free again.
+    drop(tx);
+    let (status, _) = first.await.unwrap();
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let answer = review(
+        &f.router,
+        "/mutate",
+        &fixture_json("mutate-driver-rich.json"),
+    )
+    .await;
+    assert!(answer["patch"].is_string());
+}
+
+/// Sends `chunk` every `every` until the receiver is gone.
+fn drip(tx: tokio::sync::mpsc::Sender<hyper::body::Bytes>, chunk: &'static [u8], every: Duration) {
+    tokio::spawn(async move {
+        while tx
+            .send(hyper::body::Bytes::from_static(chunk))
+            .await
+            .is_ok()
+        {
+            tokio::time::sleep(every).await;
+        }
+    });
+}
+
+fn slow_clients(metrics: &Metrics, reason: &str) -> String {
+    let prefix = format!("spark_admission_slow_clients_total{{reason=\"{reason}\"}} ");
+    metrics
+        .encode()
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix).map(str::to_owned))
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_body_below_the_minimum_rate_is_cut_with_408_and_counted() {
+    let f = router_with(
+        &[LABEL_POLICY],
+        Limits {
+            body_read_timeout: Duration::from_millis(300),
+            min_body_rate: 1000,
+            request_timeout: Duration::from_secs(30),
+            ..Limits::default()
+        },
+    );
+    // 10 bytes a second: never idle for 300 ms, but far below 1000 bytes/s.
+    let (tx, slow) = channel_body();
+    drip(tx, b"{", Duration::from_millis(100));
+    let (status, body) = tokio::time::timeout(
+        Duration::from_secs(5),
+        call(&f.router, "/mutate", Body::new(slow)),
+    )
+    .await
+    .expect("cut long before the 30 s deadline");
+    assert_eq!(status, StatusCode::REQUEST_TIMEOUT, "{}", text(&body));
+    assert!(text(&body).contains("too slow"), "{}", text(&body));
+    assert_eq!(slow_clients(&f.metrics, "body_rate"), "1");
+}
+
+#[tokio::test]
+async fn a_body_that_stalls_is_cut_after_the_body_read_timeout_and_counted() {
+    let f = router_with(
+        &[LABEL_POLICY],
+        Limits {
+            body_read_timeout: Duration::from_millis(300),
+            min_body_rate: 0,
+            request_timeout: Duration::from_secs(30),
+            ..Limits::default()
+        },
+    );
+    let (tx, slow) = channel_body();
+    tx.send(b"{\"kind\":".to_vec().into()).await.unwrap();
+    let (status, body) = tokio::time::timeout(
+        Duration::from_secs(5),
+        call(&f.router, "/mutate", Body::new(slow)),
+    )
+    .await
+    .expect("cut long before the 30 s deadline");
+    assert_eq!(status, StatusCode::REQUEST_TIMEOUT, "{}", text(&body));
+    assert!(text(&body).contains("stalled"), "{}", text(&body));
+    assert_eq!(slow_clients(&f.metrics, "body_idle"), "1");
+    drop(tx);
 }
 
 #[tokio::test]

@@ -37,7 +37,9 @@ pub fn example_policies() -> &'static PolicySet {
 /// Plans, applies and re-plans: the patch applies to the JSON as received, the result is a
 /// Pod, and a second pass is empty.
 pub fn check_plan(engine: &Engine, set: &PolicySet, raw: &Value, pod: &Pod, namespace: &str) {
-    let m = engine.mutate(set, pod, namespace);
+    let m = engine
+        .mutate(set, pod, namespace)
+        .expect("the engine plans the pod");
     let _ = engine.validate(set, pod, namespace);
     if m.patch.0.is_empty() {
         return;
@@ -53,7 +55,9 @@ pub fn check_plan(engine: &Engine, set: &PolicySet, raw: &Value, pod: &Pod, name
         Ok(p) => p,
         Err(e) => panic!("patched object is not a Pod: {e}"),
     };
-    let second = engine.mutate(set, &again, namespace);
+    let second = engine
+        .mutate(set, &again, namespace)
+        .expect("the engine plans the pod");
     assert!(
         second.patch.0.is_empty(),
         "second pass not empty: {}",
@@ -77,7 +81,9 @@ pub fn review(data: &[u8]) {
         &create.namespace,
     );
 
-    let m = engine.mutate(set, &create.pod, &create.namespace);
+    let m = engine
+        .mutate(set, &create.pod, &create.namespace)
+        .expect("the engine plans the pod");
     let mut answer = Answer::allow(create.uid.clone());
     answer.set_patch(&m.patch).expect("the patch serialises");
     let v = engine.validate(set, &create.pod, &create.namespace);

@@ -110,6 +110,20 @@ pub struct LimitArgs {
         default_value_t = 64
     )]
     pub max_concurrent_requests: usize,
+    /// Request body bytes held at once by all requests (read, not yet answered).
+    #[arg(
+        long,
+        env = "SPARK_ADMISSION_MAX_BODY_BYTES_IN_FLIGHT",
+        default_value_t = 32 * 1024 * 1024
+    )]
+    pub max_body_bytes_in_flight: usize,
+    /// Longest wait for the next part of a request body (408 and counted beyond); also
+    /// the grace before --min-body-rate applies.
+    #[arg(long, env = "SPARK_ADMISSION_BODY_READ_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub body_read_timeout: Duration,
+    /// Bytes per second a request body must average after --body-read-timeout (0: none).
+    #[arg(long, env = "SPARK_ADMISSION_MIN_BODY_RATE", default_value_t = 64 * 1024)]
+    pub min_body_rate: u64,
     /// Open webhook connections at most; further connections are closed at once.
     #[arg(long, env = "SPARK_ADMISSION_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
@@ -197,6 +211,9 @@ impl ServeArgs {
                 max_body_bytes: self.limits.max_body_bytes,
                 request_timeout: self.limits.request_timeout,
                 max_concurrent_requests: self.limits.max_concurrent_requests,
+                max_body_bytes_in_flight: self.limits.max_body_bytes_in_flight,
+                body_read_timeout: self.limits.body_read_timeout,
+                min_body_rate: self.limits.min_body_rate,
             },
             max_connections: self.limits.max_connections,
             header_read_timeout: self.limits.header_read_timeout,
@@ -354,6 +371,13 @@ mod tests {
         assert_eq!(c.policies_dir, PathBuf::from("policies"));
         assert_eq!(c.certs_dir, PathBuf::from("certs"));
         assert_eq!(c.limits.max_body_bytes, 3 * 1024 * 1024);
+        let defaults = Limits::default();
+        assert_eq!(
+            c.limits.max_body_bytes_in_flight,
+            defaults.max_body_bytes_in_flight
+        );
+        assert_eq!(c.limits.body_read_timeout, defaults.body_read_timeout);
+        assert_eq!(c.limits.min_body_rate, defaults.min_body_rate);
         assert_eq!(c.policy_poll, Duration::from_secs(2));
         assert_eq!(c.container_names, ContainerNames::default());
         assert!(c.generate_certs);

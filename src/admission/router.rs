@@ -2,9 +2,16 @@
 //! `POST /validate-policy` for policy ConfigMaps.
 //!
 //! Each review runs under one deadline (our `--request-timeout`, shortened to fit the API
-//! server's `?timeout=`): waiting for a slot, reading the body and evaluating all count, so
+//! server's `?timeout=`): reading the body, waiting for a slot and evaluating all count, so
 //! a slow client or a busy server gets a clear error before the API server gives up.
+//!
+//! A body is read before the review takes a slot, so a client that trickles its body holds
+//! no slot: slots are for evaluating, which takes well under a millisecond. While bodies
+//! arrive, their bytes count against one budget (`--max-body-bytes-in-flight`), and each
+//! body must keep coming (`--body-read-timeout` between chunks, `--min-body-rate` on
+//! average after that first wait), or the request is cut with 408 and counted.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,9 +19,11 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
+use futures::FutureExt;
 use http_body_util::BodyExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -22,7 +31,7 @@ use super::parse_duration;
 use super::policy_review;
 use super::review::{self, Answer, Review, AUDIT_APPLIED, AUDIT_CHECKED, AUDIT_FINDINGS};
 use crate::engine::Engine;
-use crate::metrics::{role_label, Endpoint, Metrics, Outcome};
+use crate::metrics::{role_label, Endpoint, Metrics, Outcome, SlowClient};
 use crate::policy::model::RuleMode;
 use crate::source::PolicyStore;
 use crate::spark::{self, SparkRole, APP_NAME_LABEL};
@@ -34,8 +43,17 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Longest a review may take, from arrival to answer.
     pub request_timeout: Duration,
-    /// Reviews read and evaluated at once; further ones wait within their deadline.
+    /// Reviews evaluated at once; further ones wait within their deadline. A review takes
+    /// its slot once its body has arrived.
     pub max_concurrent_requests: usize,
+    /// Body bytes held by all requests at once, from the first byte received until the
+    /// review is answered; a request that would exceed it waits within its deadline.
+    pub max_body_bytes_in_flight: usize,
+    /// Longest wait for the next part of a body (nginx's `client_body_timeout`); also the
+    /// grace before `min_body_rate` applies.
+    pub body_read_timeout: Duration,
+    /// Bytes per second a body must average once `body_read_timeout` has passed; 0: none.
+    pub min_body_rate: u64,
 }
 
 impl Default for Limits {
@@ -44,6 +62,9 @@ impl Default for Limits {
             max_body_bytes: 3 * 1024 * 1024,
             request_timeout: Duration::from_secs(8),
             max_concurrent_requests: 64,
+            max_body_bytes_in_flight: 32 * 1024 * 1024,
+            body_read_timeout: Duration::from_secs(2),
+            min_body_rate: 64 * 1024,
         }
     }
 }
@@ -75,6 +96,8 @@ pub struct AppState {
     slots: Semaphore,
     /// Large reviews evaluated at once (see [`INLINE_BODY_BYTES`]).
     large_slots: Arc<Semaphore>,
+    /// One permit per body byte held (`Limits::max_body_bytes_in_flight`).
+    body_bytes: Arc<Semaphore>,
 }
 
 impl AppState {
@@ -89,6 +112,12 @@ impl AppState {
         // few KiB, so such reviews are rare or hostile: one at a time keeps a burst of them
         // under the Deployment's memory limit (two at once peaked at 249 MiB).
         let large_slots = Arc::new(Semaphore::new(LARGE_AT_ONCE));
+        // At least one whole body must fit, or a review at the limit could never be read.
+        let body_bytes = limits
+            .max_body_bytes_in_flight
+            .max(limits.max_body_bytes)
+            .min(Semaphore::MAX_PERMITS);
+        let body_bytes = Arc::new(Semaphore::new(body_bytes));
         Self {
             engine,
             store,
@@ -96,6 +125,7 @@ impl AppState {
             limits,
             slots,
             large_slots,
+            body_bytes,
         }
     }
 
@@ -106,11 +136,56 @@ impl AppState {
 
 /// The webhook router; serve it over TLS, or call it with `tower::ServiceExt::oneshot`.
 pub fn webhook_router(state: Arc<AppState>) -> Router {
+    let metrics = Arc::clone(&state.metrics);
     Router::new()
         .route(MUTATE_PATH, post(mutate))
         .route(VALIDATE_PATH, post(validate))
         .route(VALIDATE_POLICY_PATH, post(validate_policy))
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(metrics, catch_panic))
+}
+
+/// A panic in a handler is a bug. Without this layer hyper drops the connection (h2: the
+/// stream), which the API server reports as an unclear transport error; with it, the
+/// client gets a 500 (the webhook's failurePolicy decides), the panic is counted and
+/// logged, and the process and the connection carry on.
+async fn catch_panic(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let endpoint = match req.uri().path() {
+        MUTATE_PATH => Some(Endpoint::Mutate),
+        VALIDATE_PATH => Some(Endpoint::Validate),
+        VALIDATE_POLICY_PATH => Some(Endpoint::ValidatePolicy),
+        _ => None,
+    };
+    // Unwind safety: what a handler shares (semaphores, atomics, the policy snapshot) is
+    // released or left consistent by drops during the unwind.
+    let panic = match AssertUnwindSafe(next.run(req)).catch_unwind().await {
+        Ok(response) => return response,
+        Err(panic) => panic,
+    };
+    let what = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(not a string)");
+    metrics.record_handler_panic();
+    if let Some(endpoint) = endpoint {
+        metrics.record_request(
+            endpoint,
+            None,
+            Outcome::Error,
+            started.elapsed().as_secs_f64(),
+        );
+    }
+    tracing::error!(
+        endpoint = endpoint.map_or("other", Endpoint::as_str),
+        panic = what,
+        "webhook handler panicked; answered 500"
+    );
+    plain(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal error in spark-admission while evaluating the review".to_owned(),
+    )
 }
 
 /// The webhook paths, as the webhook configurations in `deploy/` name them.
@@ -175,53 +250,72 @@ async fn serve_review(state: Arc<AppState>, endpoint: Endpoint, req: Request) ->
             format!("request body is larger than {limit} bytes"),
         );
     }
-    let busy = || {
+    let busy = |what: &str| {
         fail(
             StatusCode::SERVICE_UNAVAILABLE,
             Outcome::Error,
-            format!("server busy: no review slot within {budget:?}"),
+            format!("server busy: no {what} within {budget:?}"),
         )
     };
-    // The slot is taken before the body is read, so at most `max_concurrent_requests`
-    // bodies are held in memory; the deadline bounds how long a slow client keeps one.
-    let Ok(Ok(_slot)) = tokio::time::timeout_at(deadline, state.slots.acquire()).await else {
-        return busy();
+    // HTTP/1.1: a request cut while its body is still arriving closes its connection, so
+    // the client cannot go on using it (h2 resets the stream by itself).
+    let close_after = req.version() <= http::Version::HTTP_11;
+    let pace = Pace {
+        idle: state.limits.body_read_timeout,
+        min_rate: state.limits.min_body_rate,
     };
-    // A body announced as large waits for a large-review slot before it is read, so
-    // bursts of them neither hold many bodies nor plan many at once.
-    let mut large_slot = None;
-    if declared.is_some_and(|n| n > INLINE_BODY_BYTES as u64) {
-        let Some(slot) = take_large_slot(&state, deadline).await else {
-            return busy();
-        };
-        large_slot = Some(slot);
-    }
-    let capacity = declared.map_or(0, |n| n as usize);
-    let body = match tokio::time::timeout_at(deadline, read_body(req.into_body(), limit, capacity))
-        .await
-    {
-        Ok(Ok(body)) => body,
-        Ok(Err(BodyError::TooLarge)) => {
+    let read = read_body(req.into_body(), limit, pace, &state.body_bytes, deadline).await;
+    // `body_bytes` is the body's share of the byte budget, held until the review is answered.
+    let (body, body_bytes) = match read {
+        Ok(read) => read,
+        Err(BodyError::TooLarge) => {
             return fail(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 Outcome::BadRequest,
                 format!("request body is larger than {limit} bytes"),
             )
         }
-        Ok(Err(BodyError::Read(e))) => {
+        Err(BodyError::Read(e)) => {
             return fail(
                 StatusCode::BAD_REQUEST,
                 Outcome::BadRequest,
                 format!("cannot read the request body: {e}"),
             )
         }
-        Err(_) => {
+        Err(BodyError::Slow(why, received)) => {
+            state.metrics.record_slow_client(why);
+            let reason = match why {
+                SlowClient::BodyRate => format!(
+                    "request body too slow: {received} bytes in {:?}, below {} bytes/s",
+                    started.elapsed(),
+                    pace.min_rate
+                ),
+                _ => format!(
+                    "request body stalled: nothing received for {:?} ({received} bytes so far)",
+                    pace.idle
+                ),
+            };
+            let mut response = fail(StatusCode::REQUEST_TIMEOUT, Outcome::Error, reason);
+            if close_after {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            return response;
+        }
+        Err(BodyError::Deadline) => {
             return fail(
                 StatusCode::REQUEST_TIMEOUT,
                 Outcome::Error,
                 format!("request body not received within {budget:?}"),
             )
         }
+        Err(BodyError::NoBudget) => return busy("room for the request body"),
+    };
+    // The slot is taken once the body is here: a slow client never holds one, and at most
+    // `max_concurrent_requests` reviews are decoded and planned at once.
+    let Ok(Ok(_slot)) = tokio::time::timeout_at(deadline, state.slots.acquire()).await else {
+        return busy("review slot");
     };
     // Decoding and the engine are CPU work. A review of ordinary size (a Spark pod is a
     // few KiB to tens of KiB) costs well under a millisecond, less than a hop to the
@@ -232,21 +326,20 @@ async fn serve_review(state: Arc<AppState>, endpoint: Endpoint, req: Request) ->
     // the review, so a late job never reports an answer the client did not get.
     let answered = Arc::new(AtomicBool::new(false));
     if body.len() <= INLINE_BODY_BYTES {
-        return evaluate(&state, endpoint, &body, started, &answered);
+        let response = evaluate(&state, endpoint, &body, started, &answered);
+        drop(body_bytes);
+        return response;
     }
-    // Large without saying so (no Content-Length): its slot is taken now.
-    if large_slot.is_none() {
-        let Some(slot) = take_large_slot(&state, deadline).await else {
-            return busy();
-        };
-        large_slot = Some(slot);
-    }
+    let Some(large_slot) = take_large_slot(&state, deadline).await else {
+        return busy("large-review slot");
+    };
     let worker = Arc::clone(&state);
     let job_answered = Arc::clone(&answered);
-    // The slot goes with the job: it is released when the evaluation ends, even one that
-    // outlives its deadline.
+    // The slot and the body's bytes go with the job: they are released when the
+    // evaluation ends, even one that outlives its deadline.
     let mut job = tokio::task::spawn_blocking(move || {
         let _slot = large_slot;
+        let _body_bytes = body_bytes;
         evaluate(&worker, endpoint, &body, started, &job_answered)
     });
     let internal_error = |join: tokio::task::JoinError| {
@@ -274,7 +367,7 @@ async fn serve_review(state: Arc<AppState>, endpoint: Endpoint, req: Request) ->
 
 /// Bodies up to this size are evaluated on the async worker that read them.
 const INLINE_BODY_BYTES: usize = 256 * 1024;
-/// Larger reviews read and evaluated at once.
+/// Larger reviews evaluated at once.
 const LARGE_AT_ONCE: usize = 1;
 
 /// The large-review slot, if it frees up before the deadline.
@@ -301,22 +394,96 @@ fn declared_length(req: &Request) -> Option<u64> {
 enum BodyError {
     TooLarge,
     Read(axum::BoxError),
+    /// Cut for being too slow, after this many bytes.
+    Slow(SlowClient, usize),
+    /// The review's deadline passed.
+    Deadline,
+    /// No room in the body byte budget within the deadline.
+    NoBudget,
 }
 
-/// The whole body, at most `limit` bytes; `capacity` is the declared length (a hint).
-async fn read_body(mut body: Body, limit: usize, capacity: usize) -> Result<Vec<u8>, BodyError> {
-    let mut buf = Vec::with_capacity(capacity.min(limit));
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| BodyError::Read(e.into()))?;
-        if let Some(data) = frame.data_ref() {
-            if buf.len() + data.len() > limit {
-                let _ = discard(&mut body, drain_cap(limit)).await;
-                return Err(BodyError::TooLarge);
-            }
-            buf.extend_from_slice(data);
+/// How a body must keep arriving.
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    /// Longest gap between two parts of the body, and the grace before `min_rate`.
+    idle: Duration,
+    /// Bytes per second on average after the grace; 0: no minimum.
+    min_rate: u64,
+}
+
+impl Pace {
+    /// When the body is due to have sent more than `received` bytes, given when reading
+    /// began and when the last part came; and which rule that time comes from.
+    fn due(
+        &self,
+        began: tokio::time::Instant,
+        last: tokio::time::Instant,
+        received: usize,
+    ) -> (tokio::time::Instant, SlowClient) {
+        let idle = last + self.idle;
+        if self.min_rate == 0 {
+            return (idle, SlowClient::BodyIdle);
+        }
+        let earned = Duration::from_secs_f64(received as f64 / self.min_rate as f64);
+        let rate = began + self.idle + earned;
+        if rate < idle {
+            (rate, SlowClient::BodyRate)
+        } else {
+            (idle, SlowClient::BodyIdle)
         }
     }
-    Ok(buf)
+}
+
+/// The whole body, at most `limit` bytes, with its bytes' share of the budget (held until
+/// the review is answered). The body must keep to `pace`, and end before `deadline`.
+async fn read_body(
+    mut body: Body,
+    limit: usize,
+    pace: Pace,
+    budget: &Arc<Semaphore>,
+    deadline: tokio::time::Instant,
+) -> Result<(Vec<u8>, Option<OwnedSemaphorePermit>), BodyError> {
+    // No capacity from the declared length: a client may announce megabytes and send
+    // nothing, and memory follows what has arrived.
+    let mut buf = Vec::new();
+    let mut held: Option<OwnedSemaphorePermit> = None;
+    let began = tokio::time::Instant::now();
+    let mut last = began;
+    loop {
+        let (due, why) = pace.due(began, last, buf.len());
+        let frame = match tokio::time::timeout_at(due.min(deadline), body.frame()).await {
+            Ok(Some(frame)) => frame.map_err(|e| BodyError::Read(e.into()))?,
+            Ok(None) => return Ok((buf, held)),
+            Err(_) if due < deadline => return Err(BodyError::Slow(why, buf.len())),
+            Err(_) => return Err(BodyError::Deadline),
+        };
+        let Some(data) = frame.data_ref() else {
+            continue;
+        };
+        if buf.len() + data.len() > limit {
+            let _ = tokio::time::timeout_at(deadline, discard(&mut body, drain_cap(limit))).await;
+            return Err(BodyError::TooLarge);
+        }
+        // `data.len() <= limit`, which fits the budget (see AppState::new) and a u32.
+        let n = u32::try_from(data.len()).map_err(|_| BodyError::TooLarge)?;
+        let permit = match Arc::clone(budget).try_acquire_many_owned(n) {
+            Ok(p) => p,
+            Err(_) => {
+                match tokio::time::timeout_at(deadline, Arc::clone(budget).acquire_many_owned(n))
+                    .await
+                {
+                    Ok(Ok(p)) => p,
+                    _ => return Err(BodyError::NoBudget),
+                }
+            }
+        };
+        match held.as_mut() {
+            Some(h) => h.merge(permit),
+            None => held = Some(permit),
+        }
+        buf.extend_from_slice(data);
+        last = tokio::time::Instant::now();
+    }
 }
 
 /// How much of an oversized body is read and dropped before giving up on the connection.
@@ -544,9 +711,36 @@ fn app_name(pod: &k8s_openapi::api::core::v1::Pod) -> &str {
 }
 
 fn mutate_pod<'a>(state: &AppState, create: &'a review::PodCreate) -> (Answer, Decision<'a>) {
+    #[cfg(test)]
+    if spark_admission_core::fault::injected(&create.pod, spark_admission_core::fault::PANIC) {
+        panic!("fault injected by a test");
+    }
     let set = state.store.snapshot();
-    let mutation = state.engine.mutate(&set, &create.pod, &create.namespace);
     let mut answer = Answer::allow(create.uid.as_str());
+    let mutation = match state.engine.mutate(&set, &create.pod, &create.namespace) {
+        Ok(m) => m,
+        Err(e) => {
+            // Refused, not admitted unchanged: the cluster's failurePolicy decides, and no
+            // pod runs without its policies because of our bug.
+            tracing::error!(uid = create.uid.as_str(), error = %e, cause = ?std::error::Error::source(&e), "cannot plan the pod");
+            answer.deny(
+                500,
+                "InternalError",
+                format!("spark-admission {e}; the pod was not admitted"),
+            );
+            let decision = Decision {
+                role: spark::role_of(&create.pod).ok(),
+                outcome: Outcome::Error,
+                namespace: &create.namespace,
+                pod: &create.name,
+                app: app_name(&create.pod),
+                policies: String::new(),
+                ops: 0,
+                dry_run: create.dry_run,
+            };
+            return (answer, decision);
+        }
+    };
     let ops = mutation.patch.0.len();
     let mut outcome = if mutation.warnings.is_empty() {
         Outcome::Unchanged
@@ -643,4 +837,155 @@ fn plain(status: StatusCode, mut reason: String) -> Response {
         reason,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    //! Internal failures, injected through `crate::fault` (test builds only): each one must
+    //! refuse the pod so the cluster's failurePolicy decides, never admit it unpolicied.
+
+    use super::*;
+    use crate::matching::PolicySet;
+    use crate::policy::{parse_documents, PolicySource};
+    use serde_json::Value;
+    use tower::ServiceExt;
+
+    const LABEL_POLICY: &str = r#"apiVersion: spark-admission.io/v1alpha1
+kind: SparkPodPolicy
+metadata: {name: test-labels}
+spec:
+  namespaces: [spark-jobs]
+  all:
+    labels: {platform.example.com/managed: "yes"}
+"#;
+
+    fn state(limits: Limits) -> Arc<AppState> {
+        let docs = parse_documents(&PolicySource("test.yaml".to_owned()), LABEL_POLICY)
+            .expect("the test policy is valid");
+        let store = Arc::new(PolicyStore::new());
+        store.install(PolicySet::new(docs.into_iter().map(Arc::new)));
+        let metrics = Arc::new(Metrics::new());
+        Arc::new(AppState::new(Engine::default(), store, metrics, limits))
+    }
+
+    fn router() -> (Router, Arc<Metrics>) {
+        let state = state(Limits::default());
+        let metrics = Arc::clone(&state.metrics);
+        (webhook_router(state), metrics)
+    }
+
+    #[tokio::test]
+    async fn with_every_slot_evaluating_a_review_gets_busy_within_its_deadline() {
+        let state = state(Limits {
+            max_concurrent_requests: 1,
+            ..Limits::default()
+        });
+        let router = webhook_router(Arc::clone(&state));
+        // The only slot, as a review being evaluated holds it.
+        let _evaluating = state.slots.acquire().await.expect("open semaphore");
+        let req = Request::post(format!("{MUTATE_PATH}?timeout=500ms"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(driver_review(None)))
+            .expect("request");
+        let started = Instant::now();
+        let resp = router.oneshot(req).await.expect("infallible");
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        // 80% of the API server's 500 ms, not our 8 s.
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        assert!(String::from_utf8_lossy(&body).contains("no review slot"));
+    }
+
+    /// The driver review a kube-apiserver sent, its pod marked with `fault` if given.
+    fn driver_review(fault: Option<&str>) -> Vec<u8> {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/admission/mutate-driver-scala-sparkpi.json"
+        );
+        let text = std::fs::read(path).expect("fixture");
+        let mut review: Value = serde_json::from_slice(&text).expect("fixture is JSON");
+        if let Some(fault) = fault {
+            review["request"]["object"]["metadata"]["annotations"] =
+                serde_json::json!({ spark_admission_core::fault::ANNOTATION: fault });
+        }
+        serde_json::to_vec(&review).expect("JSON")
+    }
+
+    async fn post(router: &Router, body: Vec<u8>) -> (StatusCode, Vec<u8>) {
+        let req = Request::post(MUTATE_PATH)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .expect("request");
+        let resp = router.clone().oneshot(req).await.expect("infallible");
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes()
+            .to_vec();
+        (status, body)
+    }
+
+    fn metric_line(metrics: &Metrics, prefix: &str) -> Option<String> {
+        let text = metrics.encode().expect("metrics encode");
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .map(str::to_owned)
+    }
+
+    #[tokio::test]
+    async fn a_patch_that_cannot_be_computed_refuses_the_pod_with_code_500() {
+        let (router, metrics) = router();
+        let (status, body) = post(
+            &router,
+            driver_review(Some(spark_admission_core::fault::SERIALISE)),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+        let review: Value = serde_json::from_slice(&body).expect("an AdmissionReview");
+        let response = &review["response"];
+        assert_eq!(response["allowed"], false, "{response}");
+        assert_eq!(response["status"]["code"], 500, "{response}");
+        let message = response["status"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("could not compute"), "{message}");
+        assert!(response.get("patch").is_none(), "{response}");
+        assert_eq!(
+            metric_line(
+                &metrics,
+                "spark_admission_requests_total{endpoint=\"mutate\",role=\"driver\",outcome=\"error\"}"
+            )
+            .as_deref()
+            .and_then(|l| l.rsplit(' ').next()),
+            Some("1")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_a_handler_answers_500_is_counted_and_the_next_review_is_served() {
+        let (router, metrics) = router();
+        let (status, body) = post(
+            &router,
+            driver_review(Some(spark_admission_core::fault::PANIC)),
+        )
+        .await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(
+            String::from_utf8_lossy(&body).contains("internal error"),
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+        assert_eq!(
+            metric_line(&metrics, "spark_admission_handler_panics_total")
+                .as_deref()
+                .and_then(|l| l.rsplit(' ').next()),
+            Some("1")
+        );
+        let (status, body) = post(&router, driver_review(None)).await;
+        assert_eq!(status, StatusCode::OK);
+        let review: Value = serde_json::from_slice(&body).expect("an AdmissionReview");
+        assert_eq!(review["response"]["allowed"], true);
+        assert!(review["response"]["patch"].is_string(), "{review}");
+    }
 }

@@ -27,7 +27,7 @@ use super::tls::{self, CertReloader, CertResolver};
 use super::ServeError;
 use crate::certs::{self, CertPaths, Ensured};
 use crate::engine::Engine;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, SlowClient};
 use crate::source::events::Reporter;
 use crate::source::{ConfigMapWatcher, PolicyStore};
 use crate::spark::ContainerNames;
@@ -250,6 +250,7 @@ impl Server {
             },
             handshake_timeout: config.handshake_timeout,
             header_read_timeout: config.header_read_timeout,
+            metrics: Arc::clone(&metrics),
         });
         let health = Health {
             store: Arc::clone(&store),
@@ -444,6 +445,7 @@ struct Connections {
     router: Router,
     handshake_timeout: Duration,
     header_read_timeout: Duration,
+    metrics: Arc<Metrics>,
 }
 
 async fn accept_loop(
@@ -550,6 +552,7 @@ async fn serve_connection(tcp: TcpStream, peer: SocketAddr, c: &Connections, wat
         tokio::select! {
             result = &mut conn => result,
             () = silent => {
+                c.metrics.record_slow_client(SlowClient::Header);
                 tracing::debug!(%peer, "h2 connection sent no request in time; closed");
                 return;
             }
@@ -564,6 +567,10 @@ async fn serve_connection(tcp: TcpStream, peer: SocketAddr, c: &Connections, wat
         watcher.watch(builder.serve_connection(io, service)).await
     };
     if let Err(e) = result {
+        if e.is_timeout() {
+            // HTTP/1.1 headers not complete within --header-read-timeout.
+            c.metrics.record_slow_client(SlowClient::Header);
+        }
         tracing::debug!(%peer, error = %e, "connection closed with an error");
     }
 }

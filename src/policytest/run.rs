@@ -34,7 +34,7 @@ pub struct Actual {
 
 /// Runs the pod through the engine exactly as `explain` (and the webhook) does.
 pub fn admit(engine: &Engine, set: &PolicySet, pod: &LoadedPod) -> Result<Actual, ExplainError> {
-    let report = explain(engine, set, &pod.input, &pod.namespace)?;
+    let report = explain(engine, set, &pod.input, Some(&pod.namespace))?;
     let rules = |mode| {
         let mut found: Vec<RuleRef> = report
             .validation

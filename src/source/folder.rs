@@ -2,7 +2,7 @@
 //! `*.yaml`/`*.yml` file directly in it. A broken file keeps its last good version.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -54,9 +54,7 @@ impl FolderSource {
     pub fn scan(&mut self) -> Result<ScanReport, SourceError> {
         let mut report = ScanReport::default();
         let paths = policy_files(&self.dir)?;
-        let before = self.files.len();
-        self.files.retain(|p, _| paths.contains(p));
-        if self.files.len() != before {
+        if forget_removed(&mut self.files, &paths) {
             report.changed = true;
         }
         // Read and hash every file first; parse the changed ones (in parallel when many
@@ -122,6 +120,15 @@ impl FolderSource {
     pub fn policy_set(&self) -> PolicySet {
         PolicySet::new(self.files.values().flat_map(|f| f.good.iter().cloned()))
     }
+}
+
+/// Drops the state of files no longer in `present`; true if any was dropped. One hash
+/// lookup per known file: a list search here made every scan quadratic in the file count.
+fn forget_removed<K: Ord + Hash, V>(files: &mut BTreeMap<K, V>, present: &[K]) -> bool {
+    let present: HashSet<&K> = present.iter().collect();
+    let before = files.len();
+    files.retain(|p, _| present.contains(p));
+    files.len() != before
 }
 
 /// A changed file to parse.
@@ -350,6 +357,65 @@ mod tests {
         let r = src.scan().unwrap();
         assert!(r.changed);
         assert!(names(&src).is_empty());
+    }
+
+    thread_local! {
+        static COMPARISONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    /// Comparisons of [`Counting`] keys made by `f`.
+    fn comparisons(f: impl FnOnce()) -> usize {
+        COMPARISONS.with(|c| c.set(0));
+        f();
+        COMPARISONS.with(|c| c.get())
+    }
+
+    /// A file name that counts how often it is compared.
+    #[derive(Debug, Clone, Eq)]
+    struct Counting(String);
+
+    // Hashes as its name, consistent with `eq` (which only counts, then compares names).
+    impl std::hash::Hash for Counting {
+        fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+            self.0.hash(state);
+        }
+    }
+
+    impl PartialEq for Counting {
+        fn eq(&self, other: &Self) -> bool {
+            COMPARISONS.with(|c| c.set(c.get() + 1));
+            self.0 == other.0
+        }
+    }
+    impl PartialOrd for Counting {
+        fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+            Some(self.cmp(other))
+        }
+    }
+    impl Ord for Counting {
+        fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+            COMPARISONS.with(|c| c.set(c.get() + 1));
+            self.0.cmp(&other.0)
+        }
+    }
+
+    #[test]
+    fn forgetting_removed_files_takes_comparisons_linear_in_the_file_count() {
+        // 4,000 files, one of them removed: a rescan must not compare every known file
+        // with every listed one (16 million comparisons), only about one per file.
+        let n = 4_000;
+        let key = |i: usize| Counting(format!("/policies/team-{i:05}.yaml"));
+        let mut files: BTreeMap<Counting, ()> = (0..n).map(|i| (key(i), ())).collect();
+        let present: Vec<Counting> = (0..n).filter(|i| *i != 17).map(key).collect();
+        let mut dropped = false;
+        let made = comparisons(|| dropped = forget_removed(&mut files, &present));
+        assert!(dropped);
+        assert_eq!(files.len(), n - 1);
+        assert!(!files.contains_key(&key(17)));
+        assert!(
+            made <= 4 * n,
+            "{made} comparisons for {n} files: not linear"
+        );
     }
 
     #[test]

@@ -33,7 +33,9 @@ impl Expect {
 
     pub fn mutate(&self, pod: &Value, ns: &str) -> Mutation {
         let typed: Pod = serde_json::from_value(pod.clone()).expect("a Pod");
-        self.engine.mutate(&self.set, &typed, ns)
+        self.engine
+            .mutate(&self.set, &typed, ns)
+            .expect("the engine plans the pod")
     }
 
     /// The pod after the policies, and the validating verdict on it.

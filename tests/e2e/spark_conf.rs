@@ -117,7 +117,9 @@ fn planned_submit_opts() -> String {
         .unwrap_or_else(|e| panic!("policy: {e:?}"));
     let set = PolicySet::new(loaded.into_iter().map(Arc::new));
     let typed: Pod = serde_json::from_value(pod.clone()).expect("a Pod");
-    let m = Engine::default().mutate(&set, &typed, NAMESPACE);
+    let m = Engine::default()
+        .mutate(&set, &typed, NAMESPACE)
+        .expect("the engine plans the pod");
     assert!(m.warnings.is_empty(), "{:?}", m.warnings);
     json_patch::patch(&mut pod, &m.patch).expect("the patch applies");
     let env = pod["spec"]["containers"]

@@ -18,6 +18,8 @@ pub enum ExplainError {
     NotAPod(String),
     #[error("the patch does not apply to the pod (a bug: please report it): {0}")]
     Patch(String),
+    #[error("cannot plan the pod (a bug: please report it)")]
+    Engine(#[source] crate::engine::EngineError),
 }
 
 /// A pod as given on the command line, and the namespace the input names, if any.
@@ -75,10 +77,27 @@ pub fn read_input(text: &str) -> Result<Input, ExplainError> {
     })
 }
 
+/// The namespace `explain` uses when neither `--namespace` nor the input names one: where
+/// `kubectl` would create the pod without `-n`.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// Where the namespace of a report came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum NamespaceOrigin {
+    /// `--namespace`.
+    Flag,
+    /// The AdmissionReview's `request.namespace` or the pod's `metadata.namespace`.
+    Input,
+    /// Neither named one: [`DEFAULT_NAMESPACE`], assumed.
+    Assumed,
+}
+
 /// Everything `explain` shows.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub namespace: String,
+    pub namespace_origin: NamespaceOrigin,
     pub matched: Vec<String>,
     pub mutation: Mutation,
     /// The pod after the patch, exactly as the API server would store it.
@@ -93,15 +112,34 @@ impl Report {
     pub fn denied(&self) -> bool {
         self.validation.denied()
     }
+
+    /// What to tell the user about the namespace, when it was assumed: policies are chosen
+    /// by namespace, so an unsaid choice could explain the wrong policies.
+    pub fn namespace_note(&self) -> Option<String> {
+        (self.namespace_origin == NamespaceOrigin::Assumed).then(|| {
+            format!(
+                "the input names no namespace, so namespace \"{}\" was used; pass --namespace to explain another",
+                self.namespace
+            )
+        })
+    }
 }
 
 pub fn explain(
     engine: &Engine,
     set: &PolicySet,
     input: &Input,
-    namespace: &str,
+    namespace: Option<&str>,
 ) -> Result<Report, ExplainError> {
-    let mutation = engine.mutate_described(set, &input.pod, namespace);
+    // The flag, else the input's own namespace (an empty one is none), else assumed.
+    let (namespace, namespace_origin) = match (namespace, input.namespace.as_deref()) {
+        (Some(ns), _) => (ns, NamespaceOrigin::Flag),
+        (None, Some(ns)) if !ns.is_empty() => (ns, NamespaceOrigin::Input),
+        (None, _) => (DEFAULT_NAMESPACE, NamespaceOrigin::Assumed),
+    };
+    let mutation = engine
+        .mutate_described(set, &input.pod, namespace)
+        .map_err(ExplainError::Engine)?;
     let mut mutated = input.pod_json.clone();
     json_patch::patch(&mut mutated, &mutation.patch)
         .map_err(|e| ExplainError::Patch(e.to_string()))?;
@@ -113,6 +151,7 @@ pub fn explain(
     let matched = policies.iter().map(|p| p.tag.clone()).collect();
     Ok(Report {
         namespace: namespace.to_owned(),
+        namespace_origin,
         matched,
         mutation,
         mutated,
@@ -180,7 +219,12 @@ pub fn render_table(r: &Report) -> String {
         .role
         .map(|r| r.as_str())
         .unwrap_or("not a Spark pod");
-    let _ = writeln!(s, "namespace: {}   role: {role}", r.namespace);
+    let assumed = if r.namespace_origin == NamespaceOrigin::Assumed {
+        " (assumed: the input names none)"
+    } else {
+        ""
+    };
+    let _ = writeln!(s, "namespace: {}{assumed}   role: {role}", r.namespace);
     let _ = writeln!(
         s,
         "policies matched: {}",

@@ -9,6 +9,8 @@
 
 pub mod engine;
 pub mod explain;
+#[cfg(any(test, feature = "fault-injection"))]
+pub mod fault;
 pub mod matching;
 pub mod policy;
 pub mod quantity;

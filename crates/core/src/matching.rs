@@ -15,11 +15,34 @@ pub struct PolicySet {
     /// Sorted by priority (highest first), then name: the order policies apply in.
     policies: Vec<Arc<CompiledPolicy>>,
     exact: HashMap<String, Vec<u32>>,
-    globs: GlobSet,
-    glob_owner: Vec<u32>,
+    globs: GlobIndex,
     everywhere: Vec<u32>,
     /// Problems found while assembling the set (duplicate names), for logs and Events.
     pub warnings: Vec<String>,
+}
+
+/// The namespace globs of every policy.
+#[derive(Debug)]
+enum GlobIndex {
+    /// One set for all globs (one pass per review); `owner[i]` is glob `i`'s policy.
+    Combined { set: GlobSet, owner: Vec<u32> },
+    /// The policies with globs, each matched with its own set: used when the combined
+    /// set is over globset's size limit.
+    PerPolicy(Vec<u32>),
+}
+
+impl Default for GlobIndex {
+    fn default() -> Self {
+        GlobIndex::Combined {
+            set: GlobSet::empty(),
+            owner: Vec::new(),
+        }
+    }
+}
+
+/// Whether a namespace entry is a glob (else an exact name, or `*` for every namespace).
+pub(crate) fn is_glob(ns: &str) -> bool {
+    ns != "*" && ns.contains(['*', '?', '[', '{'])
 }
 
 impl PolicySet {
@@ -48,13 +71,14 @@ impl PolicySet {
         let mut exact: HashMap<String, Vec<u32>> = HashMap::new();
         let mut builder = GlobSetBuilder::new();
         let mut glob_owner = Vec::new();
+        let mut with_globs = Vec::new();
         let mut everywhere = Vec::new();
         for (i, p) in all.iter().enumerate() {
             let i = i as u32;
             for ns in &p.namespaces {
                 if ns == "*" {
                     everywhere.push(i);
-                } else if ns.contains(['*', '?', '[', '{']) {
+                } else if is_glob(ns) {
                     // Compiled successfully once already in CompiledPolicy::compile.
                     if let Ok(g) = Glob::new(ns) {
                         builder.add(g);
@@ -64,13 +88,29 @@ impl PolicySet {
                     exact.entry(ns.clone()).or_default().push(i);
                 }
             }
+            if p.namespace_globs.is_some() {
+                with_globs.push(i);
+            }
         }
-        let globs = builder.build().unwrap_or_else(|_| GlobSet::empty());
+        // Each policy's globs built alone at compile time, but all of them together can
+        // exceed globset's size limit: then each policy's own set is matched in turn
+        // (slower, still every policy). Dropping the globs would silently unpolicy pods.
+        let globs = match builder.build() {
+            Ok(set) => GlobIndex::Combined {
+                set,
+                owner: glob_owner,
+            },
+            Err(e) => {
+                warnings.push(format!(
+                    "the namespace globs of all policies together are too large to match in one pass ({e}); each policy's globs are matched in turn"
+                ));
+                GlobIndex::PerPolicy(with_globs)
+            }
+        };
         Self {
             policies: all,
             exact,
             globs,
-            glob_owner,
             everywhere,
             warnings,
         }
@@ -95,10 +135,26 @@ impl PolicySet {
             idx.extend_from_slice(v);
         }
         idx.extend_from_slice(&self.everywhere);
-        if !self.glob_owner.is_empty() {
-            for g in self.globs.matches(namespace) {
-                if let Some(owner) = self.glob_owner.get(g) {
-                    idx.push(*owner);
+        match &self.globs {
+            GlobIndex::Combined { set, owner } => {
+                if !owner.is_empty() {
+                    for g in set.matches(namespace) {
+                        if let Some(o) = owner.get(g) {
+                            idx.push(*o);
+                        }
+                    }
+                }
+            }
+            GlobIndex::PerPolicy(with_globs) => {
+                for &i in with_globs {
+                    let matched = self
+                        .policies
+                        .get(i as usize)
+                        .and_then(|p| p.namespace_globs.as_ref())
+                        .is_some_and(|g| g.is_match(namespace));
+                    if matched {
+                        idx.push(i);
+                    }
                 }
             }
         }
@@ -131,4 +187,59 @@ pub fn selects(policy: &CompiledPolicy, pod: &SparkPod<'_>) -> bool {
         .match_labels
         .iter()
         .all(|(k, v)| pod.label(k) == Some(v.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{parse_documents, PolicySource};
+
+    fn policy(name: &str, namespace: &str) -> Result<Arc<CompiledPolicy>, String> {
+        let text = format!(
+            "apiVersion: spark-admission.io/v1alpha1\nkind: SparkPodPolicy\nmetadata: {{name: {name}}}\nspec:\n  namespaces: [\"team-a\", \"{namespace}\"]\n  all: {{labels: {{team: data}}}}\n"
+        );
+        let mut docs = parse_documents(&PolicySource(format!("{name}.yaml")), &text)
+            .map_err(|errors| format!("{errors:?}"))?;
+        Ok(Arc::new(docs.remove(0)))
+    }
+
+    fn names(set: &PolicySet, namespace: &str) -> Vec<String> {
+        set.for_namespace(namespace)
+            .iter()
+            .map(|p| p.name.clone())
+            .collect()
+    }
+
+    /// A glob that parses but whose matcher is over globset's 10 MiB NFA limit.
+    fn unbuildable_glob() -> String {
+        format!("big-{}", "?".repeat(300_000))
+    }
+
+    /// Two globs that each build alone but not in one set.
+    fn large_glob(prefix: &str) -> String {
+        format!("{prefix}-{}*", "?".repeat(100_000))
+    }
+
+    #[test]
+    fn a_namespace_glob_that_cannot_be_built_rejects_the_policy_with_its_path() {
+        let Err(err) = policy("huge", &unbuildable_glob()) else {
+            panic!("the policy was accepted");
+        };
+        assert!(err.contains("/spec/namespaces/1"), "{err}");
+        assert!(err.contains("namespace glob"), "{err}");
+    }
+
+    #[test]
+    fn globs_too_large_for_one_set_still_match_their_namespaces() {
+        let ns_a = format!("a-{}", "x".repeat(100_000));
+        let ns_b = format!("b-{}", "x".repeat(100_000));
+        let set = PolicySet::new([
+            policy("first", &large_glob("a")).expect("valid alone"),
+            policy("second", &large_glob("b")).expect("valid alone"),
+        ]);
+        assert_eq!(names(&set, &ns_a), ["first"]);
+        assert_eq!(names(&set, &ns_b), ["second"]);
+        assert_eq!(names(&set, "team-a"), ["first", "second"]);
+        assert!(names(&set, "other").is_empty());
+    }
 }

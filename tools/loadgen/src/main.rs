@@ -8,12 +8,14 @@
 //! - `loadgen noop-server`: `serve`'s listener with a fixed answer (the baseline).
 //! - `loadgen smoke`: a few seconds of everything, exit status non-zero on any error (CI).
 //! - `loadgen report`: criterion results + suite JSON -> the tables in BENCHMARKS.md.
+//! - `loadgen slow-clients`: the slow-body attack, with real reviews meanwhile (issue 12).
 
 mod client;
 mod load;
 mod noop;
 mod policies;
 mod report;
+mod slow;
 mod spawn;
 mod suite;
 
@@ -57,6 +59,8 @@ enum Cmd {
     /// The webhook's TLS listener and HTTP stack answering a fixed `allowed: true` (the
     /// baseline the suite measures against); takes `spark-admission serve`'s flags.
     NoopServer(spark_admission::admission::ServeArgs),
+    /// Slow clients trickling bodies while real reviews must be answered within 2 s.
+    SlowClients(slow::SlowArgs),
 }
 
 #[derive(Args)]
@@ -158,6 +162,7 @@ fn main() -> ExitCode {
             Cmd::NoopServer(_) => Err(anyhow::anyhow!(
                 "noop-server runs before the runtime starts"
             )),
+            Cmd::SlowClients(args) => slow::slow_clients(args).await,
         }
     });
     match result {

@@ -12,6 +12,9 @@ pub struct Change {
     pub policy: String,
     pub field: String,
     pub action: String,
+    /// False for a value that lost: a higher-priority policy decided the field, or the
+    /// value was undone after planning. Shown by `explain`, never counted as a change.
+    pub applied: bool,
 }
 
 pub(crate) struct Ctx<'p> {
@@ -27,7 +30,8 @@ pub(crate) struct Ctx<'p> {
     /// Field key -> policy that decided it first (the higher-priority one).
     claims: HashMap<String, &'p str>,
     pub changes: Vec<Change>,
-    /// Changes per policy, in the order the policies applied.
+    /// Changes per policy that made any, in the order of each one's first change. Only
+    /// values that end up in the pod count: losing and undone values do not.
     pub counts: Vec<(&'p str, u32)>,
     pub warnings: Vec<String>,
     /// Mounts for every container, applied once all policies have added their containers.
@@ -56,18 +60,63 @@ impl<'p> Ctx<'p> {
     /// Records a change by the current policy; `describe` gives its field and action, and
     /// is only called when they are kept.
     pub fn change<F: Into<String>, A: Into<String>>(&mut self, describe: impl FnOnce() -> (F, A)) {
-        match self.counts.last_mut() {
-            Some((p, n)) if *p == self.policy => *n += 1,
-            _ => self.counts.push((self.policy, 1)),
+        match self.counts.iter_mut().find(|(p, _)| *p == self.policy) {
+            Some((_, n)) => *n += 1,
+            None => self.counts.push((self.policy, 1)),
         }
+        self.record(describe, true);
+    }
+
+    /// Records a value of the current policy that lost to a higher-priority policy: shown
+    /// by `explain`, not a change to the pod, so not counted.
+    pub fn overruled<F: Into<String>, A: Into<String>>(
+        &mut self,
+        describe: impl FnOnce() -> (F, A),
+    ) {
+        self.record(describe, false);
+    }
+
+    fn record<F: Into<String>, A: Into<String>>(
+        &mut self,
+        describe: impl FnOnce() -> (F, A),
+        applied: bool,
+    ) {
         if self.detail || self.describe {
             let (field, action) = describe();
             self.changes.push(Change {
                 policy: self.policy.to_owned(),
                 field: field.into(),
                 action: action.into(),
+                applied,
             });
         }
+    }
+
+    /// Takes back the described changes whose field `undone` accepts: the pod keeps its
+    /// own value, so they are no longer counted. Returns the policies that made them.
+    pub fn undo(&mut self, undone: impl Fn(&str) -> bool) -> Vec<String> {
+        let mut by = Vec::new();
+        for c in self
+            .changes
+            .iter_mut()
+            .filter(|c| c.applied && undone(&c.field))
+        {
+            c.applied = false;
+            c.action.push_str(" (undone)");
+            if let Some((_, n)) = self.counts.iter_mut().find(|(p, _)| *p == c.policy) {
+                *n = n.saturating_sub(1);
+            }
+            if !by.contains(&c.policy) {
+                by.push(c.policy.clone());
+            }
+        }
+        self.counts.retain(|(_, n)| *n > 0);
+        by
+    }
+
+    /// Whether `policy` made a change that stays in the pod.
+    pub fn changed_by(&self, policy: &str) -> bool {
+        self.counts.iter().any(|(p, n)| *p == policy && *n > 0)
     }
 
     pub fn warn(&mut self, message: impl Into<String>) {
@@ -121,7 +170,7 @@ impl<'p> Ctx<'p> {
     ) -> bool {
         if let Err(owner) = self.claim(key) {
             if current != Some(wanted) {
-                self.change(|| {
+                self.overruled(|| {
                     (
                         field(),
                         format!(

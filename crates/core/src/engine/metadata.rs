@@ -37,6 +37,16 @@ pub(crate) fn merge_map(
     }
 }
 
+/// The `name@hash` entries of the applied annotation the pod already has.
+pub(crate) fn applied_tags(pod: &Pod) -> Vec<&str> {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(APPLIED_ANNOTATION))
+        .map(|v| v.split(',').filter(|t| !t.is_empty()).collect())
+        .unwrap_or_default()
+}
+
 /// Records which policies were applied; always ours to set.
 pub(crate) fn record_applied(ctx: &mut Ctx<'_>, pod: &mut Pod, value: &str) {
     let annotations = pod.metadata.annotations.get_or_insert_with(BTreeMap::new);

@@ -41,6 +41,14 @@ use context::Ctx;
 /// Annotation listing the policies applied to a pod, as `name@hash,...`.
 pub const APPLIED_ANNOTATION: &str = "spark-admission.io/applied";
 
+/// Why the engine could not plan a pod. The pod must then be refused: admitting it
+/// unchanged would let it run without its policies.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("could not compute the patch: serialising the pod failed")]
+    Patch(#[source] serde_json::Error),
+}
+
 /// Engine settings that do not change with the policies.
 #[derive(Debug, Clone, Default)]
 pub struct Engine {
@@ -54,7 +62,8 @@ pub struct Mutation {
     pub role: Option<SparkRole>,
     /// RFC 6902 operations, applying to the pod exactly as received.
     pub patch: json_patch::Patch,
-    /// `name@hash` of each policy that contributed changes for this pod.
+    /// `name@hash` of each policy that changed this pod (as written in
+    /// [`APPLIED_ANNOTATION`]); empty when no policy changed anything.
     pub applied: Vec<String>,
     /// How many changes each policy made, in the order the policies applied.
     pub changes_by_policy: Vec<(String, u32)>,
@@ -76,27 +85,43 @@ impl Engine {
     }
 
     /// Plans the patch for a pod being created in `namespace`: what the webhook answers.
-    pub fn mutate(&self, set: &PolicySet, pod: &Pod, namespace: &str) -> Mutation {
+    pub fn mutate(
+        &self,
+        set: &PolicySet,
+        pod: &Pod,
+        namespace: &str,
+    ) -> Result<Mutation, EngineError> {
         self.plan(set, pod, namespace, false)
     }
 
     /// `mutate`, plus a description of every change (for `explain`). The patch, warnings
     /// and policies applied are the same.
-    pub fn mutate_described(&self, set: &PolicySet, pod: &Pod, namespace: &str) -> Mutation {
+    pub fn mutate_described(
+        &self,
+        set: &PolicySet,
+        pod: &Pod,
+        namespace: &str,
+    ) -> Result<Mutation, EngineError> {
         self.plan(set, pod, namespace, true)
     }
 
-    fn plan(&self, set: &PolicySet, pod: &Pod, namespace: &str, detail: bool) -> Mutation {
+    fn plan(
+        &self,
+        set: &PolicySet,
+        pod: &Pod,
+        namespace: &str,
+        detail: bool,
+    ) -> Result<Mutation, EngineError> {
         let spark = match SparkPod::recognise(pod, &self.container_names) {
             Ok(s) => s,
-            Err(NotSpark::NoRoleLabel) => return Mutation::default(),
+            Err(NotSpark::NoRoleLabel) => return Ok(Mutation::default()),
             Err(NotSpark::UnknownRole(r)) => {
-                return Mutation {
+                return Ok(Mutation {
                     warnings: vec![format!(
                         "spark-admission: label spark-role=\"{r}\" is neither driver nor executor; no policy was applied"
                     )],
                     ..Mutation::default()
-                }
+                })
             }
         };
         let policies = set.matching(&spark, namespace);
@@ -105,11 +130,10 @@ impl Engine {
             ..Mutation::default()
         };
         if policies.is_empty() {
-            return out;
+            return Ok(out);
         }
         let mut planned = patch::working_copy(pod);
         let mut ctx = Ctx::new(detail);
-        let mut applied = Vec::new();
         let vars = Vars {
             namespace,
             app_name: spark.app_name(),
@@ -117,16 +141,11 @@ impl Engine {
             role: spark.role,
         };
         for policy in &policies {
-            let mut contributed = false;
             for section in policy.patches_for(spark.role) {
                 ctx.policy = &policy.name;
                 ctx.overwrite = section.overwrite;
                 let section = variables::render(&mut ctx, section, &vars);
                 apply_section(&mut ctx, &mut planned, &section, &spark);
-                contributed = true;
-            }
-            if contributed {
-                applied.push(policy.tag.clone());
             }
         }
         if let Some(spec) = planned.spec.as_mut() {
@@ -143,13 +162,28 @@ impl Engine {
         // added by any policy get the same rewrite (and a second pass finds nothing to do).
         images::apply_image_rules(&mut ctx, &mut planned, &policies, spark.role);
 
+        // Listed: the policies that changed the pod (values that lost or were undone do
+        // not count). A policy listed by an earlier pass on this pod (the API server
+        // reinvokes the webhook) stays listed; one no longer matching is dropped. A pass
+        // that changes nothing leaves the annotation as it is, so the second pass is empty.
+        let earlier = metadata::applied_tags(pod);
+        let changed = policies.iter().any(|p| ctx.changed_by(&p.name));
+        let applied: Vec<String> = if changed {
+            policies
+                .iter()
+                .filter(|p| ctx.changed_by(&p.name) || earlier.contains(&p.tag.as_str()))
+                .map(|p| p.tag.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
         if !applied.is_empty() {
             ctx.policy = "spark-admission";
             metadata::record_applied(&mut ctx, &mut planned, &applied.join(","));
         }
         scheduling::reconcile_priority(pod, &mut planned);
 
-        out.patch = patch::diff(pod, &planned);
+        out.patch = patch::diff(pod, &planned).map_err(EngineError::Patch)?;
         out.applied = applied;
         out.changes_by_policy = ctx
             .counts
@@ -160,7 +194,7 @@ impl Engine {
             out.changes = ctx.changes;
         }
         out.warnings = ctx.warnings;
-        out
+        Ok(out)
     }
 
     /// Checks the rules of every matching policy against a pod being created.

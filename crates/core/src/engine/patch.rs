@@ -44,15 +44,16 @@ pub(crate) fn working_copy(pod: &Pod) -> Pod {
 /// (most of the spec and containers) never becomes JSON. The JSON diff of the pruned pair
 /// is exactly that of the full pair: equal subtrees yield no operation, list positions
 /// are kept, and object keys keep their order.
-pub(crate) fn diff(original: &Pod, planned: &Pod) -> Patch {
+///
+/// An error means the patch is unknown: the caller must refuse the pod, never admit it
+/// unchanged (that would let it run without its policies).
+pub(crate) fn diff(original: &Pod, planned: &Pod) -> Result<Patch, serde_json::Error> {
     let (before, after) = pruned(original, planned);
     if before == after {
-        return Patch(Vec::new());
+        return Ok(Patch(Vec::new()));
     }
-    let (Ok(before), Ok(after)) = (serde_json::to_value(before), serde_json::to_value(after))
-    else {
-        return Patch(Vec::new());
-    };
+    let before = to_json(before, original)?;
+    let after = to_json(after, original)?;
     let mut ops = Vec::new();
     diff_values(before, after, &mut String::new(), &mut ops);
     // Containers created on the way but left empty ({} or []) carry no meaning: drop them.
@@ -60,7 +61,18 @@ pub(crate) fn diff(original: &Pod, planned: &Pod) -> Patch {
         PatchOperation::Add(add) => !is_empty_container(&add.value),
         _ => true,
     });
-    Patch(ops)
+    Ok(Patch(ops))
+}
+
+/// `serde_json::to_value`; with fault injection (tests only), it fails for a pod
+/// (`original`) that carries the fault annotation.
+fn to_json(pod: Pod, original: &Pod) -> Result<Value, serde_json::Error> {
+    #[cfg(any(test, feature = "fault-injection"))]
+    if crate::fault::injected(original, crate::fault::SERIALISE) {
+        return Err(serde::ser::Error::custom("fault injected by a test"));
+    }
+    let _ = original;
+    serde_json::to_value(pod)
 }
 
 /// The operations `json_patch::diff` computes (same operations, same order: keys in
@@ -435,7 +447,13 @@ mod tests {
             let mut expected = pod.clone();
             expected.metadata.managed_fields = None;
             assert_eq!(working_copy(&pod), expected, "{name}");
-            assert!(diff(&pod, &working_copy(&pod)).0.is_empty(), "{name}");
+            assert!(
+                diff(&pod, &working_copy(&pod))
+                    .expect("serialisable")
+                    .0
+                    .is_empty(),
+                "{name}"
+            );
         }
     }
 
@@ -447,13 +465,13 @@ mod tests {
                 let mut planned = pod.clone();
                 edit(&mut planned);
                 assert_eq!(
-                    diff(&pod, &planned),
+                    diff(&pod, &planned).expect("serialisable"),
                     full_diff(&pod, &planned),
                     "{name}: {what}"
                 );
                 // The other direction turns adds into removals.
                 assert_eq!(
-                    diff(&planned, &pod),
+                    diff(&planned, &pod).expect("serialisable"),
                     full_diff(&planned, &pod),
                     "{name}: {what}, reversed"
                 );
@@ -463,7 +481,11 @@ mod tests {
             for (_, edit) in all.iter().filter(|(w, _)| *w != "no spec") {
                 edit(&mut planned);
             }
-            assert_eq!(diff(&pod, &planned), full_diff(&pod, &planned), "{name}");
+            assert_eq!(
+                diff(&pod, &planned).expect("serialisable"),
+                full_diff(&pod, &planned),
+                "{name}"
+            );
         }
     }
 }

@@ -88,15 +88,13 @@ pub(crate) fn reconcile(ctx: &mut Ctx<'_>, original: &PodSpec, planned: &mut Pod
             if r <= l {
                 continue;
             }
+            // The values go back to the pod's: the policies that set them did not change it.
+            let prefix = format!("containers[{}].resources", c.name);
+            let suffix = format!("[{resource}]");
             let by: Vec<String> = ctx
-                .changes
+                .undo(|field| field.starts_with(&prefix) && field.ends_with(&suffix))
                 .iter()
-                .filter(|ch| {
-                    ch.field
-                        .starts_with(&format!("containers[{}].resources", c.name))
-                        && ch.field.ends_with(&format!("[{resource}]"))
-                })
-                .map(|ch| format!("\"{}\"", ch.policy))
+                .map(|p| format!("\"{p}\""))
                 .collect();
             ctx.warn(format!(
                 "{resource} of container \"{}\" was left as the pod had it: the values from policy {} would make the request ({}) larger than the limit ({})",

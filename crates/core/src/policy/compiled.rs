@@ -1,7 +1,7 @@
 //! The compiled form of a policy: regexes and globs built, quantities checked, hash taken,
 //! so that nothing on the request path parses or compiles anything.
 
-use globset::Glob;
+use globset::{Glob, GlobSet, GlobSetBuilder};
 use regex_automata::meta;
 use regex_automata::util::syntax;
 use sha2::{Digest, Sha256};
@@ -33,6 +33,8 @@ pub struct CompiledPolicy {
     pub tag: String,
     pub priority: i32,
     pub namespaces: Vec<String>,
+    /// The glob entries of `namespaces`, built (none if there are none).
+    pub namespace_globs: Option<GlobSet>,
     pub drivers: bool,
     pub executors: bool,
     pub app_name: Option<Pattern>,
@@ -138,19 +140,54 @@ impl Pattern {
     }
 }
 
+/// The policy's namespace globs as one set. Each entry must parse and its matcher must
+/// build (globset refuses a glob whose automaton is over its size limit): an entry that
+/// cannot be matched rejects the policy with its path, never silently matching nothing.
+fn namespace_globs(
+    namespaces: &[String],
+    err: &impl Fn(&str, String) -> PolicyError,
+) -> Result<Option<GlobSet>, PolicyError> {
+    let mut builder = GlobSetBuilder::new();
+    let mut any = false;
+    for (i, ns) in namespaces.iter().enumerate() {
+        let path = format!("/spec/namespaces/{i}");
+        let glob =
+            Glob::new(ns).map_err(|e| err(&path, format!("not a valid namespace glob: {e}")))?;
+        if crate::matching::is_glob(ns) {
+            builder.add(glob);
+            any = true;
+        }
+    }
+    if !any {
+        return Ok(None);
+    }
+    match builder.build() {
+        Ok(set) => Ok(Some(set)),
+        Err(all) => {
+            // Name the entry that cannot be built; the slow search runs only on this path.
+            for (i, ns) in namespaces.iter().enumerate() {
+                let alone = Glob::new(ns).map(|g| GlobSetBuilder::new().add(g).build());
+                if let Ok(Err(e)) = alone {
+                    return Err(err(
+                        &format!("/spec/namespaces/{i}"),
+                        format!("namespace glob cannot be matched: {e}"),
+                    ));
+                }
+            }
+            Err(err(
+                "/spec/namespaces",
+                format!("namespace globs too large to match together: {all}"),
+            ))
+        }
+    }
+}
+
 impl CompiledPolicy {
     pub fn compile(policy: SparkPodPolicy, origin: String) -> Result<Self, PolicyError> {
         let err = |path: &str, msg: String| PolicyError::new(origin.clone(), path, msg);
         let spec = &policy.spec;
 
-        for (i, ns) in spec.namespaces.iter().enumerate() {
-            Glob::new(ns).map_err(|e| {
-                err(
-                    &format!("/spec/namespaces/{i}"),
-                    format!("not a valid namespace glob: {e}"),
-                )
-            })?;
-        }
+        let namespace_globs = namespace_globs(&spec.namespaces, &err)?;
         let (drivers, executors) = match spec.selector.as_ref().and_then(|s| s.roles.as_ref()) {
             None => (true, true),
             Some(roles) if roles.is_empty() => {
@@ -220,6 +257,7 @@ impl CompiledPolicy {
             hash,
             priority: spec.priority,
             namespaces: spec.namespaces,
+            namespace_globs,
             drivers,
             executors,
             app_name,
