@@ -28,9 +28,7 @@ use spark_admission::matching::PolicySet;
 use spark_admission::policy::{parse_documents, PolicySource};
 use spark_admission::source::FolderSource;
 
-#[path = "../tools/loadgen/src/policies.rs"]
-#[allow(dead_code)]
-mod policies;
+use spark_admission_testkit::bench_policies as policies;
 
 // The server binary's allocator (src/main.rs), so the figures are the server's.
 #[cfg(feature = "mimalloc")]

@@ -18,7 +18,7 @@ use spark_admission::spark::ContainerNames;
 // Planning a pod makes many small allocations: a quarter of the engine's time under glibc
 // malloc (callgrind), about half that under mimalloc. And glibc kept hundreds of MiB of
 // freed memory after a burst of large reviews, where mimalloc gives it back
-// (tests/robustness_memory.rs).
+// (tests/server/memory.rs).
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -1,4 +1,4 @@
-//! The fuzz targets' bodies, shared with `tests/fuzz_regressions.rs`, which replays the
+//! The fuzz targets' bodies, shared with `tests/engine/fuzz_regressions.rs`, which replays the
 //! seeds and every past finding as ordinary tests. A panic here is a finding.
 
 // Each target uses only some of these.

@@ -13,7 +13,6 @@
 mod client;
 mod load;
 mod noop;
-mod policies;
 mod report;
 mod slow;
 mod spawn;
@@ -29,6 +28,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use hyper::body::Bytes;
 use spark_admission::admission::parse_duration;
+use spark_admission_testkit::bench_policies as policies;
 
 use client::Proto;
 use load::Load;
@@ -176,7 +176,7 @@ fn main() -> ExitCode {
 
 /// The fixtures folder of this repository (compiled in: the tool runs from a checkout).
 pub fn default_fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/admission")
+    spark_admission_testkit::fixtures::dir().join("admission")
 }
 
 /// The real AdmissionReviews for an endpoint: `mutate-*.json` for /mutate, and so on.

@@ -25,7 +25,8 @@ use tokio_rustls::TlsConnector;
 
 use crate::client::{self, Proto};
 use crate::spawn::{ServerOptions, Spawned};
-use crate::{default_fixtures, load, policies, review_bodies, server_bin, suite};
+use crate::{default_fixtures, load, review_bodies, server_bin, suite};
+use spark_admission_testkit::bench_policies as policies;
 
 #[derive(Args)]
 pub struct SlowArgs {

@@ -13,8 +13,8 @@ use spark_admission::admission::parse_duration;
 
 use crate::client::{self, Proto};
 use crate::load::{self, Load, Stats};
-use crate::policies;
 use crate::spawn::{Memory, ServerOptions, Spawned};
+use spark_admission_testkit::bench_policies as policies;
 
 /// Policy documents per file, as an admin would group them.
 const PER_FILE: usize = 100;

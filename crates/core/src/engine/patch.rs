@@ -320,29 +320,10 @@ mod tests {
     }
 
     fn fixture_pods() -> Vec<(String, Pod)> {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
-        let mut out = Vec::new();
-        for dir in ["spark", "admission"] {
-            let mut files: Vec<_> = std::fs::read_dir(root.join(dir))
-                .unwrap()
-                .map(|e| e.unwrap().path())
-                .filter(|p| p.extension().is_some_and(|e| e == "json"))
-                .collect();
-            files.sort();
-            for f in files {
-                let v: Value = serde_json::from_slice(&std::fs::read(&f).unwrap()).unwrap();
-                let pod = if dir == "admission" {
-                    v["request"]["object"].clone()
-                } else {
-                    v
-                };
-                out.push((
-                    f.display().to_string(),
-                    serde_json::from_value(pod).unwrap(),
-                ));
-            }
-        }
-        out
+        spark_admission_testkit::fixtures::all_pods()
+            .into_iter()
+            .map(|(name, pod)| (name, serde_json::from_value(pod).unwrap()))
+            .collect()
     }
 
     /// A named change to a pod.

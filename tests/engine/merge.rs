@@ -1,7 +1,7 @@
 //! One test per merge rule, on real Spark pods: what a platform admin writes in a policy,
 //! and what the pod looks like after the webhook.
 
-mod engine_support;
+use crate::engine_support;
 
 use engine_support::*;
 use serde_json::json;

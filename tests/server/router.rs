@@ -1,6 +1,6 @@
 //! The webhook router without sockets: real AdmissionReviews through `Router::oneshot`.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

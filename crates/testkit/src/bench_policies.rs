@@ -1,4 +1,4 @@
-//! The benchmark policy set, shared by `benches/engine.rs` (included by path) and the load
+//! The benchmark policy set, shared by `benches/engine.rs` and the load
 //! generator: `total` policies spread over 10,000 namespaces, of which (at most) 10 match
 //! the namespace of the real fixtures, `spark-jobs`.
 //!

@@ -1,9 +1,9 @@
 //! Property tests: generated policies x the real Spark fixtures (with random changes).
 //! For every combination the patch applies to the JSON as received, the result is a Pod,
 //! a second pass is empty, and pods without a spark-role label are never touched.
-//! `PROPTEST_CASES=2000 cargo test --test engine_props` runs a longer search.
+//! `PROPTEST_CASES=2000 cargo test --test engine props` runs a longer search.
 
-mod engine_support;
+use crate::engine_support;
 
 use engine_support::*;
 use proptest::prelude::*;

@@ -3,8 +3,8 @@
 //! delete a ConfigMap, a dropped watch, a watch refused then expired (relist), duplicate
 //! names, and the whole server in ConfigMap mode (unready until the first list).
 
-mod common;
-mod fake_apiserver;
+use crate::common;
+use crate::fake_apiserver;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,8 +1,7 @@
 //! Replays the fuzz seeds and every input a fuzzer ever found (fuzz/regressions/) through
 //! the fuzz targets' own checks, so a fixed finding stays fixed without cargo-fuzz.
 
-#[path = "../fuzz/fuzz_targets/common.rs"]
-mod common;
+use crate::fuzz_common as common;
 
 use std::path::Path;
 

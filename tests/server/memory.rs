@@ -14,10 +14,10 @@
 //! on memory alone.
 //!
 //! About a minute and a half in a debug build; the figures print with
-//! `cargo test --test robustness_memory -- --nocapture`.
+//! `cargo test --test server memory -- --nocapture`.
 #![cfg(target_os = "linux")]
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -586,6 +586,7 @@ async fn settle(s: &Spawned, bound: u64) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_returns_to_its_baseline_after_the_bad_input_corpus() {
+    let _turn = common::heavy_test_turn().await;
     let mut s = spawn_server().await;
     // The listeners, once the readiness probe's connection is gone.
     tokio::time::sleep(Duration::from_millis(500)).await;

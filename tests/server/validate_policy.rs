@@ -1,6 +1,6 @@
 //! `POST /validate-policy` over real TLS: what `kubectl apply` of a policy ConfigMap gets.
 
-mod common;
+use crate::common;
 
 use hyper::StatusCode;
 use serde_json::{json, Value};

@@ -1,7 +1,7 @@
 //! The server while it runs: certificate rotation under traffic, policy reload, and the
 //! graceful shutdown with a request in flight.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! The real server in-process over real TLS: HTTP/1.1 and h2, no SNI, full chains,
 //! client certificates, limits, the admin port and certificate generation.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -468,3 +468,11 @@ pub fn client_cert(certs_dir: &Path) -> ClientAuth {
         PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).unwrap(),
     )
 }
+
+/// Held by the tests that load the machine or judge a deadline under load (the memory test,
+/// the slow-client attack): since they share one test binary with the rest, two of them
+/// must not run at once on 2 cores.
+pub async fn heavy_test_turn() -> tokio::sync::MutexGuard<'static, ()> {
+    static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    TURN.lock().await
+}

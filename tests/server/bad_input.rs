@@ -1,7 +1,7 @@
 //! The bad-input corpus, over real TLS: every malformed or hostile request gets its
 //! documented answer (400 / 413 / 408, or allowed unchanged), and the server stays healthy.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -233,6 +233,7 @@ async fn trickle(s: std::net::SocketAddr, ca: Vec<u8>, proto: Proto, declared: u
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_reviews_are_answered_within_2_s_while_slow_clients_trickle_their_bodies() {
+    let _turn = common::heavy_test_turn().await;
     // The documented defaults, as in a cluster: 8 s request timeout, 64 review slots.
     let s = TestServer::start(&[("labels.yaml", LABEL_POLICY)]).await;
     let addr = s.server.webhook_addr();

@@ -1,9 +1,9 @@
 //! Golden tests: every real Spark pod (raw from spark-submit and as the API server sent it)
 //! through the example policies in `policies/`. The expected patch, warnings and verdict are
-//! kept in `tests/golden/`; regenerate with `UPDATE_GOLDEN=1 cargo test --test engine_golden`
+//! kept in `tests/golden/`; regenerate with `UPDATE_GOLDEN=1 cargo test --test engine golden`
 //! and review the diff like code.
 
-mod engine_support;
+use crate::engine_support;
 
 use std::path::Path;
 
@@ -24,7 +24,7 @@ fn golden(name: &str, actual: &Value) {
     }
     let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
         panic!(
-            "missing golden file {}: run UPDATE_GOLDEN=1 cargo test --test engine_golden",
+            "missing golden file {}: run UPDATE_GOLDEN=1 cargo test --test engine golden",
             path.display()
         )
     });

@@ -1,0 +1,4 @@
+//! The command line, through the built binary: `certs` (`certs`) and `test` (`policy_test`).
+
+mod certs;
+mod policy_test;

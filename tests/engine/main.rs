@@ -1,0 +1,15 @@
+//! The engine's tests, one binary: the merge rules (`merge`), the golden fixtures
+//! (`golden`), properties over generated policies × the real pods (`props`), every input
+//! the fuzzers ever found (`fuzz_regressions`), and the policy format and its schema
+//! (`policy_schema`). They need no server and no cluster.
+
+mod engine_support;
+mod fuzz_regressions;
+mod golden;
+mod merge;
+mod policy_schema;
+mod props;
+
+// The fuzz targets' own checks, replayed here without cargo-fuzz.
+#[path = "../../fuzz/fuzz_targets/common.rs"]
+mod fuzz_common;

@@ -1,0 +1,17 @@
+//! The webhook server's tests, one binary: the router in-process (`router`), real TLS on
+//! loopback over HTTP/1.1 and h2 (`tls`, `lifecycle`, `validate_policy`), bad input and
+//! slow clients (`bad_input`), memory after bad input on the real process (`memory`), the
+//! ConfigMap source against a stand-in API server for what a real one will not do on demand
+//! (`policy_configmaps`), and `deploy/` against the code (`deploy_manifests`).
+
+mod common;
+mod fake_apiserver;
+
+mod bad_input;
+mod deploy_manifests;
+mod lifecycle;
+mod memory;
+mod policy_configmaps;
+mod router;
+mod tls;
+mod validate_policy;
