@@ -25,6 +25,28 @@ pub struct Pyspark {
     pub version: String,
 }
 
+impl Pyspark {
+    /// `spark-submit` of this venv, run as from an activated venv (it finds its Spark home
+    /// through `python3`), in `dir`, on loopback.
+    pub fn command(&self, dir: &Path) -> std::process::Command {
+        let mut cmd = std::process::Command::new(&self.spark_submit);
+        cmd.current_dir(dir)
+            .env_remove("SPARK_HOME")
+            .env_remove("SPARK_CONF_DIR")
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    self.venv.join("bin").display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .env("PYSPARK_PYTHON", &self.python)
+            .env("SPARK_LOCAL_IP", "127.0.0.1");
+        cmd
+    }
+}
+
 pub fn required() -> bool {
     std::env::var("SPARK_ADMISSION_E2E").is_ok_and(|v| v == "required")
 }

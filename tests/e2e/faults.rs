@@ -7,36 +7,28 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
-use serde_json::json;
 
-use crate::cluster;
-use crate::expect;
-use crate::webhook::{self, metric_sum, Policies, Webhook};
-
-fn driver(name: &str) -> Pod {
-    let mut pod = serde_json::to_value(webhook::probe_pod()).expect("JSON");
-    pod["metadata"]["name"] = json!(name);
-    serde_json::from_value(pod).expect("Pod")
-}
+use crate::scenario::Scenario;
+use crate::webhook::{driver_pod, metric_sum};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spark_pod_is_refused_while_the_webhook_is_down_and_accepted_once_it_is_back() {
-    let Some(env) = cluster::env("webhook_down") else {
+    let ns = "team-faults";
+    let Some(Scenario {
+        env,
+        client,
+        mut hook,
+        ..
+    }) = Scenario::start("webhook_down", &[ns], &[]).await
+    else {
         return;
     };
     let c = env.cluster;
-    let client = c.client().await;
-    let ns = "team-faults";
-    c.namespace(&client, ns, &[]).await;
-    crate::fixtures::priority_class(&client, "spark-driver", 1000).await;
-    let policies = expect::policy_folder(&env.dir, &[]);
-    let mut hook = Webhook::start(c, &env.dir, Policies::Folder(&policies));
-    webhook::register(&client, &hook, ns, true).await;
     hook.stop();
 
     let out = c.kubectl(
         &["create", "-n", ns, "-f", "-"],
-        Some(&serde_json::to_string(&driver("while-down-driver")).expect("JSON")),
+        Some(&serde_json::to_string(&driver_pod("while-down-driver")).expect("JSON")),
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -55,7 +47,7 @@ async fn a_spark_pod_is_refused_while_the_webhook_is_down_and_accepted_once_it_i
     let mut stored = None;
     for _ in 0..50 {
         match pods
-            .create(&PostParams::default(), &driver("after-restart-driver"))
+            .create(&PostParams::default(), &driver_pod("after-restart-driver"))
             .await
         {
             Ok(p) => {
@@ -77,17 +69,16 @@ async fn a_spark_pod_is_refused_while_the_webhook_is_down_and_accepted_once_it_i
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renewing_the_serving_certificate_from_the_same_ca_fails_no_pod_create() {
-    let Some(env) = cluster::env("cert_renewal") else {
+    let ns = "team-certs";
+    let Some(Scenario {
+        env: _turn,
+        client,
+        hook,
+        ..
+    }) = Scenario::start("cert_renewal", &[ns], &[]).await
+    else {
         return;
     };
-    let c = env.cluster;
-    let client = c.client().await;
-    let ns = "team-certs";
-    c.namespace(&client, ns, &[]).await;
-    crate::fixtures::priority_class(&client, "spark-driver", 1000).await;
-    let policies = expect::policy_folder(&env.dir, &[]);
-    let hook = Webhook::start(c, &env.dir, Policies::Folder(&policies));
-    webhook::register(&client, &hook, ns, true).await;
 
     let done = Arc::new(AtomicBool::new(false));
     let renewer = {
@@ -118,7 +109,7 @@ async fn renewing_the_serving_certificate_from_the_same_ca_fails_no_pod_create()
         if let Err(e) = pods
             .create(
                 &PostParams::default(),
-                &driver(&format!("renewal-{i}-driver")),
+                &driver_pod(&format!("renewal-{i}-driver")),
             )
             .await
         {

@@ -9,10 +9,10 @@ use k8s_openapi::api::scheduling::v1::PriorityClass;
 use kube::api::{Api, PostParams};
 use serde_json::{json, Value};
 
-use crate::cluster;
 use crate::expect::{self, Expect};
+use crate::scenario::Scenario;
 use crate::sidecar;
-use crate::webhook::{self, Policies, Webhook};
+use crate::webhook;
 
 /// `containers: all`: must reach the sidecar that the second webhook adds after ours.
 const SHARED_LOGS_POLICY: &str = r#"apiVersion: spark-admission.io/v1alpha1
@@ -58,21 +58,18 @@ fn assert_unique(what: &str, list: Vec<&str>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_captured_spark_pod_is_stored_with_exactly_the_policies_changes_once() {
-    let Some(env) = cluster::env("fixtures") else {
+    let namespaces = ["spark-jobs", "team-e2e"];
+    let extra = [("e2e-shared-logs.yaml", SHARED_LOGS_POLICY)];
+    let Some(Scenario {
+        env,
+        client,
+        policies,
+        hook,
+    }) = Scenario::start("fixtures", &namespaces, &extra).await
+    else {
         return;
     };
-    let c = env.cluster;
-    let client = c.client().await;
-    let namespaces = ["spark-jobs", "team-e2e"];
-    for ns in namespaces {
-        c.namespace(&client, ns, &[]).await;
-    }
-    // team-defaults gives drivers `priorityClassName: spark-driver`.
-    priority_class(&client, "spark-driver", 1000).await;
-    let policies = expect::policy_folder(&env.dir, &[("e2e-shared-logs.yaml", SHARED_LOGS_POLICY)]);
     let expect = Expect::new(&policies);
-    let hook = Webhook::start(c, &env.dir, Policies::Folder(&policies));
-    webhook::register(&client, &hook, namespaces[0], true).await;
     let sidecar_addr = sidecar::serve(&hook.certs).await;
     sidecar::register(&client, sidecar_addr, &hook.ca_pem()).await;
     sidecar::wait_active(&client, namespaces[0], true).await;
@@ -247,18 +244,18 @@ spec:
 /// those for its own items and change nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_server_defaults_what_the_patch_adds_and_a_second_pass_changes_nothing() {
-    let Some(env) = cluster::env("apiserver_defaults") else {
+    let ns = "team-defaulting";
+    let extra = [("e2e-defaulted.yaml", DEFAULTED_POLICY)];
+    let Some(Scenario {
+        env: _turn,
+        client,
+        policies,
+        hook: _hook,
+    }) = Scenario::start("apiserver_defaults", &[ns], &extra).await
+    else {
         return;
     };
-    let c = env.cluster;
-    let client = c.client().await;
-    let ns = "team-defaulting";
-    c.namespace(&client, ns, &[]).await;
-    priority_class(&client, "spark-driver", 1000).await;
-    let policies = expect::policy_folder(&env.dir, &[("e2e-defaulted.yaml", DEFAULTED_POLICY)]);
     let expect = Expect::new(&policies);
-    let hook = Webhook::start(c, &env.dir, Policies::Folder(&policies));
-    webhook::register(&client, &hook, ns, true).await;
 
     let probe = serde_json::to_value(webhook::probe_pod()).expect("JSON");
     let before = expect::defaulted(&client, &probe, ns).await;

@@ -10,6 +10,7 @@ mod faults;
 mod fixtures;
 mod install;
 mod process;
+mod scenario;
 mod sidecar;
 mod spark_conf;
 mod spark_submit;

@@ -6,7 +6,7 @@
 //! arrived: its SparkConf, a JVM system property and the Hadoop configuration.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -146,20 +146,8 @@ fn planned_submit_opts() -> String {
 fn run(spark: &Pyspark, dir: &Path, submit_opts: &str) -> (bool, String) {
     let out = std::fs::File::create(dir.join("stdout")).expect("stdout file");
     let err = std::fs::File::create(dir.join("stderr")).expect("stderr file");
-    let mut child = Command::new(&spark.spark_submit)
-        .current_dir(dir)
-        .env_remove("SPARK_HOME")
-        .env_remove("SPARK_CONF_DIR")
-        .env(
-            "PATH",
-            format!(
-                "{}:{}",
-                spark.venv.join("bin").display(),
-                std::env::var("PATH").unwrap_or_default()
-            ),
-        )
-        .env("PYSPARK_PYTHON", &spark.python)
-        .env("SPARK_LOCAL_IP", "127.0.0.1")
+    let mut child = spark
+        .command(dir)
         // The JVM decodes its environment with the locale's charset: a UTF-8 one, as in a
         // container image, so that non-ASCII values can arrive at all.
         .env("LANG", "C.UTF-8")

@@ -10,9 +10,8 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 
 use crate::assets::{self, Pyspark};
-use crate::cluster::{self, Cluster};
-use crate::expect;
-use crate::webhook::{self, Policies, Webhook};
+use crate::cluster::Cluster;
+use crate::scenario::Scenario;
 
 /// Drivers in spark-denied-* must carry an owner label: the way to fix it is a --conf.
 const DENY_POLICY: &str = r#"apiVersion: spark-admission.io/v1alpha1
@@ -50,21 +49,8 @@ fn run_bounded(mut cmd: Command, limit: Duration) -> Output {
 }
 
 fn spark_submit(c: &Cluster, spark: &Pyspark, dir: &Path, ns: &str, args: &[&str]) -> Output {
-    let mut cmd = Command::new(&spark.spark_submit);
-    cmd.current_dir(dir)
-        .env_remove("SPARK_HOME")
-        // As an activated venv: spark-submit finds its Spark home through `python3`.
-        .env(
-            "PATH",
-            format!(
-                "{}:{}",
-                spark.venv.join("bin").display(),
-                std::env::var("PATH").unwrap_or_default()
-            ),
-        )
-        .env("PYSPARK_PYTHON", &spark.python)
-        .env("SPARK_LOCAL_IP", "127.0.0.1")
-        .arg("--master")
+    let mut cmd = spark.command(dir);
+    cmd.arg("--master")
         .arg(format!("k8s://{}", c.url))
         .args(["--conf", &format!("spark.kubernetes.namespace={ns}")])
         .args([
@@ -107,30 +93,32 @@ fn applied(pod: &Pod) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spark_submit_meets_the_webhook_in_cluster_and_client_mode() {
-    let Some(env) = cluster::env("spark_submit") else {
-        return;
-    };
     let sparks = assets::pyspark("spark_submit");
     if sparks.is_empty() {
         return;
     }
-    let c = env.cluster;
-    let client = c.client().await;
-    crate::fixtures::priority_class(&client, "spark-driver", 1000).await;
-    let policies = expect::policy_folder(&env.dir, &[("e2e-owner-required.yaml", DENY_POLICY)]);
-    let hook = Webhook::start(c, &env.dir, Policies::Folder(&policies));
+    let namespaces_of = |spark: &Pyspark| {
+        let v = spark.version.replace('.', "-");
+        (format!("team-spark-{v}"), format!("spark-denied-{v}"))
+    };
+    let all: Vec<String> = sparks
+        .iter()
+        .flat_map(|s| {
+            let (a, b) = namespaces_of(s);
+            [a, b]
+        })
+        .collect();
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    let extra = [("e2e-owner-required.yaml", DENY_POLICY)];
+    // Held to the end: its webhook serves every submission below.
+    let Some(scenario) = Scenario::start("spark_submit", &all, &extra).await else {
+        return;
+    };
+    let (c, client) = (scenario.cluster(), &scenario.client);
     let ca = c.ca_file.display().to_string();
     let token = c.token.clone();
-    let mut registered = false;
     for spark in &sparks {
-        let v = spark.version.replace('.', "-");
-        let (ns, denied_ns) = (format!("team-spark-{v}"), format!("spark-denied-{v}"));
-        c.namespace(&client, &ns, &[]).await;
-        c.namespace(&client, &denied_ns, &[]).await;
-        if !registered {
-            webhook::register(&client, &hook, &ns, true).await;
-            registered = true;
-        }
+        let (ns, denied_ns) = namespaces_of(spark);
         let submission = [
             "--conf".to_owned(),
             format!("spark.kubernetes.authenticate.submission.caCertFile={ca}"),
@@ -164,7 +152,7 @@ async fn spark_submit_meets_the_webhook_in_cluster_and_client_mode() {
         let out = spark_submit(
             c,
             spark,
-            &env.dir,
+            &scenario.env.dir,
             &ns,
             &args.iter().map(String::as_str).collect::<Vec<_>>(),
         );
@@ -174,7 +162,7 @@ async fn spark_submit_meets_the_webhook_in_cluster_and_client_mode() {
             spark.version,
             tail(&text(&out))
         );
-        let drivers = spark_pods(&client, &ns, "driver").await;
+        let drivers = spark_pods(client, &ns, "driver").await;
         assert_eq!(drivers.len(), 1, "{}: one driver pod", spark.version);
         let d = &drivers[0];
         let a = applied(d);
@@ -210,7 +198,7 @@ async fn spark_submit_meets_the_webhook_in_cluster_and_client_mode() {
         let out = spark_submit(
             c,
             spark,
-            &env.dir,
+            &scenario.env.dir,
             &denied_ns,
             &args.iter().map(String::as_str).collect::<Vec<_>>(),
         );
@@ -227,10 +215,10 @@ async fn spark_submit_meets_the_webhook_in_cluster_and_client_mode() {
             spark.version,
             tail(&all)
         );
-        assert!(spark_pods(&client, &denied_ns, "driver").await.is_empty());
+        assert!(spark_pods(client, &denied_ns, "driver").await.is_empty());
 
         // Client mode: the local driver creates executor pods through the API.
-        let app = env.dir.join("client_app.py");
+        let app = scenario.env.dir.join("client_app.py");
         std::fs::write(&app, CLIENT_APP).expect("app");
         let mut args = vec![
             "--deploy-mode".to_owned(),
@@ -255,11 +243,11 @@ async fn spark_submit_meets_the_webhook_in_cluster_and_client_mode() {
         let out = spark_submit(
             c,
             spark,
-            &env.dir,
+            &scenario.env.dir,
             &ns,
             &args.iter().map(String::as_str).collect::<Vec<_>>(),
         );
-        let executors = spark_pods(&client, &ns, "executor").await;
+        let executors = spark_pods(client, &ns, "executor").await;
         assert_eq!(
             executors.len(),
             2,

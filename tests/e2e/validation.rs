@@ -3,13 +3,11 @@
 
 use serde_json::json;
 
-use crate::cluster;
-use crate::expect;
-use crate::webhook::{self, Policies, Webhook};
+use crate::scenario::Scenario;
+use crate::webhook;
 
 fn driver_yaml(name: &str, image: &str, memory: &str) -> String {
-    let mut pod = serde_json::to_value(webhook::probe_pod()).expect("JSON");
-    pod["metadata"]["name"] = json!(name);
+    let mut pod = serde_json::to_value(webhook::driver_pod(name)).expect("JSON");
     pod["spec"]["containers"][0]["image"] = json!(image);
     pod["spec"]["containers"][0]["resources"] =
         json!({"requests": {"memory": memory}, "limits": {"memory": memory}});
@@ -19,17 +17,11 @@ fn driver_yaml(name: &str, image: &str, memory: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_shows_the_guardrail_refusal_and_the_warning_in_the_submitters_words() {
-    let Some(env) = cluster::env("validation") else {
+    let ns = "team-validate";
+    let Some(s) = Scenario::start("validation", &[ns], &[]).await else {
         return;
     };
-    let c = env.cluster;
-    let client = c.client().await;
-    let ns = "team-validate";
-    c.namespace(&client, ns, &[]).await;
-    crate::fixtures::priority_class(&client, "spark-driver", 1000).await;
-    let policies = expect::policy_folder(&env.dir, &[]);
-    let hook = Webhook::start(c, &env.dir, Policies::Folder(&policies));
-    webhook::register(&client, &hook, ns, true).await;
+    let c = s.cluster();
 
     // enforce: 64Gi is over the guardrails' driver memory cap (32Gi).
     let out = c.kubectl(

@@ -249,6 +249,13 @@ pub async fn wait_called(client: &Client, webhook: &Webhook, ns: &str) {
     }
 }
 
+/// [`probe_pod`] under another name.
+pub fn driver_pod(name: &str) -> Pod {
+    let mut pod = probe_pod();
+    pod.metadata.name = Some(name.to_owned());
+    pod
+}
+
 /// A minimal driver pod as spark-submit makes them (labels, container name).
 pub fn probe_pod() -> Pod {
     serde_json::from_value(json!({
