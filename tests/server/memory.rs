@@ -209,20 +209,17 @@ struct Memory {
 }
 
 fn memory(pid: u32) -> Memory {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let fields = spark_admission_testkit::proc_status::kib_fields(pid).unwrap();
     let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
+        *fields
+            .get(name)
             .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
     };
     Memory {
-        rss: field("VmRSS:"),
-        hwm: field("VmHWM:"),
-        anon: field("RssAnon:"),
-        file: field("RssFile:"),
+        rss: field("VmRSS"),
+        hwm: field("VmHWM"),
+        anon: field("RssAnon"),
+        file: field("RssFile"),
     }
 }
 

@@ -6,3 +6,4 @@
 
 pub mod bench_policies;
 pub mod fixtures;
+pub mod proc_status;

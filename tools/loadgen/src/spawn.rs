@@ -48,19 +48,12 @@ pub struct Memory {
 
 /// Reads VmHWM and VmRSS of any process (ours or one given with --pid).
 pub fn memory_of(pid: u32) -> anyhow::Result<Memory> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+    let fields = spark_admission_testkit::proc_status::kib_fields(pid)
         .with_context(|| format!("reading /proc/{pid}/status"))?;
-    let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
+    let field = |name: &str| fields.get(name).copied().unwrap_or(0);
     Ok(Memory {
-        peak_kib: field("VmHWM:"),
-        rss_kib: field("VmRSS:"),
+        peak_kib: field("VmHWM"),
+        rss_kib: field("VmRSS"),
     })
 }
 
