@@ -142,15 +142,22 @@ impl PolicyHistory {
         let mut st = self.lock();
         st.current = set.policies().iter().map(|p| p.tag.clone()).collect();
         for p in set.policies() {
-            st.records.insert(
-                p.tag.clone(),
-                Record {
-                    tag: p.tag.clone(),
-                    retired_at: None,
-                    policy: p.canonical.to_string(),
-                },
-            );
-            st.compiled.insert(p.tag.clone(), Arc::clone(p));
+            // Most installs change one policy of many: known versions only become current.
+            if let Some(r) = st.records.get_mut(&p.tag) {
+                r.retired_at = None;
+            } else {
+                st.records.insert(
+                    p.tag.clone(),
+                    Record {
+                        tag: p.tag.clone(),
+                        retired_at: None,
+                        policy: p.canonical.to_string(),
+                    },
+                );
+            }
+            st.compiled
+                .entry(p.tag.clone())
+                .or_insert_with(|| Arc::clone(p));
         }
         let current = st.current.clone();
         for r in st.records.values_mut() {
