@@ -17,8 +17,10 @@ use spark_admission::pinning::{
 };
 use spark_admission::source::history::HISTORY_CONFIGMAP;
 
+use crate::assets;
 use crate::cluster::{self, Cluster};
 use crate::expect::UNWATCHED_NS;
+use crate::spark_submit::{spark_pods, spark_submit, tail, text, CLIENT_APP};
 use crate::webhook::{self, metric_sum, Policies, Webhook};
 
 const NS: &str = "team-pinning";
@@ -33,7 +35,7 @@ fn configmap(version: &str) -> String {
         ""
     };
     let policy = format!(
-        "apiVersion: spark-admission.io/v1alpha1\nkind: SparkPodPolicy\nmetadata:\n  name: {POLICY}\nspec:\n  namespaces: [{NS}]\n  all:\n    labels:\n      {LABEL}: \"{version}\"\n{rules}"
+        "apiVersion: spark-admission.io/v1alpha1\nkind: SparkPodPolicy\nmetadata:\n  name: {POLICY}\nspec:\n  namespaces: [{NS}, \"{NS}-*\"]\n  all:\n    labels:\n      {LABEL}: \"{version}\"\n{rules}"
     );
     json!({
         "apiVersion": "v1", "kind": "ConfigMap",
@@ -311,5 +313,122 @@ async fn executors_get_their_drivers_policy_versions_across_changes_restarts_and
     match refused {
         Err(kube::Error::Api(s)) => assert!(s.message.contains(POLICY), "{}", s.message),
         other => panic!("a privileged executor pinned to v1 was not refused: {other:?}"),
+    }
+}
+
+/// The `spark.*` settings a stored driver's SPARK_SUBMIT_OPTS gives Spark, as `--conf`.
+fn driver_conf(pod: &Pod) -> Vec<String> {
+    let opts = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.first())
+        .and_then(|c| c.env.as_ref())
+        .and_then(|env| env.iter().find(|e| e.name == SUBMIT_OPTS_VAR))
+        .and_then(|e| e.value.clone())
+        .unwrap_or_default();
+    // No `$` here: what the kubelet would expand is what the pod spec holds.
+    assert!(!opts.contains('$'), "{opts}");
+    let tokens = submit_opts_tokens(&opts).unwrap_or_else(|e| panic!("{opts}: {e}"));
+    tokens
+        .iter()
+        .filter_map(|t| t.strip_prefix("-D"))
+        .filter(|kv| kv.starts_with("spark."))
+        .flat_map(|kv| ["--conf".to_owned(), kv.to_owned()])
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spark_itself_gives_the_pin_to_the_executors_of_a_driver_replayed_in_client_mode() {
+    let Some(env) = cluster::env("job_pinning_spark") else {
+        return;
+    };
+    let sparks = assets::pyspark("job_pinning_spark");
+    if sparks.is_empty() {
+        return;
+    }
+    let c = env.cluster;
+    let client = c.client().await;
+    let _ = c.kubectl(
+        &[
+            "delete",
+            "configmap",
+            "-n",
+            UNWATCHED_NS,
+            "-l",
+            "spark-admission.io/policy=true",
+        ],
+        None,
+    );
+    apply_version(c, "v1");
+    let hook = Webhook::start(c, &env.dir, Policies::ConfigMaps(UNWATCHED_NS));
+    c.namespace(&client, NS, &[]).await;
+    webhook::register(&client, &hook, NS, false).await;
+    wait_serving(&client, "v1").await;
+    let driver = create(&client, &driver("pin-spark-driver"), "driver under v1").await;
+    let pin = pin_of_driver(&driver);
+    let conf = driver_conf(&driver);
+    apply_version(c, "v2");
+    wait_serving(&client, "v2").await;
+
+    let app = env.dir.join("client_app.py");
+    std::fs::write(&app, CLIENT_APP).expect("app");
+    let (ca, token) = (c.ca_file.display().to_string(), c.token.clone());
+    for spark in &sparks {
+        let ns = format!("{NS}-{}", spark.version.replace('.', "-"));
+        c.namespace(&client, &ns, &[]).await;
+        let mut args: Vec<String> = ["--deploy-mode", "client", "--name", "e2e-pinned"]
+            .map(str::to_owned)
+            .to_vec();
+        for setting in [
+            format!("spark.kubernetes.authenticate.caCertFile={ca}"),
+            format!("spark.kubernetes.authenticate.oauthToken={token}"),
+            "spark.executor.instances=2".to_owned(),
+            "spark.driver.host=127.0.0.1".to_owned(),
+            "spark.driver.bindAddress=127.0.0.1".to_owned(),
+            "spark.kubernetes.executor.deleteOnTermination=false".to_owned(),
+            "spark.scheduler.maxRegisteredResourcesWaitingTime=3s".to_owned(),
+            "spark.ui.enabled=false".to_owned(),
+        ] {
+            args.push("--conf".to_owned());
+            args.push(setting);
+        }
+        // The stored driver's configuration, as its container's launcher would read it.
+        args.extend(conf.iter().cloned());
+        args.push(app.display().to_string());
+        let out = spark_submit(
+            c,
+            spark,
+            &env.dir,
+            &ns,
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        let executors = spark_pods(&client, &ns, "executor").await;
+        assert_eq!(
+            executors.len(),
+            2,
+            "{}: client mode created {} executor pods:\n{}",
+            spark.version,
+            executors.len(),
+            tail(&text(&out))
+        );
+        for e in &executors {
+            assert_eq!(
+                annotation(e, DRIVER_POLICIES_ANNOTATION).as_deref(),
+                Some(pin.as_str()),
+                "{}: Spark copied the pin onto its executor",
+                spark.version
+            );
+            assert_eq!(
+                label(e),
+                "v1",
+                "{}: the executor of a v1 driver",
+                spark.version
+            );
+        }
+        eprintln!(
+            "job_pinning_spark {}: {} executors created by Spark carry {pin} and got v1 while v2 is current",
+            spark.version,
+            executors.len()
+        );
     }
 }
