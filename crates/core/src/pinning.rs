@@ -69,8 +69,7 @@ pub struct Pinned {
     pub missing: Vec<String>,
 }
 
-/// Resolves a pin: each tag from the current set when it is still current, else from
-/// `history`; a tag found nowhere falls back to the current version of its policy. Policies
+/// Resolves a pin: each tag from `history`, else from the current set; a tag found nowhere falls back to the current version of its policy. Policies
 /// the pin does not name (created after the driver) are left out. Which of the resulting
 /// versions apply to the pod is then decided as always, by each version's own namespaces
 /// and selector: a pin copied into another namespace brings nothing that namespace lacks.
@@ -82,12 +81,10 @@ pub fn resolve(
     let mut chosen: Vec<Arc<CompiledPolicy>> = Vec::with_capacity(tags.len());
     let mut missing = Vec::new();
     for tag in tags {
-        let found = current
-            .policies()
-            .iter()
-            .find(|p| p.tag == *tag)
-            .cloned()
-            .or_else(|| history(tag));
+        // The history holds the current versions too (a hash lookup); scanning the
+        // current set is for callers without one.
+        let found =
+            history(tag).or_else(|| current.policies().iter().find(|p| p.tag == *tag).cloned());
         match found {
             Some(p) => chosen.push(p),
             None => {
