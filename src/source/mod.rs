@@ -8,6 +8,7 @@ pub mod configmap;
 pub mod events;
 mod folder;
 pub mod history;
+pub mod install;
 mod store;
 
 pub use configmap::{ConfigMapPolicies, ConfigMapWatcher};
