@@ -252,3 +252,76 @@ fn every_example_policy_survives_the_stored_form_with_its_own_tag() {
         assert!(read.lookup(&p.tag).is_some(), "{} did not load back", p.tag);
     }
 }
+
+fn folder_config(root: &std::path::Path) -> spark_admission::admission::ServerConfig {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+    spark_admission::admission::ServerConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        admin_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        policies_dir: root.join("policies"),
+        certs_dir: root.join("certs"),
+        policy_poll: Duration::from_millis(50),
+        history_dir: Some(root.join("history")),
+        ..Default::default()
+    }
+}
+
+/// Polls `done` for up to 20 s (no timing is asserted, only that it happens).
+async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+fn versioned_text(version: &str) -> String {
+    format!(
+        "apiVersion: spark-admission.io/v1alpha1\nkind: SparkPodPolicy\nmetadata: {{name: pinned-team}}\nspec:\n  namespaces: [\"*\"]\n  all:\n    labels: {{policy-version: \"{version}\"}}\n    env: [{{name: TEAM_VERSION, value: \"{version}\"}}]\n  executor:\n    nodeSelector: {{pool: \"pool-{version}\"}}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_history_folder_a_restarted_folder_webhook_still_knows_the_replaced_version() {
+    use spark_admission::admission::Server;
+    let root = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let policies = root.path().join("policies");
+    std::fs::create_dir_all(&policies).unwrap_or_else(|e| panic!("{e}"));
+    let file = policies.join("team.yaml");
+    std::fs::write(&file, versioned_text("1")).unwrap_or_else(|e| panic!("{e}"));
+    let (v1, v2) = (versioned("1").tag.clone(), versioned("2").tag.clone());
+
+    let first = Server::start(folder_config(root.path()))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    eventually("v1 installed", || {
+        first.store().history().lookup(&v1).is_some()
+    })
+    .await;
+    std::fs::write(&file, versioned_text("2")).unwrap_or_else(|e| panic!("{e}"));
+    let stored = root
+        .path()
+        .join("history/spark-admission-policy-history.json");
+    eventually("both versions in the history file", || {
+        std::fs::read_to_string(&stored).is_ok_and(|t| t.contains(&v1) && t.contains(&v2))
+    })
+    .await;
+    first.shutdown().await.unwrap_or_else(|e| panic!("{e}"));
+
+    let second = Server::start(folder_config(root.path()))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let store = second.store();
+    assert!(
+        store.history().lookup(&v1).is_some(),
+        "v1 was not loaded from the folder"
+    );
+    let (_, executor) = &fixtures("executor-")[0];
+    let pinned = store
+        .pinned(&store.snapshot(), &with_pin(executor, &v1))
+        .unwrap_or_else(|| panic!("no pin read"));
+    assert!(pinned.missing.is_empty());
+    assert_eq!(pinned.set.policies()[0].tag, v1);
+    second.shutdown().await.unwrap_or_else(|e| panic!("{e}"));
+}

@@ -117,6 +117,10 @@ pub struct HistoryArgs {
     /// without the older versions.
     #[arg(long, env = "SPARK_ADMISSION_POLICY_HISTORY_LOAD_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub policy_history_load_timeout: Duration,
+    /// Folder source: keep the version history in this folder across restarts (one JSON
+    /// file). Without it the folder source keeps the history in memory only.
+    #[arg(long, env = "SPARK_ADMISSION_POLICY_HISTORY_DIR")]
+    pub policy_history_dir: Option<PathBuf>,
 }
 
 /// The limits and timeouts of `serve`.
@@ -247,6 +251,7 @@ impl ServeArgs {
             history_max_age: self.history.policy_history_max_age,
             history_max_bytes: self.history.policy_history_max_bytes,
             history_load_timeout: self.history.policy_history_load_timeout,
+            history_dir: self.history.policy_history_dir.clone(),
             router_override: None,
         }
     }

@@ -29,7 +29,7 @@ use crate::certs::{self, CertPaths, Ensured};
 use crate::engine::Engine;
 use crate::metrics::{Metrics, SlowClient};
 use crate::source::events::Reporter;
-use crate::source::history::{load_initial, run_persister, ConfigMapBackend};
+use crate::source::history::{load_initial, run_persister, ConfigMapBackend, FileBackend};
 use crate::source::{ConfigMapWatcher, PolicyHistory, PolicyStore};
 use crate::spark::ContainerNames;
 
@@ -77,6 +77,8 @@ pub struct ServerConfig {
     pub history_max_bytes: usize,
     /// How long the start waits for the stored history before serving without it.
     pub history_load_timeout: Duration,
+    /// Folder source: where the version history is kept across restarts (none: memory).
+    pub history_dir: Option<PathBuf>,
     /// Serve this router on the TLS listener instead of the webhook's: for tools that
     /// measure the listener and HTTP stack alone (tools/loadgen's no-op server). `serve`
     /// never sets it.
@@ -106,6 +108,7 @@ impl Default for ServerConfig {
             history_max_age: crate::source::history::DEFAULT_MAX_AGE,
             history_max_bytes: crate::source::history::DEFAULT_MAX_BYTES,
             history_load_timeout: Duration::from_secs(5),
+            history_dir: None,
             router_override: None,
         }
     }
@@ -186,6 +189,10 @@ impl Server {
                         config.policies_dir.display().to_string(),
                     ));
                 }
+                let history_file = config.history_dir.as_deref().map(FileBackend::new);
+                if let Some(backend) = &history_file {
+                    load_initial(&history, backend, config.history_load_timeout).await;
+                }
                 let mut watcher = PolicyWatcher::new(
                     &config.policies_dir,
                     Arc::clone(&store),
@@ -194,7 +201,7 @@ impl Server {
                 watcher
                     .initial_load()
                     .map_err(|e| ServeError::Policies(e.to_string()))?;
-                (Some(watcher), None)
+                (Some((watcher, history_file)), None)
             }
             PolicySourceConfig::ConfigMaps { namespace } => {
                 if namespace.is_empty() {
@@ -228,7 +235,16 @@ impl Server {
 
         let shutdown = ShutdownHandle::new();
         let mut threads = Vec::with_capacity(2);
-        if let Some(mut policy_watcher) = folder_watcher {
+        if let Some((mut policy_watcher, history_file)) = folder_watcher {
+            if let Some(backend) = history_file {
+                let stop = shutdown.clone();
+                tokio::spawn(run_persister(
+                    Arc::clone(&history),
+                    backend,
+                    HISTORY_TICK,
+                    async move { stop.triggered().await },
+                ));
+            }
             threads.push(spawn_watch_thread(
                 "policy-watch",
                 config.policy_poll,

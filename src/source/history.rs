@@ -77,6 +77,18 @@ pub enum HistoryError {
     },
     #[error("the stored history could not be encoded")]
     Encode(#[source] serde_json::Error),
+    #[error("cannot read or write the history file {path}: {source}")]
+    File {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the history file {path} is not a history: {source}")]
+    Decode {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -408,6 +420,81 @@ impl HistoryBackend for ConfigMapBackend {
     }
 }
 
+/// The history as one JSON file in a folder (`--policy-history-dir`, folder source). The
+/// "resourceVersion" is a hash of the content read, so two processes sharing the folder
+/// do not overwrite each other's versions either.
+#[derive(Debug, Clone)]
+pub struct FileBackend {
+    path: std::path::PathBuf,
+}
+
+impl FileBackend {
+    pub fn new(dir: &std::path::Path) -> Self {
+        Self {
+            path: dir.join(format!("{HISTORY_CONFIGMAP}.json")),
+        }
+    }
+
+    fn file_error(&self, source: std::io::Error) -> HistoryError {
+        HistoryError::File {
+            path: self.path.display().to_string(),
+            source,
+        }
+    }
+
+    // Small files, read and written off the request path (at start and after installs).
+    fn read(&self) -> Result<Option<Stored>, HistoryError> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.file_error(e)),
+        };
+        let data = serde_json::from_str(&text).map_err(|source| HistoryError::Decode {
+            path: self.path.display().to_string(),
+            source,
+        })?;
+        Ok(Some(Stored {
+            resource_version: Some(content_version(&text)),
+            data,
+        }))
+    }
+}
+
+fn content_version(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl HistoryBackend for FileBackend {
+    async fn get(&self) -> Result<Option<Stored>, HistoryError> {
+        self.read()
+    }
+
+    async fn put(
+        &self,
+        resource_version: Option<String>,
+        data: BTreeMap<String, String>,
+    ) -> Result<(), HistoryError> {
+        if self.read()?.and_then(|s| s.resource_version) != resource_version {
+            return Err(HistoryError::Conflict);
+        }
+        let text = serde_json::to_string_pretty(&data).map_err(HistoryError::Encode)?;
+        let dir = self.path.parent().unwrap_or(std::path::Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|e| self.file_error(e))?;
+        // A unique temporary file in the same folder, renamed into place: a reader never
+        // sees half a file.
+        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| self.file_error(e))?;
+        std::io::Write::write_all(&mut tmp, text.as_bytes()).map_err(|e| self.file_error(e))?;
+        tmp.persist(&self.path)
+            .map_err(|e| self.file_error(e.error))?;
+        Ok(())
+    }
+}
+
 /// Loads the stored history into `history`, waiting at most `wait`: readiness must not
 /// hang on an API server that does not answer (then pins of older versions fall back to
 /// the current ones until the next successful write merges the stored history in).
@@ -608,6 +695,36 @@ mod tests {
             *s = Some((next, data));
             Ok(())
         }
+    }
+
+    #[tokio::test]
+    async fn the_history_folder_keeps_versions_for_the_next_start_and_refuses_a_stale_write() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let backend = FileBackend::new(dir.path());
+        let (v1, v2) = (policy("team", "1"), policy("team", "2"));
+        // Real times: loading prunes against the clock.
+        let t = now_secs();
+        let first = PolicyHistory::default();
+        first.record_install(&PolicySet::new([Arc::clone(&v1)]), t);
+        first.record_install(&PolicySet::new([Arc::clone(&v2)]), t);
+        persist_once(&first, &backend)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+
+        let next = PolicyHistory::default();
+        load_initial(&next, &backend, Duration::from_secs(5)).await;
+        assert!(next.lookup(&v1.tag).is_some() && next.lookup(&v2.tag).is_some());
+
+        let stale = backend.get().await.ok().flatten().unwrap_or_default();
+        persist_once(&next, &backend)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        next.record_install(&PolicySet::new([policy("team", "3")]), t);
+        persist_once(&next, &backend)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let again = backend.put(stale.resource_version, stale.data).await;
+        assert!(matches!(again, Err(HistoryError::Conflict)), "{again:?}");
     }
 
     #[tokio::test]
