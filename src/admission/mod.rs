@@ -111,9 +111,9 @@ pub struct HistoryArgs {
     pub policy_history_max_age: Duration,
     /// Bound of the stored history in bytes (the ConfigMap must stay under the API's
     /// 1 MiB); the oldest retired versions leave first.
-    #[arg(long, env = "SPARK_ADMISSION_POLICY_HISTORY_MAX_BYTES", default_value_t = crate::source::history::DEFAULT_MAX_BYTES)]
-    pub policy_history_max_bytes: usize,
-    /// Longest the start waits for the stored history (ConfigMap source) before serving
+    #[arg(long, env = "SPARK_ADMISSION_POLICY_HISTORY_MAX_BYTES", default_value_t = crate::source::history::DEFAULT_MAX_BYTES as u64, value_parser = clap::value_parser!(u64).range(1..=crate::source::history::MAX_STORABLE_BYTES as u64))]
+    pub policy_history_max_bytes: u64,
+    /// Longest the start waits for the stored history (ConfigMap or history folder) before serving
     /// without the older versions.
     #[arg(long, env = "SPARK_ADMISSION_POLICY_HISTORY_LOAD_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub policy_history_load_timeout: Duration,
@@ -249,7 +249,8 @@ impl ServeArgs {
             handshake_timeout: self.limits.tls_handshake_timeout,
             job_pinning: self.history.job_pinning,
             history_max_age: self.history.policy_history_max_age,
-            history_max_bytes: self.history.policy_history_max_bytes,
+            history_max_bytes: usize::try_from(self.history.policy_history_max_bytes)
+                .unwrap_or(crate::source::history::DEFAULT_MAX_BYTES),
             history_load_timeout: self.history.policy_history_load_timeout,
             history_dir: self.history.policy_history_dir.clone(),
             router_override: None,

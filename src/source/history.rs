@@ -31,6 +31,9 @@ pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// The stored data is kept under this many bytes: the API server refuses objects over
 /// 1 MiB, and metadata needs room too.
 pub const DEFAULT_MAX_BYTES: usize = 900 * 1024;
+/// The largest bound accepted: the data plus the object's metadata must stay under the
+/// API server's 1 MiB.
+pub const MAX_STORABLE_BYTES: usize = 1000 * 1024;
 /// Conflicting writes retried in a row before giving up until the next change or tick.
 const MAX_CONFLICTS: usize = 8;
 
