@@ -7,7 +7,7 @@
 //! [`certs`], [`metrics`] and the [`cli`].
 #![forbid(unsafe_code)]
 
-pub use spark_admission_core::{engine, explain, matching, policy, quantity, spark};
+pub use spark_admission_core::{engine, explain, matching, pinning, policy, quantity, spark};
 
 pub mod admission;
 pub mod certs;

@@ -199,6 +199,9 @@ pub struct Metrics {
     in_flight: Gauge,
     handler_panics: Counter,
     slow_clients: Family<ReasonLabels, Counter>,
+    pinned_executors: Family<ResultLabels, Counter>,
+    history_versions: Gauge,
+    history_writes: Family<ResultLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -295,6 +298,24 @@ impl Metrics {
             "Connections or requests cut off for sending headers or a body too slowly, by reason",
             slow_clients.clone(),
         );
+        let pinned_executors = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "pinned_executors",
+            "Executors carrying their driver's policy pin, by result (pinned: every pinned version found; missing: some were not, the current versions applied)",
+            pinned_executors.clone(),
+        );
+        let history_versions = Gauge::default();
+        registry.register(
+            "policy_history_versions",
+            "Policy versions kept in the version history (current and retired)",
+            history_versions.clone(),
+        );
+        let history_writes = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "policy_history_writes",
+            "Writes of the version history ConfigMap, by result (ok, conflict: retried, error)",
+            history_writes.clone(),
+        );
         Self {
             registry,
             requests,
@@ -311,6 +332,9 @@ impl Metrics {
             in_flight,
             handler_panics,
             slow_clients,
+            pinned_executors,
+            history_versions,
+            history_writes,
         }
     }
 
@@ -409,6 +433,25 @@ impl Metrics {
             .get_or_create(&ReasonLabels {
                 reason: reason.as_str(),
             })
+            .inc();
+    }
+
+    /// A pinned executor: `missing` when some pinned version was not in the history.
+    pub fn record_pinned_executor(&self, missing: bool) {
+        let result = if missing { "missing" } else { "pinned" };
+        self.pinned_executors
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    pub fn set_history_versions(&self, n: usize) {
+        self.history_versions.set(n as i64);
+    }
+
+    /// One write attempt of the history ConfigMap: `ok`, `conflict` or `error`.
+    pub fn record_history_write(&self, result: &'static str) {
+        self.history_writes
+            .get_or_create(&ResultLabels { result })
             .inc();
     }
 

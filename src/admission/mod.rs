@@ -92,6 +92,35 @@ pub struct ServeArgs {
     // Boxed to keep the `Command` enum small.
     #[command(flatten, next_help_heading = "Limits and timeouts")]
     pub limits: Box<LimitArgs>,
+    #[command(
+        flatten,
+        next_help_heading = "Job pinning and the policy version history"
+    )]
+    pub history: Box<HistoryArgs>,
+}
+
+/// Job pinning and the version history it reads (see README, "Job pinning").
+#[derive(Debug, Clone, Args)]
+pub struct HistoryArgs {
+    /// Pin jobs: drivers get their executors' policy versions in a Spark setting, and
+    /// executors carrying it are mutated with exactly those versions.
+    #[arg(long, env = "SPARK_ADMISSION_JOB_PINNING", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub job_pinning: bool,
+    /// How long a policy version is kept after it stopped being current, e.g. 7d, 36h.
+    #[arg(long, env = "SPARK_ADMISSION_POLICY_HISTORY_MAX_AGE", default_value = "7d", value_parser = parse_duration)]
+    pub policy_history_max_age: Duration,
+    /// Bound of the stored history in bytes (the ConfigMap must stay under the API's
+    /// 1 MiB); the oldest retired versions leave first.
+    #[arg(long, env = "SPARK_ADMISSION_POLICY_HISTORY_MAX_BYTES", default_value_t = crate::source::history::DEFAULT_MAX_BYTES as u64, value_parser = clap::value_parser!(u64).range(1..=crate::source::history::MAX_STORABLE_BYTES as u64))]
+    pub policy_history_max_bytes: u64,
+    /// Longest the start waits for the stored history (ConfigMap or history folder) before serving
+    /// without the older versions.
+    #[arg(long, env = "SPARK_ADMISSION_POLICY_HISTORY_LOAD_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub policy_history_load_timeout: Duration,
+    /// Folder source: keep the version history in this folder across restarts (one JSON
+    /// file). Without it the folder source keeps the history in memory only.
+    #[arg(long, env = "SPARK_ADMISSION_POLICY_HISTORY_DIR")]
+    pub policy_history_dir: Option<PathBuf>,
 }
 
 /// The limits and timeouts of `serve`.
@@ -218,6 +247,12 @@ impl ServeArgs {
             max_connections: self.limits.max_connections,
             header_read_timeout: self.limits.header_read_timeout,
             handshake_timeout: self.limits.tls_handshake_timeout,
+            job_pinning: self.history.job_pinning,
+            history_max_age: self.history.policy_history_max_age,
+            history_max_bytes: usize::try_from(self.history.policy_history_max_bytes)
+                .unwrap_or(crate::source::history::DEFAULT_MAX_BYTES),
+            history_load_timeout: self.history.policy_history_load_timeout,
+            history_dir: self.history.policy_history_dir.clone(),
             router_override: None,
         }
     }
@@ -331,9 +366,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "" | "s" => value,
         "m" => value * 60.0,
         "h" => value * 3600.0,
+        "d" => value * 86400.0,
         other => {
             return Err(format!(
-                "invalid duration {text:?}: unknown unit {other:?} (use ms, s, m or h)"
+                "invalid duration {text:?}: unknown unit {other:?} (use ms, s, m, h or d)"
             ))
         }
     };

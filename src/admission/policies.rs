@@ -9,15 +9,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::metrics::{Metrics, ReloadResult};
+use crate::source::install::{Gate, Installer};
 use crate::source::{FolderSource, PolicyStore, SourceError};
 
 #[derive(Debug)]
 pub struct PolicyWatcher {
     source: FolderSource,
-    store: Arc<PolicyStore>,
+    installer: Installer,
     metrics: Arc<Metrics>,
-    /// Good content changed since the last install (starts true: nothing installed yet).
-    pending: bool,
     /// The folder could not be read on the last scan (to log the failure once).
     folder_failing: bool,
 }
@@ -26,9 +25,12 @@ impl PolicyWatcher {
     pub fn new(dir: &Path, store: Arc<PolicyStore>, metrics: Arc<Metrics>) -> Self {
         Self {
             source: FolderSource::new(dir),
-            store,
+            installer: Installer::new(
+                store,
+                Arc::clone(&metrics),
+                format!("folder {}", dir.display()),
+            ),
             metrics,
-            pending: true,
             folder_failing: false,
         }
     }
@@ -41,7 +43,7 @@ impl PolicyWatcher {
     pub fn initial_load(&mut self) -> Result<(), SourceError> {
         let report = self.source.scan()?;
         self.apply(report.changed, report.reparsed, &report.errors);
-        if !self.store.is_loaded() {
+        if !self.installer.store().is_loaded() {
             tracing::error!(
                 folder = %self.dir().display(),
                 errors = report.errors.len(),
@@ -75,7 +77,7 @@ impl PolicyWatcher {
     }
 
     fn apply(&mut self, changed: bool, reparsed: usize, errors: &[crate::policy::PolicyError]) {
-        self.pending |= changed;
+        self.installer.changed(changed);
         self.metrics.set_policy_errors(errors.len());
         // Unchanged broken files are reported by every scan; log them only when something
         // was read again, so a broken file shows up once per edit, not once per poll.
@@ -84,32 +86,19 @@ impl PolicyWatcher {
                 tracing::error!(error = %e, "policy rejected; its last good version (if any) keeps serving");
             }
         }
-        let installable = errors.is_empty() || self.store.is_loaded();
-        if self.pending && installable {
-            let set = self.source.policy_set();
-            for w in &set.warnings {
-                tracing::warn!(warning = w.as_str(), "policy set");
+        match self.installer.gate(true, errors.len()) {
+            Gate::Install => {
+                let set = self.source.policy_set();
+                for w in &set.warnings {
+                    tracing::warn!(warning = w.as_str(), "policy set");
+                }
+                self.installer.install(set, errors.len());
             }
-            let n = set.len();
-            let names: Vec<String> = set.policies().iter().map(|p| p.tag.clone()).collect();
-            self.store.install(set);
-            self.pending = false;
-            self.metrics.set_policies_loaded(n);
-            let result = if errors.is_empty() {
-                ReloadResult::Applied
-            } else {
-                ReloadResult::Partial
-            };
-            self.metrics.record_policy_reload(result);
-            tracing::info!(
-                folder = %self.dir().display(),
-                policies = n,
-                names = names.join(",").as_str(),
-                rejected = errors.len(),
-                "policies loaded"
-            );
-        } else if reparsed > 0 && !errors.is_empty() {
-            self.metrics.record_policy_reload(ReloadResult::Rejected);
+            Gate::Wait | Gate::Unready => {
+                if reparsed > 0 && !errors.is_empty() {
+                    self.metrics.record_policy_reload(ReloadResult::Rejected);
+                }
+            }
         }
     }
 }

@@ -717,7 +717,19 @@ fn mutate_pod<'a>(state: &AppState, create: &'a review::PodCreate) -> (Answer, D
     }
     let set = state.store.snapshot();
     let mut answer = Answer::allow(create.uid.as_str());
-    let mutation = match state.engine.mutate(&set, &create.pod, &create.namespace) {
+    // An executor carrying its driver's pin is mutated with the pinned versions;
+    // validation (validate_pod) always uses the current set.
+    let pinned = state.store.pinned(&set, &create.pod);
+    let planned = match &pinned {
+        Some(p) => {
+            state.metrics.record_pinned_executor(!p.missing.is_empty());
+            state
+                .engine
+                .mutate_pinned(&p.set, &create.pod, &create.namespace, &p.missing)
+        }
+        None => state.engine.mutate(&set, &create.pod, &create.namespace),
+    };
+    let mutation = match planned {
         Ok(m) => m,
         Err(e) => {
             // Refused, not admitted unchanged: the cluster's failurePolicy decides, and no

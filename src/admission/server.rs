@@ -29,11 +29,15 @@ use crate::certs::{self, CertPaths, Ensured};
 use crate::engine::Engine;
 use crate::metrics::{Metrics, SlowClient};
 use crate::source::events::Reporter;
-use crate::source::{ConfigMapWatcher, PolicyStore};
+use crate::source::history::{load_initial, run_persister, ConfigMapBackend, FileBackend};
+use crate::source::{ConfigMapWatcher, PolicyHistory, PolicyStore};
 use crate::spark::ContainerNames;
 
 /// Pings on idle HTTP/2 connections find dead peers; the API server keeps connections open.
 const H2_KEEPALIVE: Duration = Duration::from_secs(20);
+/// How often the stored version history is rewritten without a change (retries a failed
+/// write, drops expired versions).
+const HISTORY_TICK: Duration = Duration::from_secs(300);
 /// How long the admin port may take to close once the webhook has drained.
 const ADMIN_STOP: Duration = Duration::from_secs(2);
 
@@ -64,6 +68,17 @@ pub struct ServerConfig {
     pub max_connections: usize,
     pub header_read_timeout: Duration,
     pub handshake_timeout: Duration,
+    /// Job pinning: drivers carry their executors' policy versions (see
+    /// `spark_admission_core::pinning`).
+    pub job_pinning: bool,
+    /// Retired policy versions are kept this long in the version history.
+    pub history_max_age: Duration,
+    /// Bound of the stored version history (bytes of ConfigMap data).
+    pub history_max_bytes: usize,
+    /// How long the start waits for the stored history before serving without it.
+    pub history_load_timeout: Duration,
+    /// Folder source: where the version history is kept across restarts (none: memory).
+    pub history_dir: Option<PathBuf>,
     /// Serve this router on the TLS listener instead of the webhook's: for tools that
     /// measure the listener and HTTP stack alone (tools/loadgen's no-op server). `serve`
     /// never sets it.
@@ -89,6 +104,11 @@ impl Default for ServerConfig {
             max_connections: 1024,
             header_read_timeout: Duration::from_secs(5),
             handshake_timeout: Duration::from_secs(5),
+            job_pinning: true,
+            history_max_age: crate::source::history::DEFAULT_MAX_AGE,
+            history_max_bytes: crate::source::history::DEFAULT_MAX_BYTES,
+            history_load_timeout: Duration::from_secs(5),
+            history_dir: None,
             router_override: None,
         }
     }
@@ -156,13 +176,22 @@ impl Server {
             Arc::clone(&provider),
         )?;
 
-        let store = Arc::new(PolicyStore::new());
+        let history = Arc::new(PolicyHistory::new(
+            config.history_max_age,
+            config.history_max_bytes,
+            Some(Arc::clone(&metrics)),
+        ));
+        let store = Arc::new(PolicyStore::with_history(Arc::clone(&history)));
         let (folder_watcher, configmaps) = match &config.policy_source {
             PolicySourceConfig::Folder => {
                 if !config.policies_dir.is_dir() {
                     return Err(ServeError::NoPolicyFolder(
                         config.policies_dir.display().to_string(),
                     ));
+                }
+                let history_file = config.history_dir.as_deref().map(FileBackend::new);
+                if let Some(backend) = &history_file {
+                    load_initial(&history, backend, config.history_load_timeout).await;
                 }
                 let mut watcher = PolicyWatcher::new(
                     &config.policies_dir,
@@ -172,7 +201,7 @@ impl Server {
                 watcher
                     .initial_load()
                     .map_err(|e| ServeError::Policies(e.to_string()))?;
-                (Some(watcher), None)
+                (Some((watcher, history_file)), None)
             }
             PolicySourceConfig::ConfigMaps { namespace } => {
                 if namespace.is_empty() {
@@ -187,6 +216,7 @@ impl Server {
                 let instance = std::env::var(super::POD_NAME_ENV)
                     .ok()
                     .or_else(|| std::env::var("HOSTNAME").ok());
+                let backend = ConfigMapBackend::new(client.clone(), namespace);
                 let watcher = ConfigMapWatcher::new(
                     client,
                     namespace.clone(),
@@ -194,7 +224,7 @@ impl Server {
                     Arc::clone(&metrics),
                     Reporter::new(instance),
                 );
-                (None, Some(watcher))
+                (None, Some((watcher, backend)))
             }
         };
 
@@ -205,7 +235,16 @@ impl Server {
 
         let shutdown = ShutdownHandle::new();
         let mut threads = Vec::with_capacity(2);
-        if let Some(mut policy_watcher) = folder_watcher {
+        if let Some((mut policy_watcher, history_file)) = folder_watcher {
+            if let Some(backend) = history_file {
+                let stop = shutdown.clone();
+                tokio::spawn(run_persister(
+                    Arc::clone(&history),
+                    backend,
+                    HISTORY_TICK,
+                    async move { stop.triggered().await },
+                ));
+            }
             threads.push(spawn_watch_thread(
                 "policy-watch",
                 config.policy_poll,
@@ -215,9 +254,20 @@ impl Server {
         }
         // Readiness waits for the first list (PolicyStore::is_loaded); the webhook and
         // admin ports are up meanwhile so probes get a clear "not ready".
-        let configmap_task = configmaps.map(|watcher| {
+        // The stored version history loads first (bounded wait), so that a replica
+        // started after a policy change still serves the versions running jobs pinned.
+        let configmap_task = configmaps.map(|(watcher, backend)| {
             let stop = shutdown.clone();
-            tokio::spawn(async move { watcher.run(async move { stop.triggered().await }).await })
+            let history = Arc::clone(&history);
+            let wait = config.history_load_timeout;
+            tokio::spawn(async move {
+                load_initial(&history, &backend, wait).await;
+                let persist_stop = stop.clone();
+                tokio::spawn(run_persister(history, backend, HISTORY_TICK, async move {
+                    persist_stop.triggered().await
+                }));
+                watcher.run(async move { stop.triggered().await }).await
+            })
         });
         let mut reloader = CertReloader::new(
             Arc::clone(&resolver),
@@ -237,7 +287,7 @@ impl Server {
         )?);
 
         let state = Arc::new(AppState::new(
-            Engine::new(config.container_names.clone()),
+            Engine::new(config.container_names.clone()).with_job_pinning(config.job_pinning),
             Arc::clone(&store),
             Arc::clone(&metrics),
             config.limits.clone(),

@@ -23,6 +23,7 @@ use kube::{Api, Client, Resource};
 use tokio::sync::mpsc;
 
 use super::events::{EventPublisher, PolicyEvent, Reporter};
+use super::install::{Gate, Installer};
 use super::PolicyStore;
 use crate::matching::PolicySet;
 use crate::metrics::{EventResult, Metrics, ReloadResult};
@@ -329,10 +330,8 @@ fn hash_text(text: &str) -> u64 {
 #[derive(Debug)]
 struct Reloader {
     policies: ConfigMapPolicies,
-    store: Arc<PolicyStore>,
+    installer: Installer,
     metrics: Arc<Metrics>,
-    /// Good content changed since the last install (starts true: nothing installed yet).
-    pending: bool,
     /// Duplicates already reported, so each is logged and sent as an Event once.
     reported_duplicates: BTreeSet<Duplicate>,
 }
@@ -341,9 +340,12 @@ impl Reloader {
     fn new(namespace: &str, store: Arc<PolicyStore>, metrics: Arc<Metrics>) -> Self {
         Self {
             policies: ConfigMapPolicies::new(namespace),
-            store,
+            installer: Installer::new(
+                store,
+                Arc::clone(&metrics),
+                format!("ConfigMaps in {namespace}"),
+            ),
             metrics,
-            pending: true,
             reported_duplicates: BTreeSet::new(),
         }
     }
@@ -352,7 +354,7 @@ impl Reloader {
     fn handle(&mut self, event: watcher::Event<ConfigMap>) -> Vec<PolicyEvent> {
         let ns = self.policies.namespace().to_owned();
         let update = self.policies.apply(event);
-        self.pending |= update.changed;
+        self.installer.changed(update.changed);
         let errors = self.policies.errors();
         self.metrics.set_policy_errors(errors.len());
         let mut out = Vec::new();
@@ -394,42 +396,26 @@ impl Reloader {
             tracing::info!(configmap = %format!("{ns}/{name}"), "policy ConfigMap removed; its policies no longer apply");
         }
 
-        if !(self.pending && self.policies.settled()) {
-            if rejected {
+        match self.installer.gate(self.policies.settled(), errors.len()) {
+            Gate::Wait => {
+                if rejected {
+                    self.metrics.record_policy_reload(ReloadResult::Rejected);
+                }
+            }
+            Gate::Unready => {
+                tracing::error!(
+                    namespace = ns.as_str(),
+                    errors = errors.len(),
+                    "policy ConfigMaps have errors: the webhook stays unready until they are fixed"
+                );
                 self.metrics.record_policy_reload(ReloadResult::Rejected);
             }
-            return out;
+            Gate::Install => {
+                let set = self.policies.policy_set();
+                out.extend(self.report_duplicates());
+                self.installer.install(set, errors.len());
+            }
         }
-        // Before the first install, only a complete good set goes live: a typo at startup
-        // keeps the server unready instead of silently serving without that policy.
-        if !errors.is_empty() && !self.store.is_loaded() {
-            tracing::error!(
-                namespace = ns.as_str(),
-                errors = errors.len(),
-                "policy ConfigMaps have errors: the webhook stays unready until they are fixed"
-            );
-            self.metrics.record_policy_reload(ReloadResult::Rejected);
-            return out;
-        }
-        let set = self.policies.policy_set();
-        out.extend(self.report_duplicates());
-        let n = set.len();
-        let names: Vec<String> = set.policies().iter().map(|p| p.tag.clone()).collect();
-        self.store.install(set);
-        self.pending = false;
-        self.metrics.set_policies_loaded(n);
-        self.metrics.record_policy_reload(if errors.is_empty() {
-            ReloadResult::Applied
-        } else {
-            ReloadResult::Partial
-        });
-        tracing::info!(
-            namespace = ns.as_str(),
-            policies = n,
-            names = names.join(",").as_str(),
-            rejected = errors.len(),
-            "policies loaded"
-        );
         out
     }
 

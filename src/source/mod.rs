@@ -7,10 +7,13 @@
 pub mod configmap;
 pub mod events;
 mod folder;
+pub mod history;
+pub mod install;
 mod store;
 
 pub use configmap::{ConfigMapPolicies, ConfigMapWatcher};
 pub use folder::{load_paths, policy_files, FolderSource, ScanReport};
+pub use history::PolicyHistory;
 pub use store::PolicyStore;
 
 #[derive(Debug, thiserror::Error)]

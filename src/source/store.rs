@@ -1,22 +1,36 @@
-//! The current policy snapshot, swapped whole on reload; readers never lock.
+//! The current policy snapshot, swapped whole on reload; readers never lock. Every set
+//! installed here (by the folder or the ConfigMap source) is also recorded in the version
+//! history, so that pinned executors find their driver's versions.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use k8s_openapi::api::core::v1::Pod;
 
+use super::history::{now_secs, PolicyHistory};
 use crate::matching::PolicySet;
+use crate::pinning::{self, Pinned};
 
 #[derive(Debug, Default)]
 pub struct PolicyStore {
     current: ArcSwap<PolicySet>,
     /// Set once the first complete policy state has been installed.
     loaded: AtomicBool,
+    history: Arc<PolicyHistory>,
 }
 
 impl PolicyStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A store recording into `history`.
+    pub fn with_history(history: Arc<PolicyHistory>) -> Self {
+        Self {
+            history,
+            ..Self::default()
+        }
     }
 
     /// The snapshot to use for one request.
@@ -26,11 +40,25 @@ impl PolicyStore {
 
     /// Installs a new snapshot; in-flight requests keep the one they took.
     pub fn install(&self, set: PolicySet) {
+        self.history.record_install(&set, now_secs());
         self.current.store(Arc::new(set));
         self.loaded.store(true, Ordering::Release);
     }
 
     pub fn is_loaded(&self) -> bool {
         self.loaded.load(Ordering::Acquire)
+    }
+
+    pub fn history(&self) -> &Arc<PolicyHistory> {
+        &self.history
+    }
+
+    /// For an executor carrying its driver's pin: the versions it pinned (from `current`
+    /// or the history) and the tags not found. `None` for every other pod.
+    pub fn pinned(&self, current: &PolicySet, pod: &Pod) -> Option<Pinned> {
+        let tags = pinning::pin_of(pod)?;
+        Some(pinning::resolve(current, &tags, |tag| {
+            self.history.lookup(tag)
+        }))
     }
 }

@@ -26,7 +26,7 @@ impl Expect {
         let (policies, errors) = load_paths(&[policies.to_path_buf()]);
         assert!(errors.is_empty(), "policy errors: {errors:?}");
         Expect {
-            engine: Engine::default(),
+            engine: Engine::default().with_job_pinning(true),
             set: PolicySet::new(policies),
         }
     }

@@ -9,6 +9,7 @@ mod expect;
 mod faults;
 mod fixtures;
 mod install;
+mod job_pinning;
 mod process;
 mod scenario;
 mod sidecar;

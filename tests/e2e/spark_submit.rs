@@ -28,7 +28,7 @@ spec:
 "#;
 
 /// A client-mode app: the SparkSession makes the executor pods, then it stops.
-const CLIENT_APP: &str = "import time\nfrom pyspark.sql import SparkSession\nspark = SparkSession.builder.getOrCreate()\ntime.sleep(8)\nspark.stop()\n";
+pub(crate) const CLIENT_APP: &str = "import time\nfrom pyspark.sql import SparkSession\nspark = SparkSession.builder.getOrCreate()\ntime.sleep(8)\nspark.stop()\n";
 
 fn run_bounded(mut cmd: Command, limit: Duration) -> Output {
     cmd.stdin(Stdio::null())
@@ -48,7 +48,13 @@ fn run_bounded(mut cmd: Command, limit: Duration) -> Output {
     child.wait_with_output().expect("spark-submit output")
 }
 
-fn spark_submit(c: &Cluster, spark: &Pyspark, dir: &Path, ns: &str, args: &[&str]) -> Output {
+pub(crate) fn spark_submit(
+    c: &Cluster,
+    spark: &Pyspark,
+    dir: &Path,
+    ns: &str,
+    args: &[&str],
+) -> Output {
     let mut cmd = spark.command(dir);
     cmd.arg("--master")
         .arg(format!("k8s://{}", c.url))
@@ -61,7 +67,7 @@ fn spark_submit(c: &Cluster, spark: &Pyspark, dir: &Path, ns: &str, args: &[&str
     run_bounded(cmd, Duration::from_secs(150))
 }
 
-fn text(o: &Output) -> String {
+pub(crate) fn text(o: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&o.stdout),
@@ -69,12 +75,12 @@ fn text(o: &Output) -> String {
     )
 }
 
-fn tail(s: &str) -> String {
+pub(crate) fn tail(s: &str) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
-async fn spark_pods(client: &kube::Client, ns: &str, role: &str) -> Vec<Pod> {
+pub(crate) async fn spark_pods(client: &kube::Client, ns: &str, role: &str) -> Vec<Pod> {
     Api::<Pod>::namespaced(client.clone(), ns)
         .list(&ListParams::default().labels(&format!("spark-role={role}")))
         .await

@@ -695,6 +695,8 @@ fn rbac_is_namespaced_and_grants_only_what_the_watcher_and_events_use() {
         grants,
         [
             (s(&[""]), s(&["configmaps"]), s(&["get", "list", "watch"])),
+            (s(&[""]), s(&["configmaps"]), s(&["update"])),
+            (s(&[""]), s(&["configmaps"]), s(&["create"])),
             (s(&["events.k8s.io"]), s(&["events"]), s(&["create"])),
         ]
     );

@@ -2,7 +2,8 @@
 //! loopback over HTTP/1.1 and h2 (`tls`, `lifecycle`, `validate_policy`), bad input and
 //! slow clients (`bad_input`), memory after bad input on the real process (`memory`), the
 //! ConfigMap source against a stand-in API server for what a real one will not do on demand
-//! (`policy_configmaps`), and `deploy/` against the code (`deploy_manifests`).
+//! (`policy_configmaps`), the policy version history and job pinning over the real fixtures
+//! (`policy_history`), and `deploy/` against the code (`deploy_manifests`).
 
 mod common;
 mod fake_apiserver;
@@ -12,6 +13,7 @@ mod deploy_manifests;
 mod lifecycle;
 mod memory;
 mod policy_configmaps;
+mod policy_history;
 mod router;
 mod tls;
 mod validate_policy;

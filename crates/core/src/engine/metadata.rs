@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::Pod;
 
 use super::context::{quoted, Ctx};
 use super::APPLIED_ANNOTATION;
+use crate::pinning::MISSING_POLICIES_ANNOTATION;
 use crate::policy::model::PodPatch;
 
 pub(crate) fn apply(ctx: &mut Ctx<'_>, pod: &mut Pod, patch: &PodPatch) {
@@ -55,6 +56,24 @@ pub(crate) fn record_applied(ctx: &mut Ctx<'_>, pod: &mut Pod, value: &str) {
         ctx.change(|| {
             (
                 format!("annotations[{APPLIED_ANNOTATION}]"),
+                format!("set to \"{value}\""),
+            )
+        });
+    }
+}
+
+/// Names the pinned versions that could not be found; always ours to set.
+pub(crate) fn record_missing(ctx: &mut Ctx<'_>, pod: &mut Pod, value: &str) {
+    let annotations = pod.metadata.annotations.get_or_insert_with(BTreeMap::new);
+    if annotations
+        .get(MISSING_POLICIES_ANNOTATION)
+        .map(String::as_str)
+        != Some(value)
+    {
+        annotations.insert(MISSING_POLICIES_ANNOTATION.to_owned(), value.to_owned());
+        ctx.change(|| {
+            (
+                format!("annotations[{MISSING_POLICIES_ANNOTATION}]"),
                 format!("set to \"{value}\""),
             )
         });

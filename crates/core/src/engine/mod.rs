@@ -32,6 +32,7 @@ pub use rules::{Finding, Validation};
 pub use spark_conf::{env_tokens as submit_opts_tokens, SUBMIT_OPTS_VAR};
 
 use crate::matching::PolicySet;
+use crate::pinning;
 use crate::policy::model::PodPatch;
 use crate::policy::template::Vars;
 use crate::policy::CompiledPolicy;
@@ -40,6 +41,9 @@ use context::Ctx;
 
 /// Annotation listing the policies applied to a pod, as `name@hash,...`.
 pub const APPLIED_ANNOTATION: &str = "spark-admission.io/applied";
+
+/// The name job pinning's own changes are counted under.
+const PINNING: &str = "spark-admission-pinning";
 
 /// Why the engine could not plan a pod. The pod must then be refused: admitting it
 /// unchanged would let it run without its policies.
@@ -53,6 +57,10 @@ pub enum EngineError {
 #[derive(Debug, Clone, Default)]
 pub struct Engine {
     pub container_names: ContainerNames,
+    /// Pin jobs: drivers get the executor pin (see [`crate::pinning`]). The webhook sets
+    /// it; `explain` and `spark-admission test` leave it off, so that policy test
+    /// expectations do not carry hashes that change with every edit.
+    pub pin_jobs: bool,
 }
 
 /// What the mutating webhook answers for one pod.
@@ -81,7 +89,16 @@ impl Mutation {
 
 impl Engine {
     pub fn new(container_names: ContainerNames) -> Self {
-        Self { container_names }
+        Self {
+            container_names,
+            pin_jobs: false,
+        }
+    }
+
+    /// This engine with job pinning on or off.
+    pub fn with_job_pinning(mut self, on: bool) -> Self {
+        self.pin_jobs = on;
+        self
     }
 
     /// Plans the patch for a pod being created in `namespace`: what the webhook answers.
@@ -91,7 +108,19 @@ impl Engine {
         pod: &Pod,
         namespace: &str,
     ) -> Result<Mutation, EngineError> {
-        self.plan(set, pod, namespace, false)
+        self.plan(set, pod, namespace, false, &[])
+    }
+
+    /// `mutate` for a pinned executor: `set` holds the pinned versions, and `missing` the
+    /// pinned tags that could not be found, recorded in [`pinning::MISSING_POLICIES_ANNOTATION`].
+    pub fn mutate_pinned(
+        &self,
+        set: &PolicySet,
+        pod: &Pod,
+        namespace: &str,
+        missing: &[String],
+    ) -> Result<Mutation, EngineError> {
+        self.plan(set, pod, namespace, false, missing)
     }
 
     /// `mutate`, plus a description of every change (for `explain`). The patch, warnings
@@ -102,7 +131,7 @@ impl Engine {
         pod: &Pod,
         namespace: &str,
     ) -> Result<Mutation, EngineError> {
-        self.plan(set, pod, namespace, true)
+        self.plan(set, pod, namespace, true, &[])
     }
 
     fn plan(
@@ -111,6 +140,7 @@ impl Engine {
         pod: &Pod,
         namespace: &str,
         detail: bool,
+        missing: &[String],
     ) -> Result<Mutation, EngineError> {
         let spark = match SparkPod::recognise(pod, &self.container_names) {
             Ok(s) => s,
@@ -129,7 +159,14 @@ impl Engine {
             role: Some(spark.role),
             ..Mutation::default()
         };
-        if policies.is_empty() {
+        // The driver's pin: computed on the full current set, since executor-only
+        // policies do not match the driver itself.
+        let pin = if self.pin_jobs && spark.role == SparkRole::Driver {
+            pinning::executor_tags(set, namespace)
+        } else {
+            Vec::new()
+        };
+        if policies.is_empty() && pin.is_empty() && missing.is_empty() {
             return Ok(out);
         }
         let mut planned = patch::working_copy(pod);
@@ -150,8 +187,16 @@ impl Engine {
         }
         if let Some(spec) = planned.spec.as_mut() {
             volumes::apply_mounts_for_all(&mut ctx, spec);
-            // After every policy, so that per key the highest priority decides.
+            // After every policy, so that per key the highest priority decides. The pin
+            // comes last: a policy setting the same key would win, as a submitter's would.
             if let Some(idx) = spark.spark_container {
+                if !pin.is_empty() {
+                    ctx.spark_conf.push((
+                        PINNING,
+                        pinning::PIN_SPARK_CONF_KEY.to_owned(),
+                        pin.join(","),
+                    ));
+                }
                 spark_conf::apply(&mut ctx, spec, idx);
             }
             if let Some(original) = pod.spec.as_ref() {
@@ -180,6 +225,14 @@ impl Engine {
         if !applied.is_empty() {
             ctx.policy = "spark-admission";
             metadata::record_applied(&mut ctx, &mut planned, &applied.join(","));
+        }
+        if !missing.is_empty() {
+            ctx.policy = PINNING;
+            metadata::record_missing(&mut ctx, &mut planned, &missing.join(","));
+            ctx.warn(format!(
+                "spark-admission: this executor's driver was admitted under policy versions that are no longer known ({}); the current versions of those policies were applied instead",
+                missing.join(", ")
+            ));
         }
         scheduling::reconcile_priority(pod, &mut planned);
 

@@ -31,6 +31,9 @@ pub struct CompiledPolicy {
     pub hash: String,
     /// `name@hash`, as written in the applied-policy annotation.
     pub tag: String,
+    /// The policy as hashed (its canonical JSON): what the version history keeps, and
+    /// loads back to the same hash.
+    pub canonical: std::sync::Arc<str>,
     pub priority: i32,
     pub namespaces: Vec<String>,
     /// The glob entries of `namespaces`, built (none if there are none).
@@ -238,6 +241,7 @@ impl CompiledPolicy {
         let canonical = serde_json::to_vec(&policy).map_err(|e| err("", e.to_string()))?;
         let digest = Sha256::digest(&canonical);
         let hash: String = digest.iter().take(5).map(|b| format!("{b:02x}")).collect();
+        let canonical: std::sync::Arc<str> = String::from_utf8_lossy(&canonical).into();
         // The sections move out of the policy rather than being copied: with thousands of
         // policies loaded, a second copy of every one was a third of the server's memory.
         let SparkPodPolicy { metadata, spec, .. } = policy;
@@ -252,6 +256,7 @@ impl CompiledPolicy {
         let name = metadata.name;
         Ok(Self {
             tag: format!("{name}@{hash}"),
+            canonical,
             name,
             origin,
             hash,

@@ -1,0 +1,434 @@
+//! Job pinning against the real API server: a driver admitted under policy v1 carries the
+//! pin in its SPARK_SUBMIT_OPTS; after the policy ConfigMap moves to v2, an executor created
+//! as Spark would (the annotation taken from the stored driver) still gets v1 — also after a
+//! restart, and from a second webhook process that only ever saw v2 (its v1 comes from the
+//! history ConfigMap) — while an executor without the pin, and a new driver, get v2.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::api::{Api, PostParams};
+use kube::Client;
+use serde_json::json;
+
+use spark_admission::engine::{submit_opts_tokens, SUBMIT_OPTS_VAR};
+use spark_admission::pinning::{
+    DRIVER_POLICIES_ANNOTATION, MISSING_POLICIES_ANNOTATION, PIN_SPARK_CONF_KEY,
+};
+use spark_admission::source::history::HISTORY_CONFIGMAP;
+
+use crate::assets;
+use crate::cluster::{self, Cluster};
+use crate::expect::UNWATCHED_NS;
+use crate::spark_submit::{spark_pods, spark_submit, tail, text, CLIENT_APP};
+use crate::webhook::{self, metric_sum, Policies, Webhook};
+
+const NS: &str = "team-pinning";
+const LABEL: &str = "e2e.example.com/policy-version";
+const POLICY: &str = "e2e-pinned";
+
+/// v2 adds a guardrail that v1 did not have.
+fn configmap(version: &str) -> String {
+    let rules = if version == "v2" {
+        "  validate:\n    mode: enforce\n    forbidPrivileged: true\n"
+    } else {
+        ""
+    };
+    let policy = format!(
+        "apiVersion: spark-admission.io/v1alpha1\nkind: SparkPodPolicy\nmetadata:\n  name: {POLICY}\nspec:\n  namespaces: [{NS}, \"{NS}-*\"]\n  all:\n    labels:\n      {LABEL}: \"{version}\"\n{rules}"
+    );
+    json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "e2e-pinning", "namespace": UNWATCHED_NS, "labels": {"spark-admission.io/policy": "true"}},
+        "data": {"policy.yaml": policy}
+    })
+    .to_string()
+}
+
+fn apply_version(c: &Cluster, version: &str) {
+    let out = c.kubectl(&["apply", "-f", "-"], Some(&configmap(version)));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn driver(name: &str) -> Pod {
+    let mut pod = serde_json::to_value(webhook::probe_pod()).expect("JSON");
+    pod["metadata"]["name"] = json!(name);
+    pod["metadata"]["labels"]["spark-app-selector"] = json!("spark-pinning");
+    serde_json::from_value(pod).expect("Pod")
+}
+
+/// An executor as Spark creates it; `pin` is the annotation Spark copies from the
+/// driver's `spark.kubernetes.executor.annotation.*` setting.
+fn executor(name: &str, pin: Option<&str>) -> Pod {
+    let mut annotations = serde_json::Map::new();
+    if let Some(p) = pin {
+        annotations.insert(DRIVER_POLICIES_ANNOTATION.to_owned(), json!(p));
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "labels": {
+                "spark-role": "executor",
+                "spark-app-selector": "spark-pinning",
+                "spark-app-name": "probe",
+                "spark-exec-id": "1",
+                "spark-version": "3.5.9"
+            },
+            "annotations": annotations
+        },
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "spark-kubernetes-executor", "image": "apache/spark:3.5.3", "args": ["executor"]}]
+        }
+    }))
+    .expect("executor pod")
+}
+
+fn label(pod: &Pod) -> String {
+    pod.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(LABEL))
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn annotation(pod: &Pod, key: &str) -> Option<String> {
+    pod.metadata.annotations.as_ref()?.get(key).cloned()
+}
+
+/// The pin a stored driver carries: Spark reads `-Dkey=value` from SPARK_SUBMIT_OPTS.
+fn pin_of_driver(pod: &Pod) -> String {
+    let env = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.first())
+        .and_then(|c| c.env.clone())
+        .unwrap_or_default();
+    let opts = env
+        .iter()
+        .find(|e| e.name == SUBMIT_OPTS_VAR)
+        .and_then(|e| e.value.clone())
+        .unwrap_or_else(|| panic!("the stored driver has no {SUBMIT_OPTS_VAR}: {env:?}"));
+    // The value as the pod spec holds it: the kubelet turns `$$` into `$` first.
+    let tokens = submit_opts_tokens(&opts).unwrap_or_else(|e| panic!("{opts}: {e}"));
+    let prefix = format!("-D{PIN_SPARK_CONF_KEY}=");
+    tokens
+        .iter()
+        .find_map(|t| t.strip_prefix(&prefix).map(str::to_owned))
+        .unwrap_or_else(|| panic!("no pin in {SUBMIT_OPTS_VAR}: {opts}"))
+}
+
+async fn create(client: &Client, pod: &Pod, step: &str) -> Pod {
+    Api::<Pod>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), pod)
+        .await
+        .unwrap_or_else(|e| panic!("{step}: create: {e}"))
+}
+
+/// Waits until a new driver (dry run) gets `version`.
+async fn wait_serving(client: &Client, version: &str) {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let dry = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = pods
+            .create(&dry, &driver("dry-driver"))
+            .await
+            .map(|p| label(&p));
+        if got.as_deref().ok() == Some(version) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "new drivers still get {got:?}, not {version}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until the history ConfigMap holds every tag of `tags`.
+async fn wait_stored(client: &Client, tags: &[&str]) -> ConfigMap {
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), UNWATCHED_NS);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Some(cm)) = cms.get_opt(HISTORY_CONFIGMAP).await {
+            let values: Vec<String> = cm.data.clone().unwrap_or_default().into_values().collect();
+            if tags
+                .iter()
+                .all(|t| values.iter().any(|v| v.contains(&format!("\"{t}\""))))
+            {
+                return cm;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the history ConfigMap does not hold {tags:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn executors_get_their_drivers_policy_versions_across_changes_restarts_and_replicas() {
+    let Some(env) = cluster::env("job_pinning") else {
+        return;
+    };
+    let c = env.cluster;
+    let client = c.client().await;
+    c.namespace(&client, NS, &[]).await;
+    let _ = c.kubectl(
+        &[
+            "delete",
+            "configmap",
+            "-n",
+            UNWATCHED_NS,
+            "-l",
+            "spark-admission.io/policy=true",
+        ],
+        None,
+    );
+    let _ = c.kubectl(
+        &[
+            "delete",
+            "configmap",
+            "-n",
+            UNWATCHED_NS,
+            HISTORY_CONFIGMAP,
+            "--ignore-not-found",
+        ],
+        None,
+    );
+    apply_version(c, "v1");
+    let mut first = Webhook::start(c, &env.dir, Policies::ConfigMaps(UNWATCHED_NS));
+    webhook::register(&client, &first, NS, false).await;
+    wait_serving(&client, "v1").await;
+
+    let d1 = create(&client, &driver("pin-1-driver"), "driver under v1").await;
+    assert_eq!(label(&d1), "v1");
+    let pin = pin_of_driver(&d1);
+    assert!(
+        pin.starts_with(&format!("{POLICY}@")) && !pin.contains(','),
+        "the driver pins its one executor policy: {pin}"
+    );
+
+    apply_version(c, "v2");
+    wait_serving(&client, "v2").await;
+    let pinned = create(&client, &executor("pin-1-exec-1", Some(&pin)), "pinned").await;
+    assert_eq!(
+        label(&pinned),
+        "v1",
+        "the pinned executor gets its driver's version"
+    );
+    let unpinned = create(&client, &executor("pin-0-exec-1", None), "unpinned").await;
+    assert_eq!(
+        label(&unpinned),
+        "v2",
+        "an executor without a pin gets the current one"
+    );
+
+    // Both versions reach the history ConfigMap before the webhook restarts.
+    let d2 = create(&client, &driver("pin-2-driver"), "driver under v2").await;
+    let pin2 = pin_of_driver(&d2);
+    assert_ne!(pin2, pin, "a new driver pins the new version");
+    assert_eq!(label(&d2), "v2");
+    wait_stored(&client, &[&pin, &pin2]).await;
+
+    first.restart();
+    let after_restart = create(
+        &client,
+        &executor("pin-1-exec-2", Some(&pin)),
+        "after restart",
+    )
+    .await;
+    assert_eq!(label(&after_restart), "v1", "after a restart");
+
+    // A second process that never installed v1: only the ConfigMap knows it.
+    first.stop();
+    let second_dir = env.dir.join("second");
+    std::fs::create_dir_all(&second_dir).expect("second webhook folder");
+    let second = Webhook::start(c, &second_dir, Policies::ConfigMaps(UNWATCHED_NS));
+    webhook::register(&client, &second, NS, false).await;
+    let from_history = create(
+        &client,
+        &executor("pin-1-exec-3", Some(&pin)),
+        "second replica",
+    )
+    .await;
+    assert_eq!(label(&from_history), "v1", "a replica started after v2");
+    let from_new_driver = create(
+        &client,
+        &executor("pin-2-exec-1", Some(&pin2)),
+        "new driver",
+    )
+    .await;
+    assert_eq!(label(&from_new_driver), "v2");
+    assert_eq!(
+        metric_sum(
+            &second.metrics(),
+            "spark_admission_pinned_executors_total",
+            "result=\"pinned\""
+        ),
+        2.0
+    );
+
+    // A pin naming a version nobody has: the current version, named on the pod.
+    let unknown = format!("{POLICY}@0000000000");
+    let missing = create(
+        &client,
+        &executor("pin-9-exec-1", Some(&unknown)),
+        "missing",
+    )
+    .await;
+    assert_eq!(label(&missing), "v2");
+    assert_eq!(
+        annotation(&missing, MISSING_POLICIES_ANNOTATION).as_deref(),
+        Some(unknown.as_str())
+    );
+    assert_eq!(
+        metric_sum(
+            &second.metrics(),
+            "spark_admission_pinned_executors_total",
+            "result=\"missing\""
+        ),
+        1.0
+    );
+
+    // Validation never follows the pin: v2 forbids privileged containers, v1 did not,
+    // and an executor pinned to v1 is still refused.
+    let mut privileged = serde_json::to_value(executor("pin-1-exec-4", Some(&pin))).expect("JSON");
+    privileged["spec"]["containers"][0]["securityContext"] = json!({"privileged": true});
+    let privileged: Pod = serde_json::from_value(privileged).expect("Pod");
+    let refused = Api::<Pod>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &privileged)
+        .await;
+    match refused {
+        Err(kube::Error::Api(s)) => assert!(s.message.contains(POLICY), "{}", s.message),
+        other => panic!("a privileged executor pinned to v1 was not refused: {other:?}"),
+    }
+}
+
+/// The `spark.*` settings a stored driver's SPARK_SUBMIT_OPTS gives Spark, as `--conf`.
+fn driver_conf(pod: &Pod) -> Vec<String> {
+    let opts = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.first())
+        .and_then(|c| c.env.as_ref())
+        .and_then(|env| env.iter().find(|e| e.name == SUBMIT_OPTS_VAR))
+        .and_then(|e| e.value.clone())
+        .unwrap_or_default();
+    // No `$` here: what the kubelet would expand is what the pod spec holds.
+    assert!(!opts.contains('$'), "{opts}");
+    let tokens = submit_opts_tokens(&opts).unwrap_or_else(|e| panic!("{opts}: {e}"));
+    tokens
+        .iter()
+        .filter_map(|t| t.strip_prefix("-D"))
+        .filter(|kv| kv.starts_with("spark."))
+        .flat_map(|kv| ["--conf".to_owned(), kv.to_owned()])
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spark_itself_gives_the_pin_to_the_executors_of_a_driver_replayed_in_client_mode() {
+    let Some(env) = cluster::env("job_pinning_spark") else {
+        return;
+    };
+    let sparks = assets::pyspark("job_pinning_spark");
+    if sparks.is_empty() {
+        return;
+    }
+    let c = env.cluster;
+    let client = c.client().await;
+    let _ = c.kubectl(
+        &[
+            "delete",
+            "configmap",
+            "-n",
+            UNWATCHED_NS,
+            "-l",
+            "spark-admission.io/policy=true",
+        ],
+        None,
+    );
+    apply_version(c, "v1");
+    let hook = Webhook::start(c, &env.dir, Policies::ConfigMaps(UNWATCHED_NS));
+    c.namespace(&client, NS, &[]).await;
+    webhook::register(&client, &hook, NS, false).await;
+    wait_serving(&client, "v1").await;
+    let driver = create(&client, &driver("pin-spark-driver"), "driver under v1").await;
+    let pin = pin_of_driver(&driver);
+    let conf = driver_conf(&driver);
+    apply_version(c, "v2");
+    wait_serving(&client, "v2").await;
+
+    let app = env.dir.join("client_app.py");
+    std::fs::write(&app, CLIENT_APP).expect("app");
+    let (ca, token) = (c.ca_file.display().to_string(), c.token.clone());
+    for spark in &sparks {
+        let ns = format!("{NS}-{}", spark.version.replace('.', "-"));
+        c.namespace(&client, &ns, &[]).await;
+        let mut args: Vec<String> = ["--deploy-mode", "client", "--name", "e2e-pinned"]
+            .map(str::to_owned)
+            .to_vec();
+        for setting in [
+            format!("spark.kubernetes.authenticate.caCertFile={ca}"),
+            format!("spark.kubernetes.authenticate.oauthToken={token}"),
+            "spark.executor.instances=2".to_owned(),
+            "spark.driver.host=127.0.0.1".to_owned(),
+            "spark.driver.bindAddress=127.0.0.1".to_owned(),
+            "spark.kubernetes.executor.deleteOnTermination=false".to_owned(),
+            "spark.scheduler.maxRegisteredResourcesWaitingTime=3s".to_owned(),
+            "spark.ui.enabled=false".to_owned(),
+        ] {
+            args.push("--conf".to_owned());
+            args.push(setting);
+        }
+        // The stored driver's configuration, as its container's launcher would read it.
+        args.extend(conf.iter().cloned());
+        args.push(app.display().to_string());
+        let out = spark_submit(
+            c,
+            spark,
+            &env.dir,
+            &ns,
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        let executors = spark_pods(&client, &ns, "executor").await;
+        assert_eq!(
+            executors.len(),
+            2,
+            "{}: client mode created {} executor pods:\n{}",
+            spark.version,
+            executors.len(),
+            tail(&text(&out))
+        );
+        for e in &executors {
+            assert_eq!(
+                annotation(e, DRIVER_POLICIES_ANNOTATION).as_deref(),
+                Some(pin.as_str()),
+                "{}: Spark copied the pin onto its executor",
+                spark.version
+            );
+            assert_eq!(
+                label(e),
+                "v1",
+                "{}: the executor of a v1 driver",
+                spark.version
+            );
+        }
+        eprintln!(
+            "job_pinning_spark {}: {} executors created by Spark carry {pin} and got v1 while v2 is current",
+            spark.version,
+            executors.len()
+        );
+    }
+}
