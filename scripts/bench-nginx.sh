@@ -37,7 +37,7 @@ if [[ -z ${NGINX_SKIP_BUILD:-} ]]; then
   echo "== build (release)"
   cargo build --release --bin spark-admission --bin loadgen
 fi
-BIN=$TARGET/release/spark-admission
+BIN=${NGINX_WEBHOOK_BIN:-$TARGET/release/spark-admission}   # another build to compare: NGINX_WEBHOOK_BIN
 LOADGEN=$TARGET/release/loadgen
 
 WORK=$(mktemp -d)
