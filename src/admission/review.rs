@@ -1,14 +1,19 @@
 //! AdmissionReview `admission.k8s.io/v1` in and out.
 //!
-//! Requests decode with kube's [`AdmissionRequest`]. Responses use our own type because
+//! Requests decode into our own lean mirror of kube's `AdmissionRequest<Pod>` ([`PodRequest`]).
+//! Responses use our own type because
 //! kube-core 5.0 serialises `patch` as an array of numbers (kube-rs #1781) while the API
 //! server wants the JSON Patch as a base64 string.
 
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
-use k8s_openapi::api::core::v1::Pod;
-use kube::core::admission::{AdmissionRequest, Operation};
+use k8s_openapi::api::authentication::v1::UserInfo;
+use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+use kube::core::admission::Operation;
+use kube::core::gvk::{GroupVersionKind, GroupVersionResource};
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
@@ -163,10 +168,144 @@ pub enum ReviewError {
     NoObject,
 }
 
+/// `request` of a pod review: kube's `AdmissionRequest<Pod>` with the same required
+/// fields and shapes, minus what nothing here reads: `options` is skipped unparsed and the
+/// pod's `metadata.managedFields` (a third of a real pod, hundreds of small maps) is never
+/// built ([`PodIn`]). Decoding was the largest single cost of a review (BENCHMARKS.md).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PodRequest {
+    uid: String,
+    kind: GroupVersionKind,
+    // Required and checked for shape as kube does, though nothing reads them.
+    #[allow(dead_code)]
+    resource: GroupVersionResource,
+    #[serde(default)]
+    sub_resource: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    request_kind: Option<GroupVersionKind>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    request_resource: Option<GroupVersionResource>,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    namespace: Option<String>,
+    operation: Operation,
+    #[allow(dead_code)]
+    user_info: UserInfo,
+    object: Option<PodIn>,
+    #[allow(dead_code)]
+    old_object: Option<PodIn>,
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(default)]
+    #[allow(dead_code)]
+    options: Option<IgnoredAny>,
+}
+
+/// A Pod as k8s-openapi decodes it (`apiVersion`/`kind` checked when present, unknown
+/// fields ignored, null metadata is empty) but with `metadata.managedFields` skipped: no
+/// merge step, rule or diff reads it (the engine's working copy drops it too).
+#[derive(Deserialize)]
+#[serde(try_from = "PodFields")]
+struct PodIn(Pod);
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PodFields {
+    #[serde(default)]
+    api_version: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    metadata: Option<MetaIn>,
+    #[serde(default)]
+    spec: Option<PodSpec>,
+    #[serde(default)]
+    status: Option<PodStatus>,
+}
+
+impl TryFrom<PodFields> for PodIn {
+    type Error = String;
+
+    fn try_from(f: PodFields) -> Result<Self, String> {
+        if let Some(v) = f.api_version.filter(|v| v != "v1") {
+            return Err(format!("invalid value: string {v:?}, expected v1"));
+        }
+        if let Some(k) = f.kind.filter(|k| k != "Pod") {
+            return Err(format!("invalid value: string {k:?}, expected Pod"));
+        }
+        Ok(PodIn(Pod {
+            metadata: f.metadata.map(MetaIn::into_meta).unwrap_or_default(),
+            spec: f.spec,
+            status: f.status,
+        }))
+    }
+}
+
+/// `ObjectMeta` without `managedFields` (skipped, not built).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MetaIn {
+    #[serde(default)]
+    annotations: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    creation_timestamp: Option<Time>,
+    #[serde(default)]
+    deletion_grace_period_seconds: Option<i64>,
+    #[serde(default)]
+    deletion_timestamp: Option<Time>,
+    #[serde(default)]
+    finalizers: Option<Vec<String>>,
+    #[serde(default)]
+    generate_name: Option<String>,
+    #[serde(default)]
+    generation: Option<i64>,
+    #[serde(default)]
+    labels: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    owner_references: Option<Vec<OwnerReference>>,
+    #[serde(default)]
+    resource_version: Option<String>,
+    #[serde(default)]
+    self_link: Option<String>,
+    #[serde(default)]
+    uid: Option<String>,
+}
+
+impl MetaIn {
+    fn into_meta(self) -> ObjectMeta {
+        // Every field named: a field added by a new k8s-openapi must be decided on here.
+        ObjectMeta {
+            annotations: self.annotations,
+            creation_timestamp: self.creation_timestamp,
+            deletion_grace_period_seconds: self.deletion_grace_period_seconds,
+            deletion_timestamp: self.deletion_timestamp,
+            finalizers: self.finalizers,
+            generate_name: self.generate_name,
+            generation: self.generation,
+            labels: self.labels,
+            managed_fields: None,
+            name: self.name,
+            namespace: self.namespace,
+            owner_references: self.owner_references,
+            resource_version: self.resource_version,
+            self_link: self.self_link,
+            uid: self.uid,
+        }
+    }
+}
+
 /// Decodes a request body into what to do with it.
 pub fn decode(body: &[u8]) -> Result<Review, ReviewError> {
     let body = text(body)?;
-    match serde_json::from_str::<Envelope<AdmissionRequest<Pod>>>(body) {
+    match serde_json::from_str::<Envelope<PodRequest>>(body) {
         Ok(review) => classify(review.into_request()?),
         // The object is not a Pod (or the body is broken): decode only the envelope to tell
         // another kind, which we let through, from a malformed body, which we refuse.
@@ -186,13 +325,13 @@ pub fn decode(body: &[u8]) -> Result<Review, ReviewError> {
     }
 }
 
-fn classify(req: AdmissionRequest<Pod>) -> Result<Review, ReviewError> {
+fn classify(req: PodRequest) -> Result<Review, ReviewError> {
     let is_pod = is_core_v1(&req.kind.group, &req.kind.version, &req.kind.kind, "Pod");
     if !is_pod || req.sub_resource.is_some() || req.operation != Operation::Create {
         let what = format!("{} {}", req.kind.kind, operation_name(&req.operation));
         return Ok(Review::PassThrough { uid: req.uid, what });
     }
-    let pod = req.object.ok_or(ReviewError::NoObject)?;
+    let pod = req.object.ok_or(ReviewError::NoObject)?.0;
     let namespace = req
         .namespace
         .filter(|n| !n.is_empty())
@@ -304,5 +443,72 @@ impl Answer {
             kind: KIND,
             response: self,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::core::admission::AdmissionRequest;
+
+    use super::*;
+
+    /// The lean decode gives what kube's `AdmissionRequest<Pod>` gives, `managedFields`
+    /// aside, for every real review in the fixtures.
+    #[test]
+    fn lean_decode_matches_kube_but_for_managed_fields() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/admission");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let body = std::fs::read(&path).unwrap();
+            let kube: Envelope<AdmissionRequest<Pod>> = serde_json::from_slice(&body).unwrap();
+            let kube = kube.into_request().unwrap();
+            let Review::PodCreate(ours) = decode(&body).unwrap() else {
+                panic!("{}: not a pod create", path.display());
+            };
+            let mut expected = kube.object.unwrap();
+            assert!(
+                expected.metadata.managed_fields.is_some(),
+                "{}",
+                path.display()
+            );
+            expected.metadata.managed_fields = None;
+            assert_eq!(ours.pod, expected, "{}", path.display());
+            assert_eq!(ours.uid, kube.uid);
+            assert_eq!(ours.dry_run, kube.dry_run);
+            seen += 1;
+        }
+        assert!(seen >= 8);
+    }
+
+    #[test]
+    fn a_pod_of_another_api_version_or_kind_is_refused_as_before() {
+        let body = |object: &str| {
+            format!(
+                r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{"uid":"u","kind":{{"group":"","version":"v1","kind":"Pod"}},"resource":{{"group":"","version":"v1","resource":"pods"}},"operation":"CREATE","userInfo":{{}},"object":{object}}}}}"#
+            )
+        };
+        assert!(matches!(
+            decode(body(r#"{"apiVersion":"v2","kind":"Pod"}"#).as_bytes()),
+            Err(ReviewError::InvalidPodRequest(_))
+        ));
+        assert!(matches!(
+            decode(body(r#"{"apiVersion":"v1","kind":"Service"}"#).as_bytes()),
+            Err(ReviewError::InvalidPodRequest(_))
+        ));
+        assert!(matches!(
+            decode(
+                body(r#"{"metadata":{"managedFields":"skipped"},"spec":{"containers":[]}}"#)
+                    .as_bytes()
+            ),
+            Ok(Review::PodCreate(_))
+        ));
+        assert!(matches!(
+            decode(body("null").as_bytes()),
+            Err(ReviewError::NoObject)
+        ));
     }
 }

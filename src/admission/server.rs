@@ -613,7 +613,9 @@ async fn serve_connection(tcp: TcpStream, peer: SocketAddr, c: &Connections, wat
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(c.header_read_timeout)
-            .keep_alive(true);
+            .keep_alive(true)
+            // Answers to pipelined requests go out in one TLS write instead of one each.
+            .pipeline_flush(true);
         watcher.watch(builder.serve_connection(io, service)).await
     };
     if let Err(e) = result {
