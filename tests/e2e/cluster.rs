@@ -237,6 +237,26 @@ impl Cluster {
         child.wait_with_output().expect("kubectl")
     }
 
+    /// Removes every policy ConfigMap an earlier test left in the webhook's namespace.
+    pub fn delete_policy_configmaps(&self) {
+        let out = self.kubectl(
+            &[
+                "delete",
+                "configmap",
+                "-n",
+                crate::expect::UNWATCHED_NS,
+                "-l",
+                "spark-admission.io/policy=true",
+            ],
+            None,
+        );
+        assert!(
+            out.status.success(),
+            "deleting policy ConfigMaps: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// A new namespace with the ServiceAccounts pods name (the ServiceAccount admission
     /// plugin refuses a pod whose account does not exist).
     pub async fn namespace(&self, client: &Client, name: &str, labels: &[(&str, &str)]) {

@@ -94,17 +94,7 @@ async fn policy_configmaps_are_watched_and_a_broken_one_keeps_the_last_good_vers
     let c = env.cluster;
     let client = c.client().await;
     c.namespace(&client, NS, &[]).await;
-    let _ = c.kubectl(
-        &[
-            "delete",
-            "configmap",
-            "-n",
-            UNWATCHED_NS,
-            "-l",
-            "spark-admission.io/policy=true",
-        ],
-        None,
-    );
+    c.delete_policy_configmaps();
     let hook = Webhook::start(c, &env.dir, Policies::ConfigMaps(UNWATCHED_NS));
     // Without the policy-ConfigMap webhook for now: it would refuse the broken version
     // this test must get into the API to see the watch keep the last good one.

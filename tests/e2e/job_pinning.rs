@@ -185,17 +185,7 @@ async fn executors_get_their_drivers_policy_versions_across_changes_restarts_and
     let c = env.cluster;
     let client = c.client().await;
     c.namespace(&client, NS, &[]).await;
-    let _ = c.kubectl(
-        &[
-            "delete",
-            "configmap",
-            "-n",
-            UNWATCHED_NS,
-            "-l",
-            "spark-admission.io/policy=true",
-        ],
-        None,
-    );
+    c.delete_policy_configmaps();
     let _ = c.kubectl(
         &[
             "delete",
@@ -348,17 +338,7 @@ async fn spark_itself_gives_the_pin_to_the_executors_of_a_driver_replayed_in_cli
     }
     let c = env.cluster;
     let client = c.client().await;
-    let _ = c.kubectl(
-        &[
-            "delete",
-            "configmap",
-            "-n",
-            UNWATCHED_NS,
-            "-l",
-            "spark-admission.io/policy=true",
-        ],
-        None,
-    );
+    c.delete_policy_configmaps();
     apply_version(c, "v1");
     let hook = Webhook::start(c, &env.dir, Policies::ConfigMaps(UNWATCHED_NS));
     c.namespace(&client, NS, &[]).await;
