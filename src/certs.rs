@@ -56,10 +56,14 @@ pub struct CertsArgs {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CertsError {
-    #[error("cannot generate a certificate: {0}")]
-    Generate(rcgen::Error),
-    #[error("{path}: {error}")]
-    Io { path: String, error: std::io::Error },
+    #[error("cannot generate a certificate")]
+    Generate(#[source] rcgen::Error),
+    #[error("{path}")]
+    Io {
+        path: String,
+        #[source]
+        error: std::io::Error,
+    },
     #[error("{0} already exists (pass --force to replace it)")]
     Exists(String),
     #[error("{present} exists but {missing} does not: provide both or neither")]
@@ -74,8 +78,8 @@ pub enum CertsError {
     },
 }
 
-// Details go into each message rather than `source()`: the binary prints the whole chain,
-// and a logged `%error` should say everything on its own.
+// Causes stay `source()`: the binary prints the whole chain (anyhow's `{:#}`), and logs
+// use `ErrorChain`.
 impl From<rcgen::Error> for CertsError {
     fn from(e: rcgen::Error) -> Self {
         CertsError::Generate(e)
@@ -223,7 +227,7 @@ pub fn ensure(dir: &Path, dns: &[String]) -> Result<Ensured, CertsError> {
             issue_from_ca(&ca_cert, &ca_key, dns).map_err(|e| CertsError::Invalid {
                 path: paths.ca_cert.display().to_string(),
                 what: "CA (certificate and key)",
-                reason: e.to_string(),
+                reason: crate::error_chain::ErrorChain(&e).to_string(),
             })?;
         write_file(&paths.tls_key, key.as_bytes(), true)?;
         write_file(&paths.tls_cert, cert.as_bytes(), false)?;

@@ -12,6 +12,7 @@ pub use spark_admission_core::{engine, explain, matching, pinning, policy, quant
 pub mod admission;
 pub mod certs;
 pub mod cli;
+pub mod error_chain;
 pub mod metrics;
 pub mod policytest;
 pub mod source;

@@ -258,14 +258,18 @@ impl ServeArgs {
     }
 }
 
-/// Why `serve` could not start or run. Messages carry their details (no `source()` chain)
-/// so that one line, logged or printed, says everything.
+/// Why `serve` could not start or run. Causes stay `source()`: the binary prints the
+/// chain in one line (`error: certificates in certs: certs/tls.key: Permission denied`).
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("certificates in {dir}: {error}")]
-    Certs { dir: String, error: CertsError },
-    #[error("TLS: {0}")]
-    Tls(tls::TlsError),
+    #[error("certificates in {dir}")]
+    Certs {
+        dir: String,
+        #[source]
+        error: CertsError,
+    },
+    #[error("TLS")]
+    Tls(#[source] tls::TlsError),
     #[error(
         "policy folder {0} not found: create it (an empty folder is fine) or pass --policies DIR; in a cluster, read policy ConfigMaps with --policy-namespace NS (or POD_NAMESPACE)"
     )]
@@ -276,14 +280,16 @@ pub enum ServeError {
     Kube(String),
     #[error("policies: {0}")]
     Policies(String),
-    #[error("cannot listen on {addr}: {error}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
+        #[source]
         error: std::io::Error,
     },
-    #[error("cannot start the {what}: {error}")]
+    #[error("cannot start the {what}")]
     Start {
         what: &'static str,
+        #[source]
         error: std::io::Error,
     },
     #[error("invalid --log-level: {0}")]

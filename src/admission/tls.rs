@@ -17,6 +17,8 @@ use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::RootCertStore;
 
+use crate::error_chain::ErrorChain;
+
 use crate::metrics::Metrics;
 
 /// ALPN protocols offered, h2 first: the API server uses HTTP/2 when the server selects it.
@@ -24,12 +26,16 @@ pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read {path}: {error}")]
-    Read { path: String, error: std::io::Error },
+    #[error("cannot read {path}")]
+    Read {
+        path: String,
+        #[source]
+        error: std::io::Error,
+    },
     #[error("{path}: {reason}")]
     Invalid { path: String, reason: String },
-    #[error("TLS configuration: {0}")]
-    Config(rustls::Error),
+    #[error("TLS configuration")]
+    Config(#[source] rustls::Error),
 }
 
 impl From<rustls::Error> for TlsError {
@@ -255,7 +261,7 @@ impl CertReloader {
             Ok(p) => p,
             // Mid-swap (a Secret volume relinking, a writer renaming): look again next poll.
             Err(e) => {
-                tracing::debug!(error = %e, "certificate files not readable right now");
+                tracing::debug!(error = %ErrorChain(&e), "certificate files not readable right now");
                 return None;
             }
         };
@@ -287,7 +293,7 @@ impl CertReloader {
             Err(e) => {
                 self.metrics.record_certificate_reload(false);
                 tracing::error!(
-                    error = %e,
+                    error = %ErrorChain(&e),
                     "new certificate files rejected; the previous certificate keeps serving"
                 );
                 Some(false)

@@ -11,6 +11,7 @@ use serde_json::json;
 use common::*;
 use spark_admission::admission::{ServeError, Server};
 use spark_admission::certs::{self, CertPaths, CertsArgs, Ensured};
+use spark_admission::error_chain::ErrorChain;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutate_and_validate_over_http1_and_h2() {
@@ -262,6 +263,9 @@ async fn startup_errors_are_clear() {
     config.listen = taken.local_addr().unwrap();
     let err = Server::start(config).await.unwrap_err();
     assert!(matches!(err, ServeError::Bind { .. }), "{err}");
+    // What the binary prints: the error and its causes, in one line.
+    let printed = ErrorChain(&err).to_string();
+    assert!(printed.contains("in use"), "{printed}");
 
     // A key that does not belong to the certificate.
     let other = certs::generate(&[]).unwrap();
@@ -269,7 +273,8 @@ async fn startup_errors_are_clear() {
     certs::write_file(&paths.tls_key, other.tls_key_pem.as_bytes(), true).unwrap();
     let err = Server::start(test_config(dir.path())).await.unwrap_err();
     assert!(matches!(err, ServeError::Tls(_)), "{err}");
-    assert!(err.to_string().contains("tls.key"), "{err}");
+    let printed = ErrorChain(&err).to_string();
+    assert!(printed.contains("tls.key"), "{printed}");
 }
 
 #[test]
