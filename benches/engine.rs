@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion};
 use k8s_openapi::api::core::v1::Pod;
-use spark_admission::admission::review::{self, Answer, Review, AUDIT_APPLIED};
+use spark_admission::admission::answer::Answer;
+use spark_admission::admission::review::{self, Review, AUDIT_APPLIED};
 use spark_admission::engine::Engine;
 use spark_admission::matching::PolicySet;
 use spark_admission::policy::{parse_documents, PolicySource};

@@ -9,7 +9,8 @@ use std::sync::{Arc, OnceLock};
 
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
-use spark_admission::admission::review::{self, Answer, Review};
+use spark_admission::admission::answer::Answer;
+use spark_admission::admission::review::{self, Review};
 use spark_admission::engine::Engine;
 use spark_admission::matching::PolicySet;
 use spark_admission::policy::{parse_documents, PolicySource};

@@ -8,6 +8,7 @@
 //! ConfigMaps of that namespace labelled `spark-admission.io/policy: "true"` instead.
 
 mod admin;
+pub mod answer;
 mod policies;
 pub mod policy_review;
 pub mod review;

@@ -14,7 +14,8 @@ use kube::core::admission::Operation;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::review::{text, Answer, Envelope, EnvelopeError, KindIn};
+use super::answer::Answer;
+use super::review::{text, Envelope, EnvelopeError, KindIn};
 use crate::matching::PolicySet;
 use crate::policy::{parse_documents, PolicyError, PolicySource};
 use crate::source::configmap::{has_policy_label, is_policy_key, origin_prefix, POLICY_LABEL};

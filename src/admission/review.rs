@@ -1,20 +1,16 @@
-//! AdmissionReview `admission.k8s.io/v1` in and out.
+//! AdmissionReview `admission.k8s.io/v1` in (the answer is in `answer.rs`).
 //!
 //! Requests decode into our own lean mirror of kube's `AdmissionRequest<Pod>` ([`PodRequest`]).
-//! Responses use our own type because
-//! kube-core 5.0 serialises `patch` as an array of numbers (kube-rs #1781) while the API
-//! server wants the JSON Patch as a base64 string.
 
 use std::collections::BTreeMap;
 
-use base64::Engine as _;
 use k8s_openapi::api::authentication::v1::UserInfo;
 use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use kube::core::admission::Operation;
 use kube::core::gvk::{GroupVersionKind, GroupVersionResource};
 use serde::de::IgnoredAny;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 pub const KIND: &str = "AdmissionReview";
@@ -361,88 +357,6 @@ fn operation_name(op: &Operation) -> &'static str {
         Operation::Update => "UPDATE",
         Operation::Delete => "DELETE",
         Operation::Connect => "CONNECT",
-    }
-}
-
-/// `patchType` of a response; the API server knows only this one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum PatchType {
-    #[serde(rename = "JSONPatch")]
-    JsonPatch,
-}
-
-/// `response.status`: set when the request is refused.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Status {
-    pub code: u16,
-    pub message: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
-
-/// The `response` of an AdmissionReview, as the API server reads it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Answer {
-    pub uid: String,
-    pub allowed: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<Status>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub patch_type: Option<PatchType>,
-    /// The JSON Patch, base64-encoded.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub patch: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub warnings: Vec<String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub audit_annotations: BTreeMap<String, String>,
-}
-
-impl Answer {
-    pub fn allow(uid: impl Into<String>) -> Self {
-        Self {
-            uid: uid.into(),
-            allowed: true,
-            ..Self::default()
-        }
-    }
-
-    /// Attaches a patch; an empty patch leaves the answer without patch fields.
-    pub fn set_patch(&mut self, patch: &json_patch::Patch) -> Result<(), serde_json::Error> {
-        if patch.0.is_empty() {
-            return Ok(());
-        }
-        let json = serde_json::to_vec(patch)?;
-        self.patch = Some(base64::engine::general_purpose::STANDARD.encode(json));
-        self.patch_type = Some(PatchType::JsonPatch);
-        Ok(())
-    }
-
-    /// Refuses the request with an HTTP-like code and a message for the submitter.
-    pub fn deny(&mut self, code: u16, reason: &str, message: String) {
-        self.allowed = false;
-        self.status = Some(Status {
-            code,
-            message,
-            reason: Some(reason.to_owned()),
-        });
-    }
-
-    /// The full AdmissionReview body carrying this answer.
-    pub fn to_review_json(&self) -> Result<Vec<u8>, serde_json::Error> {
-        #[derive(Serialize)]
-        #[serde(rename_all = "camelCase")]
-        struct ReviewOut<'a> {
-            api_version: &'static str,
-            kind: &'static str,
-            response: &'a Answer,
-        }
-        serde_json::to_vec(&ReviewOut {
-            api_version: API_VERSION,
-            kind: KIND,
-            response: self,
-        })
     }
 }
 

@@ -27,9 +27,10 @@ use futures::FutureExt;
 use http_body_util::BodyExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::answer::Answer;
 use super::parse_duration;
 use super::policy_review;
-use super::review::{self, Answer, Review, AUDIT_APPLIED, AUDIT_CHECKED, AUDIT_FINDINGS};
+use super::review::{self, Review, AUDIT_APPLIED, AUDIT_CHECKED, AUDIT_FINDINGS};
 use crate::engine::Engine;
 use crate::metrics::{role_label, Endpoint, Metrics, Outcome, SlowClient};
 use crate::policy::model::RuleMode;
