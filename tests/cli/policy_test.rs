@@ -57,6 +57,13 @@ fn project_copy() -> tempfile::TempDir {
     dir
 }
 
+/// The ConfigMap example's test file in `dir`, with its first `from` turned into `to`.
+fn edit_configmap_tests(dir: &Path, from: &str, to: &str) -> PathBuf {
+    let file = dir.join("policies/tests/configmap").join(TEST_FILE_NAME);
+    edit(&file, from, to);
+    file
+}
+
 fn edit(path: &Path, from: &str, to: &str) {
     let text = std::fs::read_to_string(path).unwrap();
     assert!(text.contains(from), "{} has no {from:?}", path.display());
@@ -118,12 +125,8 @@ fn a_broken_expectation_fails_with_a_diff_naming_the_field_and_both_values() {
     let summary = intact.lines().last().unwrap_or_default().to_owned();
     let cases: usize = summary.split(' ').next().unwrap().parse().unwrap();
     let files = summary.split('(').nth(1).unwrap().to_owned();
-    let file = dir
-        .path()
-        .join("policies/tests/configmap")
-        .join(TEST_FILE_NAME);
-    edit(
-        &file,
+    let file = edit_configmap_tests(
+        dir.path(),
         "nodeSelector: {node-pool: spark}",
         "nodeSelector: {node-pool: gpu}",
     );
@@ -174,12 +177,8 @@ fn a_broken_expectation_fails_with_a_diff_naming_the_field_and_both_values() {
 #[test]
 fn json_output_carries_each_mismatch_with_its_path() {
     let dir = project_copy();
-    let file = dir
-        .path()
-        .join("policies/tests/configmap")
-        .join(TEST_FILE_NAME);
-    edit(
-        &file,
+    edit_configmap_tests(
+        dir.path(),
         "- {name: TZ, value: UTC}",
         "- {name: TZ, value: CET}",
     );
@@ -206,12 +205,8 @@ fn json_output_carries_each_mismatch_with_its_path() {
 #[test]
 fn update_rewrites_failed_and_empty_expectations_and_keeps_the_header_comments() {
     let dir = project_copy();
-    let file = dir
-        .path()
-        .join("policies/tests/configmap")
-        .join(TEST_FILE_NAME);
-    edit(
-        &file,
+    let file = edit_configmap_tests(
+        dir.path(),
         "nodeSelector: {node-pool: spark}",
         "nodeSelector: {node-pool: gpu}",
     );

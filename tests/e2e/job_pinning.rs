@@ -20,7 +20,7 @@ use spark_admission::source::history::HISTORY_CONFIGMAP;
 use crate::assets;
 use crate::cluster::{self, Cluster};
 use crate::expect::UNWATCHED_NS;
-use crate::spark_submit::{spark_pods, spark_submit, tail, text, CLIENT_APP};
+use crate::spark_submit::{client_mode, spark_pods, spark_submit, tail, text};
 use crate::webhook::{self, metric_sum, Policies, Webhook};
 
 const NS: &str = "team-pinning";
@@ -350,31 +350,11 @@ async fn spark_itself_gives_the_pin_to_the_executors_of_a_driver_replayed_in_cli
     apply_version(c, "v2");
     wait_serving(&client, "v2").await;
 
-    let app = env.dir.join("client_app.py");
-    std::fs::write(&app, CLIENT_APP).expect("app");
-    let (ca, token) = (c.ca_file.display().to_string(), c.token.clone());
     for spark in &sparks {
         let ns = format!("{NS}-{}", spark.version.replace('.', "-"));
         c.namespace(&client, &ns, &[]).await;
-        let mut args: Vec<String> = ["--deploy-mode", "client", "--name", "e2e-pinned"]
-            .map(str::to_owned)
-            .to_vec();
-        for setting in [
-            format!("spark.kubernetes.authenticate.caCertFile={ca}"),
-            format!("spark.kubernetes.authenticate.oauthToken={token}"),
-            "spark.executor.instances=2".to_owned(),
-            "spark.driver.host=127.0.0.1".to_owned(),
-            "spark.driver.bindAddress=127.0.0.1".to_owned(),
-            "spark.kubernetes.executor.deleteOnTermination=false".to_owned(),
-            "spark.scheduler.maxRegisteredResourcesWaitingTime=3s".to_owned(),
-            "spark.ui.enabled=false".to_owned(),
-        ] {
-            args.push("--conf".to_owned());
-            args.push(setting);
-        }
         // The stored driver's configuration, as its container's launcher would read it.
-        args.extend(conf.iter().cloned());
-        args.push(app.display().to_string());
+        let args = client_mode(c, &env.dir, "e2e-pinned", &conf);
         let out = spark_submit(
             c,
             spark,

@@ -28,7 +28,7 @@ spec:
 "#;
 
 /// A client-mode app: the SparkSession makes the executor pods, then it stops.
-pub(crate) const CLIENT_APP: &str = "import time\nfrom pyspark.sql import SparkSession\nspark = SparkSession.builder.getOrCreate()\ntime.sleep(8)\nspark.stop()\n";
+const CLIENT_APP: &str = "import time\nfrom pyspark.sql import SparkSession\nspark = SparkSession.builder.getOrCreate()\ntime.sleep(8)\nspark.stop()\n";
 
 fn run_bounded(mut cmd: Command, limit: Duration) -> Output {
     cmd.stdin(Stdio::null())
@@ -65,6 +65,36 @@ pub(crate) fn spark_submit(
         ])
         .args(args);
     run_bounded(cmd, Duration::from_secs(150))
+}
+
+/// The arguments of a client-mode run of [`CLIENT_APP`] (written into `dir`) named `name`:
+/// the driver runs here on loopback, authenticates as the test cluster's admin and asks for
+/// two executor pods, kept after the run for the test to read. `extra` comes before the app.
+pub(crate) fn client_mode(c: &Cluster, dir: &Path, name: &str, extra: &[String]) -> Vec<String> {
+    let app = dir.join("client_app.py");
+    std::fs::write(&app, CLIENT_APP).expect("app");
+    let mut args: Vec<String> = ["--deploy-mode", "client", "--name", name]
+        .map(str::to_owned)
+        .to_vec();
+    for setting in [
+        format!(
+            "spark.kubernetes.authenticate.caCertFile={}",
+            c.ca_file.display()
+        ),
+        format!("spark.kubernetes.authenticate.oauthToken={}", c.token),
+        "spark.executor.instances=2".to_owned(),
+        "spark.driver.host=127.0.0.1".to_owned(),
+        "spark.driver.bindAddress=127.0.0.1".to_owned(),
+        "spark.kubernetes.executor.deleteOnTermination=false".to_owned(),
+        "spark.scheduler.maxRegisteredResourcesWaitingTime=3s".to_owned(),
+        "spark.ui.enabled=false".to_owned(),
+    ] {
+        args.push("--conf".to_owned());
+        args.push(setting);
+    }
+    args.extend(extra.iter().cloned());
+    args.push(app.display().to_string());
+    args
 }
 
 pub(crate) fn text(o: &Output) -> String {
@@ -224,28 +254,7 @@ async fn spark_submit_meets_the_webhook_in_cluster_and_client_mode() {
         assert!(spark_pods(client, &denied_ns, "driver").await.is_empty());
 
         // Client mode: the local driver creates executor pods through the API.
-        let app = scenario.env.dir.join("client_app.py");
-        std::fs::write(&app, CLIENT_APP).expect("app");
-        let mut args = vec![
-            "--deploy-mode".to_owned(),
-            "client".to_owned(),
-            "--name".to_owned(),
-            "e2e-client".to_owned(),
-        ];
-        for conf in [
-            format!("spark.kubernetes.authenticate.caCertFile={ca}"),
-            format!("spark.kubernetes.authenticate.oauthToken={token}"),
-            "spark.executor.instances=2".to_owned(),
-            "spark.driver.host=127.0.0.1".to_owned(),
-            "spark.driver.bindAddress=127.0.0.1".to_owned(),
-            "spark.kubernetes.executor.deleteOnTermination=false".to_owned(),
-            "spark.scheduler.maxRegisteredResourcesWaitingTime=3s".to_owned(),
-            "spark.ui.enabled=false".to_owned(),
-        ] {
-            args.push("--conf".to_owned());
-            args.push(conf);
-        }
-        args.push(app.display().to_string());
+        let args = client_mode(c, &scenario.env.dir, "e2e-client", &[]);
         let out = spark_submit(
             c,
             spark,
