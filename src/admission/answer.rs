@@ -56,7 +56,9 @@ impl Answer {
         if patch.0.is_empty() {
             return Ok(());
         }
-        self.patch = Some(serde_json::to_vec(patch)?);
+        let mut json = Vec::with_capacity(4096);
+        super::patch_json::write(patch, &mut json)?;
+        self.patch = Some(json);
         Ok(())
     }
 

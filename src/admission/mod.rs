@@ -9,6 +9,7 @@
 
 mod admin;
 pub mod answer;
+mod patch_json;
 mod policies;
 pub mod policy_review;
 pub mod review;
