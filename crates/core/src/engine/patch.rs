@@ -1,7 +1,6 @@
 //! The JSON Patch: the difference between the pod as received and the planned pod.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, ReplaceOperation};
@@ -296,9 +295,7 @@ impl Differ {
         }
         let mut removed = 0;
         for idx in 0..a.len().max(b.len()) {
-            let len = self.path.len();
-            // Writing to a String cannot fail.
-            let _ = write!(self.path, "/{}", idx - removed);
+            let len = push_index(&mut self.path, idx - removed);
             let res = match (a.get(idx), b.get(idx)) {
                 (Some(x), Some(y)) if x == y => Ok(()),
                 (Some(x), Some(y)) => item(self, x, y),
@@ -392,9 +389,7 @@ fn diff_values(before: Value, after: Value, path: &mut String, ops: &mut Vec<Pat
             let (mut left, mut right) = (left.into_iter(), right.into_iter());
             let mut removed = 0;
             for idx in 0..n {
-                let len = path.len();
-                path.push('/');
-                path.push_str(&(idx - removed).to_string());
+                let len = push_index(path, idx - removed);
                 match (left.next(), right.next()) {
                     (Some(old), Some(value)) => diff_values(old, value, path, ops),
                     (Some(_), None) => {
@@ -424,12 +419,39 @@ fn diff_values(before: Value, after: Value, path: &mut String, ops: &mut Vec<Pat
 fn push_key(path: &mut String, key: &str) -> usize {
     let len = path.len();
     path.push('/');
+    // Most keys need no escaping: copied whole rather than char by char.
+    if !key.contains(['~', '/']) {
+        path.push_str(key);
+        return len;
+    }
     for c in key.chars() {
         match c {
             '~' => path.push_str("~0"),
             '/' => path.push_str("~1"),
             c => path.push(c),
         }
+    }
+    len
+}
+
+/// Appends `/idx`; returns the length to truncate back to. Digits written by hand: the
+/// formatting machinery cost more than the rest of a list step.
+fn push_index(path: &mut String, idx: usize) -> usize {
+    let len = path.len();
+    path.push('/');
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = idx;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[at..] {
+        path.push(char::from(d));
     }
     len
 }
@@ -812,6 +834,18 @@ mod tests {
             },
         ));
         pods
+    }
+
+    #[test]
+    fn path_tokens_are_escaped_and_indices_written_in_decimal() {
+        let mut path = String::new();
+        push_key(&mut path, "spec");
+        push_key(&mut path, "a~b/c");
+        for idx in [0, 7, 10, 123, usize::MAX] {
+            let len = push_index(&mut path, idx);
+            assert_eq!(path, format!("/spec/a~0b~1c/{idx}"));
+            path.truncate(len);
+        }
     }
 
     #[test]
