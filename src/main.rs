@@ -46,6 +46,44 @@ fn main() -> ExitCode {
     }
 }
 
+/// mimalloc's defaults keep memory committed for speed: arenas are committed eagerly and
+/// freed pages are purged only after a delay. A 1,000-policy server then held 64-68 MiB
+/// under load (peak 77-81); with lazy arena commit and immediate purging it holds ~48
+/// (0 policies: 31 -> 18 MiB), at no measurable cost in request rate.
+/// `MIMALLOC_ARENA_EAGER_COMMIT` and `MIMALLOC_PURGE_DELAY` in the environment still win.
+///
+/// This must run before the first allocation creates mimalloc's first arena (set from
+/// `main`, RSS stayed at ~59 MiB): it is a loader constructor, after mimalloc's own (which
+/// has priority 101 and reads the environment) and before Rust's `main`. It must not
+/// allocate.
+#[cfg(all(feature = "mimalloc", target_os = "linux"))]
+#[used]
+#[link_section = ".init_array"]
+static TUNE_ALLOCATOR: extern "C" fn() = tune_allocator;
+
+#[cfg(all(feature = "mimalloc", target_os = "linux"))]
+extern "C" fn tune_allocator() {
+    // Option numbers of mimalloc's `mi_option_t` (the same in its v2 and v3 headers);
+    // libmimalloc-sys names these two only with its `extended` feature.
+    const ARENA_EAGER_COMMIT: std::ffi::c_int = 4;
+    const PURGE_DELAY: std::ffi::c_int = 15;
+    extern "C" {
+        fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
+    }
+    for (option, env, value) in [
+        (ARENA_EAGER_COMMIT, c"MIMALLOC_ARENA_EAGER_COMMIT", 0),
+        (PURGE_DELAY, c"MIMALLOC_PURGE_DELAY", 0),
+    ] {
+        // SAFETY: getenv with a NUL-terminated name, before any other thread exists;
+        // mi_option_set is mimalloc's documented setter, with valid option numbers.
+        unsafe {
+            if libc::getenv(env.as_ptr()).is_null() {
+                mi_option_set(option, value);
+            }
+        }
+    }
+}
+
 fn run_explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
     let text = if args.file.as_os_str() == "-" {
         let mut s = String::new();

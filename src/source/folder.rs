@@ -171,7 +171,12 @@ fn parse_in_parallel(jobs: &[ParseJob]) -> Vec<Result<Vec<CompiledPolicy>, Vec<P
     std::thread::scope(|scope| {
         let workers: Vec<_> = jobs
             .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().map(ParseJob::parse).collect::<Vec<_>>()))
+            .map(|part| {
+                scope.spawn(move || {
+                    lower_thread_priority();
+                    part.iter().map(ParseJob::parse).collect::<Vec<_>>()
+                })
+            })
             .collect();
         let mut out = Vec::with_capacity(jobs.len());
         for (worker, part) in workers.into_iter().zip(jobs.chunks(chunk)) {
@@ -190,6 +195,20 @@ fn parse_in_parallel(jobs: &[ParseJob]) -> Vec<Result<Vec<CompiledPolicy>, Vec<P
         }
         out
     })
+}
+
+/// A bulk reparse runs beside the request workers on the same cores: at normal priority it
+/// took p99 from 3 to 35 ms for the third of a second a 10,000-policy reload lasts. At nice
+/// 10 the scheduler gives request threads ~10x its share while both want a core, and the
+/// reload still gets every idle cycle. Only these short-lived threads are lowered.
+fn lower_thread_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // Linux keeps a nice value per thread: this lowers the calling thread only. A
+        // failure only leaves the default priority.
+        let tid = rustix::thread::gettid();
+        let _ = rustix::process::setpriority_process(Some(tid), 10);
+    }
 }
 
 /// Loads files and folders strictly (for `check-policies` and `explain`): every error counts.

@@ -50,6 +50,10 @@ pub struct SuiteArgs {
     /// Folder for the servers' logs (default: discarded; the server still writes them).
     #[arg(long)]
     pub server_logs: Option<PathBuf>,
+    /// Measure only the reload phase, at this offered rate (req/s) instead of half the
+    /// measured maximum: a quick before/after of latency during a reload.
+    #[arg(long)]
+    pub reload_only_at: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -227,14 +231,20 @@ pub async fn suite(args: SuiteArgs) -> anyhow::Result<()> {
         })
     };
 
+    // `--reload-only-at`: no warm-up and no runs of the baseline and real servers.
+    let runs = if args.reload_only_at.is_some() {
+        0
+    } else {
+        args.runs
+    };
     // Warm-up: connection setup, allocator and caches, the blocking pool's threads.
-    for (_, server) in servers {
+    for (_, server) in servers.iter().take(if runs == 0 { 0 } else { 2 }) {
         for proto in [Proto::H1, Proto::H2] {
             load::run(&load_for(server, proto, None, Duration::from_secs(1))?).await?;
         }
     }
 
-    for run in 1..=args.runs {
+    for run in 1..=runs {
         for proto in [Proto::H1, Proto::H2] {
             // Alternate the order so a drift in machine load hits both servers alike.
             let order = if run % 2 == 1 {
@@ -279,7 +289,9 @@ pub async fn suite(args: SuiteArgs) -> anyhow::Result<()> {
     // Reload: a server with 10,000 policies under h2 load at half the real maximum; every
     // file is rewritten, and requests due between the write and the install are compared
     // with the steady state around them.
-    let rate = {
+    let rate = if let Some(rate) = args.reload_only_at {
+        rate
+    } else {
         let h2: Vec<f64> = result
             .rows
             .iter()
