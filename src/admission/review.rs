@@ -398,6 +398,233 @@ mod tests {
         assert!(seen >= 8);
     }
 
+    /// What a decode came to, for comparing decoders.
+    fn outcome(r: &Result<Review, ReviewError>) -> &'static str {
+        match r {
+            Ok(Review::PodCreate(_)) => "pod",
+            Ok(Review::PassThrough { .. }) => "pass",
+            Err(ReviewError::Envelope(EnvelopeError::NotJson(_))) => "NotJson",
+            Err(ReviewError::Envelope(EnvelopeError::NotUtf8(_))) => "NotUtf8",
+            Err(ReviewError::Envelope(EnvelopeError::NotAReview(_))) => "NotAReview",
+            Err(ReviewError::Envelope(EnvelopeError::WrongType { .. })) => "WrongType",
+            Err(ReviewError::Envelope(EnvelopeError::NoRequest)) => "NoRequest",
+            Err(ReviewError::InvalidPodRequest(_)) => "InvalidPodRequest",
+            Err(ReviewError::NoObject) => "NoObject",
+        }
+    }
+
+    /// `decode` comes to `expected`.
+    fn assert_outcome(what: &str, body: &[u8], expected: &str) {
+        let ours = decode(body);
+        assert_eq!(outcome(&ours), expected, "{what}: {ours:?}");
+    }
+
+    #[test]
+    fn every_fixture_decodes_to_a_pod_create() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/admission");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let body = std::fs::read(&path).unwrap();
+            assert_outcome(&path.display().to_string(), &body, "pod");
+            seen += 1;
+        }
+        assert!(seen >= 16);
+    }
+
+    /// Broken, odd and wrongly shaped bodies keep the outcome they had (measured before any
+    /// decoder change). Nesting in a skipped field has no depth limit: serde_json skips
+    /// without recursing.
+    #[test]
+    fn malformed_bodies_keep_their_outcome() {
+        let rich = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/admission/mutate-driver-rich.json"),
+        )
+        .unwrap();
+        // `value` as the first element of managedFields, which decode skips.
+        let in_managed = |value: &str| {
+            rich.replacen(
+                "\"managedFields\": [",
+                &format!("\"managedFields\": [{value},"),
+                1,
+            )
+        };
+        let in_labels =
+            |entry: &str| rich.replacen("\"labels\": {", &format!("\"labels\": {{{entry},"), 1);
+        let grace = |value: &str| {
+            rich.replacen(
+                "\"terminationGracePeriodSeconds\": 30",
+                &format!("\"terminationGracePeriodSeconds\": {value}"),
+                1,
+            )
+        };
+        let nested =
+            |depth: usize| in_managed(&format!("{}{}", "[".repeat(depth), "]".repeat(depth)));
+        let mut invalid_utf8 = in_managed("\"ab\"").into_bytes();
+        let at = invalid_utf8
+            .windows(4)
+            .position(|w| w == b"\"ab\"")
+            .unwrap();
+        invalid_utf8[at + 1] = 0xff;
+        let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+            ("empty", b"".to_vec(), "NotJson"),
+            (
+                "truncated",
+                rich.as_bytes()[..rich.len() / 2].to_vec(),
+                "NotJson",
+            ),
+            (
+                "truncated in managedFields",
+                rich.as_bytes()[..rich.find("\"managedFields\"").unwrap() + 40].to_vec(),
+                "NotJson",
+            ),
+            (
+                "trailing garbage",
+                format!("{rich} x").into_bytes(),
+                "NotJson",
+            ),
+            ("trailing space", format!("{rich} \n").into_bytes(), "pod"),
+            (
+                "byte order mark",
+                format!("\u{feff}{rich}").into_bytes(),
+                "NotJson",
+            ),
+            ("array", b"[]".to_vec(), "NotAReview"),
+            (
+                "apiVersion a number",
+                br#"{"apiVersion":1}"#.to_vec(),
+                "NotAReview",
+            ),
+            (
+                "no request",
+                br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#.to_vec(),
+                "NoRequest",
+            ),
+            (
+                "wrong type",
+                rich.replacen("admission.k8s.io/v1", "admission.k8s.io/v1beta1", 1)
+                    .into_bytes(),
+                "WrongType",
+            ),
+            (
+                "uid a number",
+                rich.replacen("\"uid\": \"44dd7825", "\"uid\": 4, \"x\": \"", 1)
+                    .into_bytes(),
+                "NotAReview",
+            ),
+            (
+                "duplicate uid",
+                rich.replacen("\"uid\": \"44dd", "\"uid\": \"a\", \"uid\": \"44dd", 1)
+                    .into_bytes(),
+                "NotAReview",
+            ),
+            (
+                "duplicate label",
+                in_labels("\"spark-role\": \"first\"").into_bytes(),
+                "pod",
+            ),
+            (
+                "escapes in a label",
+                in_labels(r#""k\u00e9\n": "\ud83d\ude00 \"q\" \/ é""#).into_bytes(),
+                "pod",
+            ),
+            (
+                "lone surrogate in a label",
+                in_labels(r#""k": "\ud800""#).into_bytes(),
+                "InvalidPodRequest",
+            ),
+            ("invalid UTF-8 in managedFields", invalid_utf8, "NotUtf8"),
+            (
+                "control character in managedFields",
+                in_managed("\"a\u{1}b\"").into_bytes(),
+                "NotJson",
+            ),
+            (
+                "bad escape in managedFields",
+                in_managed(r#""a\qb""#).into_bytes(),
+                "NotJson",
+            ),
+            (
+                "lone surrogate in managedFields",
+                in_managed(r#""\udc00""#).into_bytes(),
+                "pod",
+            ),
+            (
+                "1e400 in managedFields",
+                in_managed("1e400").into_bytes(),
+                "pod",
+            ),
+            (
+                "bad number in managedFields",
+                in_managed("01").into_bytes(),
+                "NotJson",
+            ),
+            (
+                "NaN in managedFields",
+                in_managed("NaN").into_bytes(),
+                "NotJson",
+            ),
+            (
+                "trailing comma in managedFields",
+                in_managed("[1,]").into_bytes(),
+                "NotJson",
+            ),
+            (
+                "nested 100 deep in managedFields",
+                nested(100).into_bytes(),
+                "pod",
+            ),
+            (
+                "nested 200 deep in managedFields",
+                nested(200).into_bytes(),
+                "pod",
+            ),
+            (
+                "nested 100000 deep in managedFields",
+                nested(100_000).into_bytes(),
+                "pod",
+            ),
+            (
+                "1e400 as grace period",
+                grace("1e400").into_bytes(),
+                "InvalidPodRequest",
+            ),
+            (
+                "float grace period",
+                grace("30.0").into_bytes(),
+                "InvalidPodRequest",
+            ),
+            (
+                "huge grace period",
+                grace("99999999999999999999").into_bytes(),
+                "InvalidPodRequest",
+            ),
+            (
+                "negative zero grace period",
+                grace("-0").into_bytes(),
+                "InvalidPodRequest",
+            ),
+            (
+                "string grace period",
+                grace("\"30\"").into_bytes(),
+                "InvalidPodRequest",
+            ),
+        ];
+        let wrong: Vec<String> = cases
+            .into_iter()
+            .filter_map(|(what, body, expected)| {
+                let got = decode(&body);
+                (outcome(&got) != expected)
+                    .then(|| format!("{what}: expected {expected}, got {got:?}"))
+            })
+            .collect();
+        assert!(wrong.is_empty(), "{wrong:#?}");
+    }
+
     #[test]
     fn a_pod_of_another_api_version_or_kind_is_refused_as_before() {
         let body = |object: &str| {
