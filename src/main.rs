@@ -47,10 +47,11 @@ fn main() -> ExitCode {
 }
 
 /// mimalloc's defaults keep memory committed for speed: arenas are committed eagerly and
-/// freed pages are purged only after a delay. A 1,000-policy server then held 64-68 MiB
-/// under load (peak 77-81); with lazy arena commit and immediate purging it holds ~48
-/// (0 policies: 31 -> 18 MiB), at no measurable cost in request rate.
-/// `MIMALLOC_ARENA_EAGER_COMMIT` and `MIMALLOC_PURGE_DELAY` in the environment still win.
+/// freed pages are purged only after 10 ms. A 1,000-policy server then peaked at 77-81 MiB;
+/// with lazy arena commit and a 1 ms purge delay, at ~50 (0 policies: 31 -> 18 MiB).
+/// Purging at once (delay 0) saved ~1 MiB more but cost ~20% of the request rate
+/// (scripts/bench-nginx.sh, BENCHMARKS.md). `MIMALLOC_ARENA_EAGER_COMMIT` and
+/// `MIMALLOC_PURGE_DELAY` in the environment still win.
 ///
 /// This must run before the first allocation creates mimalloc's first arena (set from
 /// `main`, RSS stayed at ~59 MiB): it is a loader constructor, after mimalloc's own (which
@@ -72,7 +73,7 @@ extern "C" fn tune_allocator() {
     }
     for (option, env, value) in [
         (ARENA_EAGER_COMMIT, c"MIMALLOC_ARENA_EAGER_COMMIT", 0),
-        (PURGE_DELAY, c"MIMALLOC_PURGE_DELAY", 0),
+        (PURGE_DELAY, c"MIMALLOC_PURGE_DELAY", 1),
     ] {
         // SAFETY: getenv with a NUL-terminated name, before any other thread exists;
         // mi_option_set is mimalloc's documented setter, with valid option numbers.
