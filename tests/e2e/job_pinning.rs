@@ -20,7 +20,7 @@ use spark_admission::source::history::HISTORY_CONFIGMAP;
 use crate::assets;
 use crate::cluster::{self, Cluster};
 use crate::expect::UNWATCHED_NS;
-use crate::spark_submit::{client_mode, spark_pods, spark_submit, tail, text};
+use crate::spark_submit::client_mode_executors;
 use crate::webhook::{self, metric_sum, Policies, Webhook};
 
 const NS: &str = "team-pinning";
@@ -354,23 +354,8 @@ async fn spark_itself_gives_the_pin_to_the_executors_of_a_driver_replayed_in_cli
         let ns = format!("{NS}-{}", spark.version.replace('.', "-"));
         c.namespace(&client, &ns, &[]).await;
         // The stored driver's configuration, as its container's launcher would read it.
-        let args = client_mode(c, &env.dir, "e2e-pinned", &conf);
-        let out = spark_submit(
-            c,
-            spark,
-            &env.dir,
-            &ns,
-            &args.iter().map(String::as_str).collect::<Vec<_>>(),
-        );
-        let executors = spark_pods(&client, &ns, "executor").await;
-        assert_eq!(
-            executors.len(),
-            2,
-            "{}: client mode created {} executor pods:\n{}",
-            spark.version,
-            executors.len(),
-            tail(&text(&out))
-        );
+        let executors =
+            client_mode_executors(c, &client, spark, &env.dir, &ns, "e2e-pinned", &conf).await;
         for e in &executors {
             assert_eq!(
                 annotation(e, DRIVER_POLICIES_ANNOTATION).as_deref(),

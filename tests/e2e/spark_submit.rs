@@ -67,10 +67,19 @@ pub(crate) fn spark_submit(
     run_bounded(cmd, Duration::from_secs(150))
 }
 
-/// The arguments of a client-mode run of [`CLIENT_APP`] (written into `dir`) named `name`:
-/// the driver runs here on loopback, authenticates as the test cluster's admin and asks for
-/// two executor pods, kept after the run for the test to read. `extra` comes before the app.
-pub(crate) fn client_mode(c: &Cluster, dir: &Path, name: &str, extra: &[String]) -> Vec<String> {
+/// Runs [`CLIENT_APP`] (written into `dir`) in client mode as `name` in `ns`: the driver runs
+/// here on loopback, authenticates as the test cluster's admin and asks for two executor
+/// pods, kept after the run. `extra` comes before the app. Returns the two executors as
+/// stored (fails the test, with spark-submit's output, for any other count).
+pub(crate) async fn client_mode_executors(
+    c: &Cluster,
+    client: &kube::Client,
+    spark: &Pyspark,
+    dir: &Path,
+    ns: &str,
+    name: &str,
+    extra: &[String],
+) -> Vec<Pod> {
     let app = dir.join("client_app.py");
     std::fs::write(&app, CLIENT_APP).expect("app");
     let mut args: Vec<String> = ["--deploy-mode", "client", "--name", name]
@@ -94,7 +103,23 @@ pub(crate) fn client_mode(c: &Cluster, dir: &Path, name: &str, extra: &[String])
     }
     args.extend(extra.iter().cloned());
     args.push(app.display().to_string());
-    args
+    let out = spark_submit(
+        c,
+        spark,
+        dir,
+        ns,
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let executors = spark_pods(client, ns, "executor").await;
+    assert_eq!(
+        executors.len(),
+        2,
+        "{}: client mode created {} executor pods:\n{}",
+        spark.version,
+        executors.len(),
+        tail(&text(&out))
+    );
+    executors
 }
 
 pub(crate) fn text(o: &Output) -> String {
@@ -254,23 +279,9 @@ async fn spark_submit_meets_the_webhook_in_cluster_and_client_mode() {
         assert!(spark_pods(client, &denied_ns, "driver").await.is_empty());
 
         // Client mode: the local driver creates executor pods through the API.
-        let args = client_mode(c, &scenario.env.dir, "e2e-client", &[]);
-        let out = spark_submit(
-            c,
-            spark,
-            &scenario.env.dir,
-            &ns,
-            &args.iter().map(String::as_str).collect::<Vec<_>>(),
-        );
-        let executors = spark_pods(client, &ns, "executor").await;
-        assert_eq!(
-            executors.len(),
-            2,
-            "{}: client mode created {} executor pods:\n{}",
-            spark.version,
-            executors.len(),
-            tail(&text(&out))
-        );
+        let executors =
+            client_mode_executors(c, client, spark, &scenario.env.dir, &ns, "e2e-client", &[])
+                .await;
         for e in &executors {
             let a = applied(e);
             assert!(
