@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 
-use base64::Engine as _;
 use serde::Serialize;
 
 /// `response.status`: set when the request is refused.
@@ -101,11 +100,9 @@ impl Answer {
                 ));
             }
             out.extend_from_slice(PATCH_FIELDS);
-            let start = out.len();
-            out.resize(start + json.len().div_ceil(3) * 4, 0);
-            base64::engine::general_purpose::STANDARD
-                .encode_slice(json, &mut out[start..])
-                .map_err(serde::ser::Error::custom)?;
+            // SIMD base64 (instruction set chosen at run time): the scalar encoder was
+            // ~40k instructions for a 5 KB patch.
+            base64_simd::STANDARD.encode_append(json, &mut out);
             out.extend_from_slice(b"\"}");
         }
         out.push(b'}');
@@ -115,6 +112,8 @@ impl Answer {
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine as _;
+
     use super::*;
     use crate::admission::review::{API_VERSION, KIND};
     use serde_json::{json, Value};
