@@ -579,6 +579,7 @@ fn evaluate(
         ops = decision.ops,
         decision = decision.outcome.as_str(),
         dry_run = decision.dry_run,
+        body_bytes = body.len(),
         duration_ms = (seconds * 1e6).round() / 1e3,
         "admission review"
     );
