@@ -5,6 +5,10 @@
 //! - `review/<fixture>/<N>`: what the server does per `/mutate` body: decode the
 //!   AdmissionReview, mutate, build and encode the response (metrics and logging excluded).
 //! - `decode/<fixture>`: the decode step alone, to split the review cost.
+//!
+//! Bodies are posted as the API server sends them (`fixtures::as_sent`: no whitespace
+//! between tokens); `decode-indented/<fixture>` decodes the fixture file as saved,
+//! indented, which is what the figures before 3 December 2026 measured.
 //! - `validate/<fixture>/<N>`: `Engine::validate` on the same pods.
 //! - `compile/<N>`: the reload cost: `parse_documents` (YAML, schema check, compile) on the
 //!   policy files plus `PolicySet::new`.
@@ -30,6 +34,7 @@ use spark_admission::policy::{parse_documents, PolicySource};
 use spark_admission::source::FolderSource;
 
 use spark_admission_testkit::bench_policies as policies;
+use spark_admission_testkit::fixtures::as_sent;
 
 // The server binary's allocator (src/main.rs), so the figures are the server's.
 #[cfg(feature = "mimalloc")]
@@ -45,6 +50,8 @@ struct Fixture {
     pod: Pod,
     /// The AdmissionReview body as the API server sent it (admission fixtures only).
     body: Option<Vec<u8>>,
+    /// The fixture file as saved (indented).
+    indented: Option<Vec<u8>>,
 }
 
 fn fixtures() -> Vec<Fixture> {
@@ -63,17 +70,18 @@ fn fixtures() -> Vec<Fixture> {
         for path in files {
             let bytes = std::fs::read(&path).expect("fixture");
             let stem = path.file_stem().unwrap_or_default().to_string_lossy();
-            let (pod, body) = if dir == "admission" {
+            let (pod, body, indented) = if dir == "admission" {
                 let v: serde_json::Value = serde_json::from_slice(&bytes).expect("review JSON");
                 let pod = serde_json::from_value(v["request"]["object"].clone()).expect("pod");
-                (pod, Some(bytes))
+                (pod, Some(as_sent(&bytes)), Some(bytes))
             } else {
-                (serde_json::from_slice(&bytes).expect("pod JSON"), None)
+                (serde_json::from_slice(&bytes).expect("pod JSON"), None, None)
             };
             out.push(Fixture {
                 name: format!("{dir}/{stem}"),
                 pod,
                 body,
+                indented,
             });
         }
     }
@@ -168,6 +176,12 @@ fn bench_engine(c: &mut Criterion) {
     for f in &fixtures {
         let Some(body) = &f.body else { continue };
         c.bench_function(&format!("decode/{}", f.name), |b| {
+            b.iter(|| review::decode(black_box(body)).is_ok())
+        });
+    }
+    for f in &fixtures {
+        let Some(body) = &f.indented else { continue };
+        c.bench_function(&format!("decode-indented/{}", f.name), |b| {
             b.iter(|| review::decode(black_box(body)).is_ok())
         });
     }
