@@ -9,6 +9,10 @@
 //! - `loadgen smoke`: a few seconds of everything, exit status non-zero on any error (CI).
 //! - `loadgen report`: criterion results + suite JSON -> the tables in BENCHMARKS.md.
 //! - `loadgen slow-clients`: the slow-body attack, with real reviews meanwhile (issue 12).
+//! - `loadgen review-body`: a fixture review as the API server sends it (for h2load).
+//!
+//! Reviews are posted as a kube-apiserver sends them: the fixture files are indented for
+//! reading, the API server's bodies have no whitespace between tokens (`fixtures::as_sent`).
 
 mod client;
 mod load;
@@ -29,6 +33,7 @@ use clap::{Args, Parser, Subcommand};
 use hyper::body::Bytes;
 use spark_admission::admission::parse_duration;
 use spark_admission_testkit::bench_policies as policies;
+use spark_admission_testkit::fixtures::as_sent;
 
 use client::Proto;
 use load::Load;
@@ -61,6 +66,14 @@ enum Cmd {
     NoopServer(spark_admission::admission::ServeArgs),
     /// Slow clients trickling bodies while real reviews must be answered within 2 s.
     SlowClients(slow::SlowArgs),
+    /// Prints a fixture AdmissionReview as the API server sends it (no indentation).
+    ReviewBody(ReviewBodyArgs),
+}
+
+#[derive(Args)]
+struct ReviewBodyArgs {
+    /// The fixture file, e.g. tests/fixtures/admission/mutate-driver-rich.json.
+    file: PathBuf,
 }
 
 #[derive(Args)]
@@ -163,6 +176,7 @@ fn main() -> ExitCode {
                 "noop-server runs before the runtime starts"
             )),
             Cmd::SlowClients(args) => slow::slow_clients(args).await,
+            Cmd::ReviewBody(args) => review_body(&args.file),
         }
     });
     match result {
@@ -208,11 +222,20 @@ pub fn review_bodies(dir: &Path, path: &str) -> anyhow::Result<(Vec<String>, Arc
                 .to_string_lossy()
                 .into_owned(),
         );
-        bodies.push(Bytes::from(
-            std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?,
-        ));
+        let file = std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?;
+        bodies.push(Bytes::from(as_sent(&file)));
     }
     Ok((names, Arc::new(bodies)))
+}
+
+fn review_body(file: &Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    let text = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    serde_json::from_slice::<serde_json::Value>(&text)
+        .with_context(|| format!("{} is not JSON", file.display()))?;
+    std::io::stdout()
+        .write_all(&as_sent(&text))
+        .context("writing the body")
 }
 
 /// The path with the query the API server always sends (`timeout=<timeoutSeconds>s`).
