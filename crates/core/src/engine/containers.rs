@@ -53,7 +53,7 @@ pub(crate) fn merge_container(
     let same = list.iter().position(|e| e.name == c.name);
     let key = format!("{field}/{}", c.name);
     let shown = || format!("{field}[{}]", c.name);
-    if ctx.decide(&key, shown, same.and_then(|i| list.get(i)), c, |c| {
+    if ctx.decide(key, shown, same.and_then(|i| list.get(i)), c, |c| {
         json(&c.image)
     }) {
         match same {

@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use foldhash::fast::RandomState;
+
 use k8s_openapi::api::core::v1::VolumeMount;
 use serde::Serialize;
 
@@ -28,7 +30,8 @@ pub(crate) struct Ctx<'p> {
     /// That policy's section allows replacing values the pod already has.
     pub overwrite: bool,
     /// Field key -> policy that decided it first (the higher-priority one).
-    claims: HashMap<String, &'p str>,
+    /// foldhash: SipHash was a twentieth of a whole review for these short, trusted keys.
+    claims: HashMap<String, &'p str, RandomState>,
     pub changes: Vec<Change>,
     /// Changes per policy that made any, in the order of each one's first change. Only
     /// values that end up in the pod count: losing and undone values do not.
@@ -48,7 +51,7 @@ impl<'p> Ctx<'p> {
             describe: false,
             policy: "",
             overwrite: false,
-            claims: HashMap::new(),
+            claims: HashMap::default(),
             changes: Vec::new(),
             counts: Vec::new(),
             warnings: Vec::new(),
@@ -136,20 +139,21 @@ impl<'p> Ctx<'p> {
 
     /// Marks `key` as decided by the current policy; returns the earlier owner if it was
     /// already decided by a higher-priority policy (which then wins).
-    pub fn claim(&mut self, key: &str) -> Result<(), &'p str> {
-        if let Some(owner) = self.claimed_by_other(key) {
+    /// Takes the key by value so a `format!`ed key is stored without a second copy.
+    pub fn claim<K: AsRef<str> + Into<String>>(&mut self, key: K) -> Result<(), &'p str> {
+        if let Some(owner) = self.claimed_by_other(key.as_ref()) {
             return Err(owner);
         }
-        self.claims.insert(key.to_owned(), self.policy);
+        self.claims.insert(key.into(), self.policy);
         Ok(())
     }
 
     /// The rule for one scalar value: the highest-priority policy decides; a value the pod
     /// already has wins unless the policy says `overwrite: true`. Returns true when the
     /// caller should write `wanted`.
-    pub fn decide<T: PartialEq>(
+    pub fn decide<T: PartialEq, K: AsRef<str> + Into<String>>(
         &mut self,
-        key: &str,
+        key: K,
         field: impl Fn() -> String,
         current: Option<&T>,
         wanted: &T,
@@ -159,9 +163,9 @@ impl<'p> Ctx<'p> {
     }
 
     /// `decide` with an explicit overwrite flag (resources `force` always overwrites).
-    pub fn decide_with<T: PartialEq>(
+    pub fn decide_with<T: PartialEq, K: AsRef<str> + Into<String>>(
         &mut self,
-        key: &str,
+        key: K,
         field: impl Fn() -> String,
         current: Option<&T>,
         wanted: &T,

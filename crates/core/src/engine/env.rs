@@ -35,7 +35,7 @@ fn set_var(ctx: &mut Ctx<'_>, container: &mut Container, var: &EnvVar) {
         (Some(value), None) => format!("\"{value}\""),
         (None, None) => "\"\"".to_owned(),
     };
-    if ctx.decide(&key, shown, same.and_then(|i| list.get(i)), var, show) {
+    if ctx.decide(key, shown, same.and_then(|i| list.get(i)), var, show) {
         match same {
             Some(i) => list[i] = var.clone(),
             None => list.push(var.clone()),

@@ -58,7 +58,7 @@ pub(crate) fn apply_image_rules<'p>(
                             .filter(|_| !targets.iter().any(|t| current.starts_with(t)))
                         {
                             let new = format!("{}{}", r.to, &current[r.from.len()..]);
-                            let _ = ctx.claim(&key);
+                            let _ = ctx.claim(key);
                             ctx.change(|| {
                                 (
                                     format!("containers[{}].image", c.name),
@@ -73,7 +73,7 @@ pub(crate) fn apply_image_rules<'p>(
                     let wanted = pp.as_str().to_owned();
                     let key = format!("pullPolicy/{}", c.name);
                     let shown = || format!("containers[{}].imagePullPolicy", c.name);
-                    if ctx.decide(&key, shown, c.image_pull_policy.as_ref(), &wanted, quoted) {
+                    if ctx.decide(key, shown, c.image_pull_policy.as_ref(), &wanted, quoted) {
                         c.image_pull_policy = Some(wanted);
                     }
                 }

@@ -31,7 +31,7 @@ pub(crate) fn merge_map(
         let key = format!("{field}/{k}");
         let shown = || format!("{field}[{k}]");
         let current = map.as_ref().and_then(|m| m.get(k));
-        if ctx.decide(&key, shown, current, v, quoted) {
+        if ctx.decide(key, shown, current, v, quoted) {
             map.get_or_insert_with(BTreeMap::new)
                 .insert(k.clone(), v.clone());
         }

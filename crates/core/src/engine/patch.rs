@@ -420,7 +420,7 @@ fn push_key(path: &mut String, key: &str) -> usize {
     let len = path.len();
     path.push('/');
     // Most keys need no escaping: copied whole rather than char by char.
-    if !key.contains(['~', '/']) {
+    if !key.bytes().any(|b| b == b'~' || b == b'/') {
         path.push_str(key);
         return len;
     }

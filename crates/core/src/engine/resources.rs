@@ -50,10 +50,10 @@ fn set_all(
                 // A default never competes with a value that is already there, but it still
                 // decides the field: otherwise a lower-priority `force` would win only on the
                 // second pass, after the default had written it.
-                let _ = ctx.claim(&key);
+                let _ = ctx.claim(key);
                 continue;
             }
-            if ctx.decide_with(&key, shown, current, q, force, |q| format!("\"{}\"", q.0)) {
+            if ctx.decide_with(key, shown, current, q, force, |q| format!("\"{}\"", q.0)) {
                 map.get_or_insert_with(BTreeMap::new)
                     .insert(resource.clone(), q.clone());
             }

@@ -66,7 +66,7 @@ pub(crate) fn apply(ctx: &mut Ctx<'_>, spec: &mut PodSpec, patch: &PodPatch) {
         });
         let key = format!("topologySpread/{}/{}", c.topology_key, c.when_unsatisfiable);
         let shown = || format!("topologySpreadConstraints[{}]", c.topology_key);
-        if ctx.decide(&key, shown, same.and_then(|i| list.get(i)), c, json) {
+        if ctx.decide(key, shown, same.and_then(|i| list.get(i)), c, json) {
             match same {
                 Some(i) => list[i] = c.clone(),
                 None => list.push(c.clone()),
@@ -282,7 +282,7 @@ fn merge_dns(ctx: &mut Ctx<'_>, spec: &mut PodSpec, want: &PodDNSConfig) {
         let same = list.iter().position(|e| e.name == o.name);
         let key = format!("dnsOption/{}", o.name.as_deref().unwrap_or(""));
         let shown = || format!("dnsConfig.options[{}]", o.name.as_deref().unwrap_or(""));
-        if ctx.decide(&key, shown, same.and_then(|i| list.get(i)), o, json) {
+        if ctx.decide(key, shown, same.and_then(|i| list.get(i)), o, json) {
             match same {
                 Some(i) => list[i] = o.clone(),
                 None => list.push(o.clone()),

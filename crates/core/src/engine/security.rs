@@ -57,7 +57,7 @@ fn merge_fields<T: Serialize + DeserializeOwned + PartialEq>(
         }
         let claim = format!("securityContext/{key}/{k}");
         let shown = || format!("{field}.{k}");
-        if ctx.decide(&claim, shown, merged.get(&k), &v, json) {
+        if ctx.decide(claim, shown, merged.get(&k), &v, json) {
             merged.insert(k, v);
             changed = true;
         }

@@ -60,7 +60,7 @@ pub(crate) fn add_volume(ctx: &mut Ctx<'_>, spec: &mut PodSpec, volume: &Volume)
             false
         }
         None => {
-            let _ = ctx.claim(&format!("volume/{}", volume.name));
+            let _ = ctx.claim(format!("volume/{}", volume.name));
             list.push(volume.clone());
             ctx.change(|| ("volumes", format!("added \"{}\"", volume.name)));
             true
