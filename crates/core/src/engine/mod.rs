@@ -275,8 +275,8 @@ impl Engine {
     }
 }
 
-/// Room for every volume the matching policies may add, at once: a `Volume` is large, and
-/// growing the list step by step copied it again and again (a twentieth of a rich review).
+/// Room for every volume the matching policies may add, at once: a `Volume` is large, so
+/// the list is copied once here rather than at each doubling as policies add to it.
 fn reserve_volumes(pod: &mut Pod, policies: &[&CompiledPolicy], role: SparkRole) {
     let Some(spec) = pod.spec.as_mut() else {
         return;
