@@ -75,7 +75,11 @@ fn fixtures() -> Vec<Fixture> {
                 let pod = serde_json::from_value(v["request"]["object"].clone()).expect("pod");
                 (pod, Some(as_sent(&bytes)), Some(bytes))
             } else {
-                (serde_json::from_slice(&bytes).expect("pod JSON"), None, None)
+                (
+                    serde_json::from_slice(&bytes).expect("pod JSON"),
+                    None,
+                    None,
+                )
             };
             out.push(Fixture {
                 name: format!("{dir}/{stem}"),

@@ -137,6 +137,9 @@ mod tests {
             assert!(sent.len() < file.len() * 3 / 4, "{}", f.display());
         }
         let tricky = br#"{ "a" : "x \" y\\", "b":[ 1 , "  " ] }"#;
-        assert_eq!(as_sent(tricky), br#"{"a":"x \" y\\","b":[1,"  "]}"#.to_vec());
+        assert_eq!(
+            as_sent(tricky),
+            br#"{"a":"x \" y\\","b":[1,"  "]}"#.to_vec()
+        );
     }
 }

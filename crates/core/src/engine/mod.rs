@@ -287,7 +287,9 @@ fn reserve_volumes(pod: &mut Pod, policies: &[&CompiledPolicy], role: SparkRole)
         .map(|s| s.volumes.len() + s.dependencies.len())
         .sum();
     if more > 0 {
-        spec.volumes.get_or_insert_with(Vec::new).reserve_exact(more);
+        spec.volumes
+            .get_or_insert_with(Vec::new)
+            .reserve_exact(more);
     }
 }
 
