@@ -5,10 +5,9 @@
 //! - `review/<fixture>/<N>`: what the server does per `/mutate` body: decode the
 //!   AdmissionReview, mutate, build and encode the response (metrics and logging excluded).
 //! - `decode/<fixture>`: the decode step alone, to split the review cost.
-//!
-//! Bodies are posted as the API server sends them (`fixtures::as_sent`: no whitespace
-//! between tokens); `decode-indented/<fixture>` decodes the fixture file as saved,
-//! indented, which is what the figures before 3 December 2026 measured.
+//! - `decode-indented/<fixture>`: the same on the fixture file as saved, indented, which is
+//!   what the figures before 3 December 2026 measured. `review/*` and `decode/*` take the
+//!   body as the API server sends it (`fixtures::as_sent`: no whitespace between tokens).
 //! - `validate/<fixture>/<N>`: `Engine::validate` on the same pods.
 //! - `compile/<N>`: the reload cost: `parse_documents` (YAML, schema check, compile) on the
 //!   policy files plus `PolicySet::new`.
