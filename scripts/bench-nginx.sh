@@ -9,10 +9,11 @@
 # fixed body our server returns for the real driver review, after reading the request body.
 # The driver is h2load (Debian nghttp2-client), -c 8 -m 8 -t 1, h2 and --h1, posting
 # tests/fixtures/admission/mutate-driver-rich.json as a kube-apiserver sends it: 7,134 bytes
-# without the file's indentation (`loadgen review-body`; NGINX_INDENTED=1 posts the 16,021-byte
-# file as saved, which is what the figures before 3 December 2026 used). Webhook and nginx alternate, NGINX_ROUNDS
-# times each per protocol; the median of the per-round ratios is reported. A benchmark,
-# never a test: the figures depend on the machine and on what else runs on it.
+# without the file's indentation (`loadgen review-body`; NGINX_INDENTED=1 posts the
+# 16,021-byte file as saved, which is what the figures before 3 December 2026 used).
+# Webhook and nginx alternate, NGINX_ROUNDS times each per protocol; the median of the
+# per-round ratios is reported. A benchmark, never a test: the figures depend on the
+# machine and on what else runs on it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
