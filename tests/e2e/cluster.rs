@@ -43,10 +43,10 @@ pub struct Env {
 static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
 static TURN: Mutex<()> = Mutex::new(());
 
-/// The shared cluster and this test's turn on it; `None` when the assets are missing and
-/// the suite is not required (a one-line reason is printed).
-pub fn env(test: &'static str) -> Option<Env> {
-    let assets = assets::kube(test)?;
+/// The shared cluster and this test's turn on it (the harness runs a test only when the
+/// assets are there).
+pub fn env(test: &'static str) -> Env {
+    let assets = assets::kube().unwrap_or_else(|e| panic!("{test}: {e}"));
     // A test that panicked poisons the lock; the cluster itself is still fine.
     let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
     let cluster = match CLUSTER.get_or_init(|| Cluster::start(assets)) {
@@ -56,11 +56,11 @@ pub fn env(test: &'static str) -> Option<Env> {
     let dir = cluster.dir.join(test);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("test folder");
-    Some(Env {
+    Env {
         cluster,
         dir,
         _turn: turn,
-    })
+    }
 }
 
 fn run_root() -> PathBuf {

@@ -11,18 +11,14 @@ use kube::api::{Api, PostParams};
 use crate::scenario::Scenario;
 use crate::webhook::{driver_pod, metric_sum};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_spark_pod_is_refused_while_the_webhook_is_down_and_accepted_once_it_is_back() {
+pub async fn a_spark_pod_is_refused_while_the_webhook_is_down_and_accepted_once_it_is_back() {
     let ns = "team-faults";
-    let Some(Scenario {
+    let Scenario {
         env,
         client,
         mut hook,
         ..
-    }) = Scenario::start("webhook_down", &[ns], &[]).await
-    else {
-        return;
-    };
+    } = Scenario::start("webhook_down", &[ns], &[]).await;
     let c = env.cluster;
     hook.stop();
 
@@ -67,18 +63,14 @@ async fn a_spark_pod_is_refused_while_the_webhook_is_down_and_accepted_once_it_i
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn renewing_the_serving_certificate_from_the_same_ca_fails_no_pod_create() {
+pub async fn renewing_the_serving_certificate_from_the_same_ca_fails_no_pod_create() {
     let ns = "team-certs";
-    let Some(Scenario {
+    let Scenario {
         env: _turn,
         client,
         hook,
         ..
-    }) = Scenario::start("cert_renewal", &[ns], &[]).await
-    else {
-        return;
-    };
+    } = Scenario::start("cert_renewal", &[ns], &[]).await;
 
     let done = Arc::new(AtomicBool::new(false));
     let renewer = {

@@ -56,20 +56,18 @@ fn assert_unique(what: &str, list: Vec<&str>) {
     assert_eq!(set.len(), list.len(), "{what} has duplicates: {list:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_captured_spark_pod_is_stored_with_exactly_the_policies_changes_once() {
+pub async fn every_captured_spark_pod_is_stored_with_exactly_the_policies_changes_once() {
     let namespaces = ["spark-jobs", "team-e2e"];
     let extra = [("e2e-shared-logs.yaml", SHARED_LOGS_POLICY)];
-    let Some(Scenario {
+    let Scenario {
         env,
         client,
         policies,
         hook,
-    }) = Scenario::start("fixtures", &namespaces, &extra).await
-    else {
-        return;
-    };
+    } = Scenario::start("fixtures", &namespaces, &extra).await;
     let expect = Expect::new(&policies);
+    crate::record::version(&client).await;
+    crate::record::policies("fixtures", &policies);
     let sidecar_addr = sidecar::serve(&hook.certs).await;
     sidecar::register(&client, sidecar_addr, &hook.ca_pem()).await;
     sidecar::wait_active(&client, namespaces[0], true).await;
@@ -137,6 +135,7 @@ async fn every_captured_spark_pod_is_stored_with_exactly_the_policies_changes_on
                     serde_json::to_string_pretty(&diff).unwrap_or_default()
                 );
             }
+            crate::record::json("fixtures", "stored", &format!("{name}-{ns}"), &stored);
             // Once: running the policies on what was stored changes nothing, and no list
             // carries an item twice.
             let again = expect.mutate(&stored, ns);
@@ -242,24 +241,30 @@ spec:
 /// volume's defaultMode), and the ServiceAccount plugin, run again after the webhooks,
 /// mounts the token into the init container we added. The webhook's next pass must take
 /// those for its own items and change nothing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_api_server_defaults_what_the_patch_adds_and_a_second_pass_changes_nothing() {
+pub async fn the_api_server_defaults_what_the_patch_adds_and_a_second_pass_changes_nothing() {
     let ns = "team-defaulting";
     let extra = [("e2e-defaulted.yaml", DEFAULTED_POLICY)];
-    let Some(Scenario {
+    let Scenario {
         env: _turn,
         client,
         policies,
         hook: _hook,
-    }) = Scenario::start("apiserver_defaults", &[ns], &extra).await
-    else {
-        return;
-    };
+    } = Scenario::start("apiserver_defaults", &[ns], &extra).await;
     let expect = Expect::new(&policies);
+    crate::record::version(&client).await;
+    crate::record::policies("defaults", &policies);
 
     let probe = serde_json::to_value(webhook::probe_pod()).expect("JSON");
     let before = expect::defaulted(&client, &probe, ns).await;
-    let sent = serde_json::to_string(&expect.mutate(&before, ns).patch).expect("JSON");
+    let patch = expect.mutate(&before, ns).patch;
+    let sent = serde_json::to_string(&patch).expect("JSON");
+    crate::record::json("defaults", "before", "probe", &before);
+    crate::record::json(
+        "defaults",
+        "patch",
+        "probe",
+        &serde_json::to_value(&patch).expect("JSON"),
+    );
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let created = pods
         .create(&PostParams::default(), &webhook::probe_pod())
@@ -271,6 +276,7 @@ async fn the_api_server_defaults_what_the_patch_adds_and_a_second_pass_changes_n
             .expect("read back"),
     )
     .expect("JSON");
+    crate::record::json("defaults", "stored", "probe", &stored);
 
     let init = stored["spec"]["initContainers"]
         .as_array()

@@ -177,11 +177,8 @@ async fn wait_stored(client: &Client, tags: &[&str]) -> ConfigMap {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn executors_get_their_drivers_policy_versions_across_changes_restarts_and_replicas() {
-    let Some(env) = cluster::env("job_pinning") else {
-        return;
-    };
+pub async fn executors_get_their_drivers_policy_versions_across_changes_restarts_and_replicas() {
+    let env = cluster::env("job_pinning");
     let c = env.cluster;
     let client = c.client().await;
     c.namespace(&client, NS, &[]).await;
@@ -327,15 +324,9 @@ fn driver_conf(pod: &Pod) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn spark_itself_gives_the_pin_to_the_executors_of_a_driver_replayed_in_client_mode() {
-    let Some(env) = cluster::env("job_pinning_spark") else {
-        return;
-    };
-    let sparks = assets::pyspark("job_pinning_spark");
-    if sparks.is_empty() {
-        return;
-    }
+pub async fn spark_itself_gives_the_pin_to_the_executors_of_a_driver_replayed_in_client_mode() {
+    let env = cluster::env("job_pinning_spark");
+    let sparks = assets::sparks();
     let c = env.cluster;
     let client = c.client().await;
     c.delete_policy_configmaps();

@@ -18,13 +18,12 @@ pub struct Scenario {
 }
 
 impl Scenario {
-    /// `None` when the suite's assets are missing and it is not required.
     pub async fn start(
         test: &'static str,
         namespaces: &[&str],
         extra_policies: &[(&str, &str)],
-    ) -> Option<Scenario> {
-        let env = cluster::env(test)?;
+    ) -> Scenario {
+        let env = cluster::env(test);
         let c = env.cluster;
         let client = c.client().await;
         for ns in namespaces {
@@ -36,12 +35,12 @@ impl Scenario {
         let hook = Webhook::start(c, &env.dir, Policies::Folder(&policies));
         let probe_ns = namespaces.first().copied().unwrap_or("default");
         webhook::register(&client, &hook, probe_ns, true).await;
-        Some(Scenario {
+        Scenario {
             env,
             client,
             policies,
             hook,
-        })
+        }
     }
 
     pub fn cluster(&self) -> &'static Cluster {

@@ -64,9 +64,19 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::
     let body = req.into_body().collect().await?.to_bytes();
     let review: Value = serde_json::from_slice(&body).unwrap_or_default();
     let uid = review["request"]["uid"].clone();
+    // Named by the pod and whether the sidecar is already there (the reinvocation).
+    let object = &review["request"]["object"];
+    let pod = object["metadata"]["name"]
+        .as_str()
+        .or(object["metadata"]["generateName"].as_str())
+        .unwrap_or("pod");
     let has_sidecar = review["request"]["object"]["spec"]["containers"]
         .as_array()
         .is_some_and(|cs| cs.iter().any(|c| c["name"] == CONTAINER));
+    crate::record::review(
+        &format!("{pod}-{}", if has_sidecar { "again" } else { "first" }),
+        &body,
+    );
     let mut response = json!({"uid": uid, "allowed": true});
     if !has_sidecar {
         let patch = json!([{"op": "add", "path": "/spec/containers/-",

@@ -152,12 +152,8 @@ fn applied(pod: &Pod) -> String {
         .unwrap_or_default()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn spark_submit_meets_the_webhook_in_cluster_and_client_mode() {
-    let sparks = assets::pyspark("spark_submit");
-    if sparks.is_empty() {
-        return;
-    }
+pub async fn spark_submit_meets_the_webhook_in_cluster_and_client_mode() {
+    let sparks = assets::sparks();
     let namespaces_of = |spark: &Pyspark| {
         let v = spark.version.replace('.', "-");
         (format!("team-spark-{v}"), format!("spark-denied-{v}"))
@@ -172,9 +168,7 @@ async fn spark_submit_meets_the_webhook_in_cluster_and_client_mode() {
     let all: Vec<&str> = all.iter().map(String::as_str).collect();
     let extra = [("e2e-owner-required.yaml", DENY_POLICY)];
     // Held to the end: its webhook serves every submission below.
-    let Some(scenario) = Scenario::start("spark_submit", &all, &extra).await else {
-        return;
-    };
+    let scenario = Scenario::start("spark_submit", &all, &extra).await;
     let (c, client) = (scenario.cluster(), &scenario.client);
     let ca = c.ca_file.display().to_string();
     let token = c.token.clone();

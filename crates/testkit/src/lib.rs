@@ -1,9 +1,12 @@
 //! What spark-admission's tests, benchmarks and load generator share: the real Spark
 //! fixtures (`tests/fixtures/`, captured from Apache Spark's spark-submit and a real
-//! kube-apiserver) and the benchmark policy set. Test support: it panics with a message
+//! kube-apiserver), the benchmark policy set, and the harness of the tiers that need
+//! outside assets (`tier`, `pyspark`). Test support: it panics with a message
 //! where a fixture is missing or broken.
 #![forbid(unsafe_code)]
 
 pub mod bench_policies;
 pub mod fixtures;
 pub mod proc_status;
+pub mod pyspark;
+pub mod tier;

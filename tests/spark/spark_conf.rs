@@ -16,7 +16,7 @@ use spark_admission::engine::{Engine, SUBMIT_OPTS_VAR};
 use spark_admission::matching::PolicySet;
 use spark_admission::policy::{parse_documents, PolicySource};
 
-use crate::assets::{self, Pyspark};
+use spark_admission_testkit::pyspark::Pyspark;
 
 const NAMESPACE: &str = "spark-jobs";
 
@@ -187,8 +187,7 @@ fn run(spark: &Pyspark, dir: &Path, submit_opts: &str) -> (bool, String) {
     (ok, format!("{stdout}\n--- stderr ---\n{stderr}"))
 }
 
-#[test]
-fn the_kubelet_expansion_here_is_the_one_kubernetes_documents() {
+pub fn the_kubelet_expansion_here_is_the_one_kubernetes_documents() {
     let defined = [("A".to_owned(), "1".to_owned())];
     assert_eq!(
         kubelet_expand("$(A)-$$(A)-$(B)-$-$x-$(A", &defined),
@@ -196,12 +195,7 @@ fn the_kubelet_expansion_here_is_the_one_kubernetes_documents() {
     );
 }
 
-#[test]
-fn spark_conf_reaches_real_spark_submit_as_defaults() {
-    let venvs = assets::pyspark("spark_conf_reaches_real_spark_submit_as_defaults");
-    if venvs.is_empty() {
-        return;
-    }
+pub fn spark_conf_reaches_real_spark_submit_as_defaults(venvs: Vec<Pyspark>) {
     let submit_opts = planned_submit_opts();
     assert!(
         submit_opts.starts_with(SUBMITTER_OPTS),
