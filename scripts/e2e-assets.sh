@@ -27,7 +27,8 @@ log() { echo "e2e-assets: $*" >&2; }
 source_dir=""
 if [ -n "${KUBEBUILDER_ASSETS:-}" ]; then
   if [ -x "$KUBEBUILDER_ASSETS/kube-apiserver" ]; then
-    source_dir=$(cd "$KUBEBUILDER_ASSETS" && pwd)
+    # Our own folder (a second eval in the same shell) stands for the one its links name.
+    source_dir=$(dirname "$(readlink -f "$KUBEBUILDER_ASSETS/kube-apiserver")")
   else
     log "KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS has no kube-apiserver"
   fi
@@ -39,8 +40,6 @@ if [ -z "$source_dir" ]; then
     source_dir=$newest
   fi
 fi
-# Never our own assembled folder as its own source.
-[ "$source_dir" = "$assets" ] && source_dir=""
 rm -rf "$assets.new"
 mkdir -p "$assets.new"
 
