@@ -110,7 +110,11 @@ fn planned(urls: &[String]) -> Planned {
         "{HEADER}metadata: {{name: dl}}\nspec:\n  namespaces: [spark-jobs]\n  all:\n    dependencies:\n    - name: jars\n      source:\n        download:\n          urls:\n{items}"
     );
     let set = policies(&yaml);
-    let (_, out) = mutate_checked(&set, &review_pod("mutate-driver-scala-sparkpi"), "spark-jobs");
+    let (_, out) = mutate_checked(
+        &set,
+        &review_pod("mutate-driver-scala-sparkpi"),
+        "spark-jobs",
+    );
     let init = &out["spec"]["initContainers"][0];
     assert_eq!(init["name"], "spark-deps-jars");
     let strings = |v: &Value| -> Vec<String> {
@@ -417,9 +421,12 @@ fn run_runc(p: &Planned, tools: &Tools, runc: &Path, shell: Shell) -> Outcome {
         path = format!("/busybox-bin:{path}");
     }
     // The emptyDir, writable, where the container mounts it.
-    std::fs::create_dir_all(rootfs.join(p.mount_path.trim_start_matches('/'))).expect("mount point");
-    mounts.push(json!({"destination": p.mount_path, "type": "bind", "source": dir,
-                       "options": ["rbind", "rw", "nosuid", "nodev"]}));
+    std::fs::create_dir_all(rootfs.join(p.mount_path.trim_start_matches('/')))
+        .expect("mount point");
+    mounts.push(
+        json!({"destination": p.mount_path, "type": "bind", "source": dir,
+                       "options": ["rbind", "rw", "nosuid", "nodev"]}),
+    );
 
     let env = container_env(&path);
     let argv: Vec<String> = p
@@ -494,9 +501,15 @@ fn run_runc(p: &Planned, tools: &Tools, runc: &Path, shell: Shell) -> Outcome {
 /// Runs the planned container every way this machine allows.
 fn run_everywhere(p: &Planned, tools: &Tools, check: impl Fn(&str, &Outcome)) {
     for &shell in &tools.shells {
-        check(&format!("process, {shell:?} sh"), &run_process(p, tools, shell));
+        check(
+            &format!("process, {shell:?} sh"),
+            &run_process(p, tools, shell),
+        );
         if let Some(runc) = &tools.runc {
-            check(&format!("runc, {shell:?} sh"), &run_runc(p, tools, runc, shell));
+            check(
+                &format!("runc, {shell:?} sh"),
+                &run_runc(p, tools, runc, shell),
+            );
         }
     }
 }

@@ -4,9 +4,9 @@
 //! (`policy_schema`), and the download init container run with curl and runc
 //! (`download_exec`). They need no server and no cluster.
 
+mod download_exec;
 mod engine_support;
 mod fuzz_regressions;
-mod download_exec;
 mod golden;
 mod merge;
 mod policy_schema;

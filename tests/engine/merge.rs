@@ -528,7 +528,11 @@ fn a_download_dependency_can_name_its_own_user_and_group() {
         0,
         "all:\n  dependencies:\n  - name: aws\n    source:\n      download:\n        urls: [\"https://repo.example.com/a/hadoop-aws.jar\"]\n        image: registry.example.com/tools/curl:1\n        runAsUser: 1001\n        runAsGroup: 0",
     ));
-    let (_, out) = mutate_checked(&set, &review_pod("mutate-driver-scala-sparkpi"), "spark-jobs");
+    let (_, out) = mutate_checked(
+        &set,
+        &review_pod("mutate-driver-scala-sparkpi"),
+        "spark-jobs",
+    );
     let sc = &out["spec"]["initContainers"][0]["securityContext"];
     assert_eq!(sc["runAsUser"], 1001);
     assert_eq!(sc["runAsGroup"], 0);
@@ -544,7 +548,11 @@ fn dollars_in_download_urls_reach_curl_as_written() {
         0,
         "all:\n  dependencies:\n  - name: aws\n    source:\n      download:\n        urls: [\"https://repo.example.com/$(KUBERNETES_SERVICE_HOST)/a$$b.jar\"]",
     ));
-    let (_, out) = mutate_checked(&set, &review_pod("mutate-driver-scala-sparkpi"), "spark-jobs");
+    let (_, out) = mutate_checked(
+        &set,
+        &review_pod("mutate-driver-scala-sparkpi"),
+        "spark-jobs",
+    );
     let args = &out["spec"]["initContainers"][0]["args"];
     assert_eq!(
         args[1],

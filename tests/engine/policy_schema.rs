@@ -81,11 +81,7 @@ fn download_sources_are_checked_at_their_own_path() {
             format!("{at}/urls/0/url"),
             "does not match",
         ),
-        (
-            "{urls: [7]}",
-            format!("{at}/urls/0"),
-            "is not of type",
-        ),
+        ("{urls: [7]}", format!("{at}/urls/0"), "is not of type"),
         (
             "{urls: ['https://r.example/a.jar'], runAsUser: 0}",
             format!("{at}/runAsUser"),

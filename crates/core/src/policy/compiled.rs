@@ -331,7 +331,11 @@ fn check_patch(
             ));
         }
         if let DependencySource::Download(download) = &d.source {
-            check_download(download, &format!("{at}/dependencies/{i}/source/download"), err)?;
+            check_download(
+                download,
+                &format!("{at}/dependencies/{i}/source/download"),
+                err,
+            )?;
         }
     }
     for (i, v) in p.volumes.iter().enumerate() {

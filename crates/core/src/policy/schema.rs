@@ -45,7 +45,13 @@ fn one_key_branches(one_of: &Value) -> Option<serde_json::Map<String, Value>> {
     let mut out = serde_json::Map::new();
     for branch in one_of.as_array()? {
         let b = branch.as_object()?;
-        let allowed = ["type", "properties", "required", "additionalProperties", "description"];
+        let allowed = [
+            "type",
+            "properties",
+            "required",
+            "additionalProperties",
+            "description",
+        ];
         if b.keys().any(|k| !allowed.contains(&k.as_str()))
             || b.get("type")? != "object"
             || b.get("additionalProperties")? != false
