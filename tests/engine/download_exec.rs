@@ -501,15 +501,15 @@ fn run_runc(p: &Planned, tools: &Tools, runc: &Path, shell: Shell) -> Outcome {
 /// Runs the planned container every way this machine allows.
 fn run_everywhere(p: &Planned, tools: &Tools, check: impl Fn(&str, &Outcome)) {
     for &shell in &tools.shells {
-        check(
-            &format!("process, {shell:?} sh"),
-            &run_process(p, tools, shell),
-        );
+        let how = format!("process, {shell:?} sh");
+        let out = run_process(p, tools, shell);
+        eprintln!("{how}: exit {:?}", out.status.code());
+        check(&how, &out);
         if let Some(runc) = &tools.runc {
-            check(
-                &format!("runc, {shell:?} sh"),
-                &run_runc(p, tools, runc, shell),
-            );
+            let how = format!("runc, {shell:?} sh");
+            let out = run_runc(p, tools, runc, shell);
+            eprintln!("{how}: exit {:?}", out.status.code());
+            check(&how, &out);
         }
     }
 }
