@@ -611,6 +611,31 @@ fn the_deployment_runs_serve_with_the_ports_probes_and_certificates_the_manifest
         env_field_ref(c, spark_admission::admission::POD_NAME_ENV).as_deref(),
         Some("metadata.name")
     );
+    assert_eq!(
+        env_field_ref(c, spark_admission::admission::POD_UID_ENV).as_deref(),
+        Some("metadata.uid")
+    );
+
+    // Why the webhook crashed reaches `kubectl describe pod`: its last log line.
+    assert_eq!(
+        c.termination_message_policy.as_deref(),
+        Some("FallbackToLogsOnError")
+    );
+    assert_eq!(
+        args.log_format,
+        spark_admission::admission::LogFormat::Json,
+        "the last line is JSON only with JSON logs"
+    );
+    // Both ports dual-stack: probes and the Service work on IPv6-only clusters too.
+    for (flag, addr) in [
+        ("--listen", args.listen),
+        ("--admin-listen", args.admin_listen),
+    ] {
+        assert!(
+            addr.is_ipv6() && addr.ip().is_unspecified(),
+            "{flag}={addr}: use [::] (dual-stack); 0.0.0.0 is IPv4 only"
+        );
+    }
     let pod_ns = d.metadata.namespace.clone().unwrap();
     assert_eq!(pod_ns, ns);
     assert_eq!(
