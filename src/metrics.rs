@@ -352,6 +352,40 @@ impl Metrics {
             slot_waits.clone(),
         );
         registry.register_collector(Box::new(process::ProcessCollector));
+        // Closed label sets start at 0: a series that first appears at 1 is invisible to
+        // increase() and rate(), so the first slow client, missing pin or failed reload
+        // would not alert; and dashboards show 0 rather than "no data".
+        for reason in [
+            SlowClient::Header,
+            SlowClient::BodyIdle,
+            SlowClient::BodyRate,
+        ] {
+            slow_clients.get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
+            });
+        }
+        for result in [
+            ReloadResult::Applied,
+            ReloadResult::Partial,
+            ReloadResult::Rejected,
+            ReloadResult::Failed,
+        ] {
+            policy_reloads.get_or_create(&ResultLabels {
+                result: result.as_str(),
+            });
+        }
+        for (family, results) in [
+            (&pinned_executors, &["pinned", "missing"][..]),
+            (&cert_reloads, &["ok", "error"][..]),
+            (&history_writes, &["ok", "conflict", "error"][..]),
+        ] {
+            for &result in results {
+                family.get_or_create(&ResultLabels { result });
+            }
+        }
+        for slot in ["review", "large_review"] {
+            slot_waits.get_or_create(&SlotLabels { slot });
+        }
         Self {
             registry,
             requests,
@@ -444,6 +478,19 @@ impl Metrics {
 
     pub fn record_policy_watch_error(&self) {
         self.policy_watch_errors.inc();
+    }
+
+    /// Starts the Event counters of these reasons at 0 (the ConfigMap source sends Events;
+    /// the folder source none, and exports no such series).
+    pub fn init_policy_events(&self, reasons: &[&'static str]) {
+        for &reason in reasons {
+            for result in [EventResult::Sent, EventResult::Failed, EventResult::Dropped] {
+                self.policy_events.get_or_create(&EventLabels {
+                    reason,
+                    result: result.as_str(),
+                });
+            }
+        }
     }
 
     pub fn record_policy_event(&self, reason: &'static str, result: EventResult) {

@@ -38,6 +38,8 @@ pub const POLICY_LABEL_VALUE: &str = "true";
 pub const REASON_INVALID: &str = "PolicyInvalid";
 pub const REASON_LOADED: &str = "PolicyLoaded";
 pub const REASON_DUPLICATE: &str = "PolicyDuplicate";
+/// Every reason this source sends Events with.
+pub const EVENT_REASONS: [&str; 3] = [REASON_INVALID, REASON_LOADED, REASON_DUPLICATE];
 
 /// Events waiting to be sent; beyond this, new ones are dropped (and counted): the API
 /// server being slow must never hold up policy reloads.
@@ -550,6 +552,7 @@ impl ConfigMapWatcher {
         let mut stream = std::pin::pin!(stream);
         let mut stop = std::pin::pin!(stop);
 
+        self.metrics.init_policy_events(&EVENT_REASONS);
         let (events, queue) = mpsc::channel(EVENT_QUEUE);
         let publisher = EventPublisher::new(
             self.client.clone(),

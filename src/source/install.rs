@@ -94,10 +94,14 @@ impl Installer {
     }
 
     /// Notes that the good policies changed in the source just now (to be installed next;
-    /// an alert compares it with the install time, across replicas too).
+    /// an alert compares it with the install time, across replicas too). What a replica
+    /// reads before its first install is not a change: a replica started later would
+    /// otherwise make every older one look stale.
     pub fn change_seen(&self) {
-        self.metrics
-            .set_policy_change_seen(i64::try_from(now_secs()).unwrap_or(i64::MAX));
+        if self.store.is_loaded() {
+            self.metrics
+                .set_policy_change_seen(i64::try_from(now_secs()).unwrap_or(i64::MAX));
+        }
     }
 }
 
