@@ -360,9 +360,11 @@ impl Metrics {
             SlowClient::BodyIdle,
             SlowClient::BodyRate,
         ] {
-            slow_clients.get_or_create(&ReasonLabels {
-                reason: reason.as_str(),
-            });
+            slow_clients
+                .get_or_create(&ReasonLabels {
+                    reason: reason.as_str(),
+                })
+                .inc_by(0);
         }
         for result in [
             ReloadResult::Applied,
@@ -370,9 +372,11 @@ impl Metrics {
             ReloadResult::Rejected,
             ReloadResult::Failed,
         ] {
-            policy_reloads.get_or_create(&ResultLabels {
-                result: result.as_str(),
-            });
+            policy_reloads
+                .get_or_create(&ResultLabels {
+                    result: result.as_str(),
+                })
+                .inc_by(0);
         }
         for (family, results) in [
             (&pinned_executors, &["pinned", "missing"][..]),
@@ -380,11 +384,11 @@ impl Metrics {
             (&history_writes, &["ok", "conflict", "error"][..]),
         ] {
             for &result in results {
-                family.get_or_create(&ResultLabels { result });
+                family.get_or_create(&ResultLabels { result }).inc_by(0);
             }
         }
         for slot in ["review", "large_review"] {
-            slot_waits.get_or_create(&SlotLabels { slot });
+            slot_waits.get_or_create(&SlotLabels { slot }).inc_by(0);
         }
         Self {
             registry,
@@ -485,10 +489,12 @@ impl Metrics {
     pub fn init_policy_events(&self, reasons: &[&'static str]) {
         for &reason in reasons {
             for result in [EventResult::Sent, EventResult::Failed, EventResult::Dropped] {
-                self.policy_events.get_or_create(&EventLabels {
-                    reason,
-                    result: result.as_str(),
-                });
+                self.policy_events
+                    .get_or_create(&EventLabels {
+                        reason,
+                        result: result.as_str(),
+                    })
+                    .inc_by(0);
             }
         }
     }

@@ -252,9 +252,7 @@ async fn a_real_prometheus_evaluates_every_dashboard_query_and_alert_on_the_runn
     write_atomic(&w.policies.join("test-labels.yaml"), LABEL_POLICY_V2);
     prom.until_nonempty(
         "the reload seen by Prometheus",
-        &format!(
-            r#"spark_admission_policy_reloads_total{{job="spark-admission",result="applied"}} >= 2"#
-        ),
+        r#"spark_admission_policy_reloads_total{job="spark-admission",result="applied"} >= 2"#,
     )
     .await;
 
