@@ -396,6 +396,13 @@ async fn a_real_prometheus_evaluates_every_dashboard_query_and_alert_on_the_runn
         assert_eq!(r["health"], "ok", "{}: {}", r["name"], r["lastError"]);
     }
 
+    eprintln!(
+        "real Prometheus: {} panel queries and {} alert expressions evaluated, {} metric names checked against /metrics",
+        dashboard.len(),
+        alerts.len(),
+        used.len()
+    );
+
     // The replica stops: Prometheus sees no ready replica.
     let no_ready = alert_expr("SparkAdmissionNoReadyReplica");
     drop(w);
