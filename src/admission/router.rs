@@ -315,8 +315,16 @@ async fn serve_review(state: Arc<AppState>, endpoint: Endpoint, req: Request) ->
     };
     // The slot is taken once the body is here: a slow client never holds one, and at most
     // `max_concurrent_requests` reviews are decoded and planned at once.
-    let Ok(Ok(_slot)) = tokio::time::timeout_at(deadline, state.slots.acquire()).await else {
-        return busy("review slot");
+    let _slot = match state.slots.try_acquire() {
+        Ok(slot) => slot,
+        Err(_) => {
+            state.metrics.record_slot_wait("review");
+            let Ok(Ok(slot)) = tokio::time::timeout_at(deadline, state.slots.acquire()).await
+            else {
+                return busy("review slot");
+            };
+            slot
+        }
     };
     // Decoding and the engine are CPU work. A review of ordinary size (a Spark pod is a
     // few KiB to tens of KiB) costs well under a millisecond, less than a hop to the
@@ -377,6 +385,10 @@ async fn take_large_slot(
     deadline: tokio::time::Instant,
 ) -> Option<OwnedSemaphorePermit> {
     let slots = Arc::clone(&state.large_slots);
+    if let Ok(slot) = Arc::clone(&slots).try_acquire_owned() {
+        return Some(slot);
+    }
+    state.metrics.record_slot_wait("large_review");
     tokio::time::timeout_at(deadline, slots.acquire_owned())
         .await
         .ok()?

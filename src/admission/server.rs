@@ -88,8 +88,8 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
-            listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
-            admin_listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            listen: SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 8443)),
+            admin_listen: SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 8080)),
             policy_source: PolicySourceConfig::Folder,
             policies_dir: PathBuf::from("policies"),
             certs_dir: PathBuf::from("certs"),
@@ -222,7 +222,10 @@ impl Server {
                     namespace.clone(),
                     Arc::clone(&store),
                     Arc::clone(&metrics),
-                    Reporter::new(instance),
+                    Reporter::new(instance).in_pod(
+                        std::env::var(super::POD_NAMESPACE_ENV).ok(),
+                        std::env::var(super::POD_UID_ENV).ok(),
+                    ),
                 );
                 (None, Some((watcher, backend)))
             }
@@ -460,10 +463,46 @@ fn log_certificate(paths: &CertPaths, ensured: Ensured, loaded: &tls::LoadedCert
     }
 }
 
+/// Connections waiting to be accepted (the kernel caps it at somaxconn).
+const BACKLOG: i32 = 1024;
+
+/// Binds `addr`. The unspecified IPv6 address (`[::]`, the default) is dual-stack: it also
+/// accepts IPv4, whatever the host's `net.ipv6.bindv6only`, so probes and the Service work
+/// on IPv4, IPv6-only and dual-stack clusters alike. On a host without IPv6 it falls back
+/// to `0.0.0.0` with a warning. Any other address is bound as given (`0.0.0.0`: IPv4 only).
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|error| ServeError::Bind { addr, error })
+    let bind_error = |error| ServeError::Bind { addr, error };
+    match addr {
+        SocketAddr::V6(v6) if v6.ip().is_unspecified() => match bind_dual_stack(addr) {
+            Ok(listener) => Ok(listener),
+            Err(error) if no_ipv6(&error) => {
+                let v4 = SocketAddr::from(([0, 0, 0, 0], addr.port()));
+                tracing::warn!(%addr, fallback = %v4, error = %error, "no IPv6 on this host; listening on IPv4 only");
+                TcpListener::bind(v4).await.map_err(bind_error)
+            }
+            Err(error) => Err(bind_error(error)),
+        },
+        _ => TcpListener::bind(addr).await.map_err(bind_error),
+    }
+}
+
+fn bind_dual_stack(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_only_v6(false)?;
+    // As tokio's own bind does: a restarted server rebinds while old connections linger.
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// The host has no IPv6 at all (the kernel built or booted without it).
+fn no_ipv6(error: &std::io::Error) -> bool {
+    // EAFNOSUPPORT (97) when the family is missing, EADDRNOTAVAIL (99) when IPv6 is
+    // disabled on every interface.
+    matches!(error.raw_os_error(), Some(97 | 99))
 }
 
 fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, ServeError> {
