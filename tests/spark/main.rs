@@ -30,6 +30,10 @@ fn main() {
                     "prometheus::metric_names_are_the_same_for_every_run",
                     prometheus::metric_names_are_the_same_for_every_run,
                 ),
+                a.test(
+                    "prometheus::spark_resolves_references_inside_the_app_name_in_the_metrics_namespace",
+                    prometheus::spark_resolves_references_inside_the_app_name_in_the_metrics_namespace,
+                ),
             ]
         })
         .run()

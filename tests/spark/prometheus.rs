@@ -49,9 +49,15 @@ struct Planned {
 
 fn plan() -> Planned {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let policy_file = root.join("policies/70-prometheus.yaml");
-    let text = std::fs::read_to_string(&policy_file).expect("the example policy");
-    let loaded = parse_documents(&PolicySource(policy_file.display().to_string()), &text)
+    let text = std::fs::read_to_string(root.join("policies/70-prometheus.yaml"))
+        .expect("the example policy");
+    plan_with(&text)
+}
+
+/// The stored PySpark driver planned under `policy`.
+fn plan_with(policy: &str) -> Planned {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let loaded = parse_documents(&PolicySource("70-prometheus.yaml".into()), policy)
         .unwrap_or_else(|e| panic!("policy: {e:?}"));
     let set = PolicySet::new(loaded.into_iter().map(Arc::new));
     let fixture = root.join("tests/fixtures/spark/driver-pyspark-pi.json");
@@ -219,61 +225,91 @@ struct Run {
     executors: BTreeSet<String>,
 }
 
+/// The app running under `spark-submit` with its job done and its UI up.
+struct App {
+    child: Running,
+    dir: tempfile::TempDir,
+    app_id: String,
+    version: String,
+}
+
+impl App {
+    /// `properties` is the spark.properties the submitter wrote. In a pod each driver has
+    /// its own network and serves at Spark's default 4040 (what the annotation says); here
+    /// the tests share one, so each run gets a free port, and no fallback to the next one.
+    fn start(spark: &Pyspark, submit_opts: &str, properties: &str, ui_port: u16) -> App {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let d = dir.path();
+        std::fs::write(
+            d.join("spark.properties"),
+            format!("{properties}spark.ui.port={ui_port}\nspark.port.maxRetries=0\n"),
+        )
+        .expect("properties");
+        std::fs::write(d.join("app.py"), APP).expect("app");
+        let out = std::fs::File::create(d.join("stdout")).expect("stdout file");
+        let err = std::fs::File::create(d.join("stderr")).expect("stderr file");
+        let child = spark
+            .command(d)
+            .env("LANG", "C.UTF-8")
+            .env(SUBMIT_OPTS_VAR, submit_opts)
+            .args(["--master", "local[1]", "--deploy-mode", "client"])
+            .arg("--properties-file")
+            .arg(d.join("spark.properties"))
+            .arg(d.join("app.py"))
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spark-submit starts");
+        let mut app = App {
+            child: Running(child),
+            dir,
+            app_id: String::new(),
+            version: spark.version.clone(),
+        };
+        let v = &spark.version;
+        wait_for(
+            &format!("pyspark {v}: the app's job"),
+            Duration::from_secs(120),
+            || {
+                if let Ok(Some(status)) = app.child.0.try_wait() {
+                    panic!(
+                        "pyspark {v}: spark-submit ended ({status}) before its job\n{}",
+                        app.output()
+                    );
+                }
+                let id = std::fs::read_to_string(app.dir.path().join("stdout"))
+                    .unwrap_or_default()
+                    .lines()
+                    .find_map(|l| l.strip_prefix("E2E-APP ").map(str::to_owned));
+                app.app_id = id.unwrap_or_default();
+                !app.app_id.is_empty()
+            },
+        );
+        app
+    }
+
+    fn output(&self) -> String {
+        let read = |f: &str| std::fs::read_to_string(self.dir.path().join(f)).unwrap_or_default();
+        format!("{}\n--- stderr ---\n{}", read("stdout"), read("stderr"))
+    }
+
+    /// Lets the app end by itself, as a finished job does.
+    fn stop(mut self) {
+        std::fs::write(self.dir.path().join("stop"), "").expect("stop file");
+        let v = self.version.clone();
+        wait_for(
+            &format!("pyspark {v}: the app ends"),
+            Duration::from_secs(60),
+            || matches!(self.child.0.try_wait(), Ok(Some(_))),
+        );
+    }
+}
+
 fn run_app(spark: &Pyspark, planned: &Planned, prom: u16, ui_port: u16) -> Run {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let d = dir.path();
-    // The spark.properties the submitter wrote. In a pod each driver has its own network
-    // and serves at Spark's default 4040 (what the annotation says); here the tests share
-    // one, so each run gets a free port, and no fallback to the next port.
-    std::fs::write(
-        d.join("spark.properties"),
-        format!(
-            "spark.app.name={}\nspark.ui.port={ui_port}\nspark.port.maxRetries=0\n",
-            planned.app_name
-        ),
-    )
-    .expect("properties");
-    std::fs::write(d.join("app.py"), APP).expect("app");
-    let out = std::fs::File::create(d.join("stdout")).expect("stdout file");
-    let err = std::fs::File::create(d.join("stderr")).expect("stderr file");
-    let child = spark
-        .command(d)
-        .env("LANG", "C.UTF-8")
-        .env(SUBMIT_OPTS_VAR, &planned.submit_opts)
-        .args(["--master", "local[1]", "--deploy-mode", "client"])
-        .arg("--properties-file")
-        .arg(d.join("spark.properties"))
-        .arg(d.join("app.py"))
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .expect("spark-submit starts");
-    let mut child = Running(child);
-    let output = || {
-        let stdout = std::fs::read_to_string(d.join("stdout")).unwrap_or_default();
-        let stderr = std::fs::read_to_string(d.join("stderr")).unwrap_or_default();
-        format!("{stdout}\n--- stderr ---\n{stderr}")
-    };
+    let properties = format!("spark.app.name={}\n", planned.app_name);
+    let app = App::start(spark, &planned.submit_opts, &properties, ui_port);
     let v = &spark.version;
-    let mut app_id = None;
-    wait_for(
-        &format!("pyspark {v}: the app's job"),
-        Duration::from_secs(120),
-        || {
-            if let Ok(Some(status)) = child.0.try_wait() {
-                panic!(
-                    "pyspark {v}: spark-submit ended ({status}) before its job\n{}",
-                    output()
-                );
-            }
-            app_id = std::fs::read_to_string(d.join("stdout"))
-                .unwrap_or_default()
-                .lines()
-                .find_map(|l| l.strip_prefix("E2E-APP ").map(str::to_owned));
-            app_id.is_some()
-        },
-    );
     let run = format!("instance=\"127.0.0.1:{ui_port}\"");
     // Up, and scraped a few times since the job ended (1 s interval).
     wait_for(
@@ -288,14 +324,10 @@ fn run_app(spark: &Pyspark, planned: &Planned, prom: u16, ui_port: u16) -> Run {
     std::thread::sleep(Duration::from_secs(3));
     let driver = names(prom, &format!("{{job=\"driver\",{run}}}"));
     let executors = names(prom, &format!("{{job=\"executors\",{run}}}"));
-    std::fs::write(d.join("stop"), "").expect("stop file");
-    wait_for(
-        &format!("pyspark {v}: the app ends"),
-        Duration::from_secs(60),
-        || matches!(child.0.try_wait(), Ok(Some(_))),
-    );
+    let app_id = app.app_id.clone();
+    app.stop();
     Run {
-        app_id: app_id.unwrap_or_default(),
+        app_id,
         driver,
         executors,
     }
@@ -371,5 +403,52 @@ pub fn metric_names_are_the_same_for_every_run(venvs: Vec<Pyspark>) {
             a.driver.len(),
             a.executors.len()
         );
+    }
+}
+
+/// Why the example renders the label instead of handing Spark its own
+/// `${spark.app.name}` (the `$${` escape): Spark does resolve that in the metrics
+/// namespace, and it resolves references inside the app name as well, so an app name can
+/// pull any other setting (a credential a policy put there) into published metric names.
+pub fn spark_resolves_references_inside_the_app_name_in_the_metrics_namespace(venvs: Vec<Pyspark>) {
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/70-prometheus.yaml"),
+    )
+    .expect("the example policy");
+    let escaped = example.replace(
+        "spark.metrics.namespace: ${app.name}",
+        "spark.metrics.namespace: $${spark.app.name}",
+    );
+    assert_ne!(
+        escaped, example,
+        "the example sets the namespace from ${{app.name}}"
+    );
+    let planned = plan_with(&escaped);
+    assert!(
+        planned
+            .submit_opts
+            .contains("'-Dspark.metrics.namespace=${spark.app.name}'"),
+        "{}",
+        planned.submit_opts
+    );
+    let properties = "spark.app.name=${spark.admission.token}\nspark.admission.token=s3cr3t\n";
+    for spark in &venvs {
+        let v = &spark.version;
+        let port = free_port();
+        let app = App::start(spark, &planned.submit_opts, properties, port);
+        // The annotated path answers with a redirect to the same path with a slash.
+        let path = format!("{}/", planned.path.trim_end_matches('/'));
+        let (status, body) = http_get(port, &path).expect("the driver's metrics");
+        assert_eq!(status, 200, "pyspark {v}: {body}");
+        let first = body.lines().find(|l| l.starts_with("metrics_"));
+        assert!(
+            first.is_some_and(|l| l.starts_with("metrics_s3cr3t_driver_")),
+            "pyspark {v}: {first:?}"
+        );
+        eprintln!(
+            "pyspark {v}: with $${{spark.app.name}}: {}",
+            first.unwrap_or_default()
+        );
+        app.stop();
     }
 }
