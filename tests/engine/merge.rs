@@ -1210,6 +1210,44 @@ fn an_item_whose_variable_has_no_label_on_the_pod_is_skipped_with_a_warning() {
 }
 
 #[test]
+fn a_tenant_label_that_is_not_a_label_value_never_reaches_a_value() {
+    // The webhook sees the pod before the API server validates its labels. Written into
+    // spark.metrics.namespace, this value would make Spark resolve another conf value
+    // (a credential) into metric names that Prometheus publishes; with a space it would
+    // become a second JVM option.
+    for bad in [
+        "${spark.hadoop.fs.s3a.secret.key}",
+        "x -Dspark.driver.extraJavaOptions=-javaagent:/tmp/a.jar",
+        "../../etc",
+    ] {
+        let mut pod = review_pod("mutate-driver-pyspark-pi");
+        pod["metadata"]["labels"]["spark-app-name"] = json!(bad);
+        let set = policies(&policy(
+            "vars",
+            0,
+            "driver:\n  sparkConf: {spark.metrics.namespace: \"${app.name}\", spark.ns: \"${namespace}\"}\n  annotations: {app: \"${app.name}\"}",
+        ));
+        let (m, out) = mutate_checked(&set, &pod, "spark-jobs");
+        assert_eq!(submit_opts(&out), ["-Dspark.ns=spark-jobs"], "{bad:?}");
+        assert!(
+            out["metadata"]["annotations"].get("app").is_none(),
+            "{bad:?}"
+        );
+        for item in [
+            "sparkConf \"spark.metrics.namespace\"",
+            "annotation \"app\"",
+        ] {
+            assert!(
+                m.warnings.iter().any(|w| w.contains(item)
+                    && w.contains("spark-app-name label is not a valid label value")),
+                "{bad:?} {item}: {:?}",
+                m.warnings
+            );
+        }
+    }
+}
+
+#[test]
 fn an_unknown_variable_is_a_load_error_at_its_json_path() {
     for (body, path) in [
         ("all:\n  labels: {a: \"${app}\"}", "/spec/all/labels/a"),
