@@ -12,6 +12,7 @@ mod bad_input;
 mod deploy_manifests;
 mod lifecycle;
 mod memory;
+mod pin_verification;
 mod policy_configmaps;
 mod policy_history;
 mod router;
