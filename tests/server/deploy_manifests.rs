@@ -713,21 +713,21 @@ fn rbac_grants_only_what_the_watcher_events_history_and_driver_cache_use() {
     // Cluster-wide, only reading pods: the driver cache that verifies job pins (a watch
     // by label selector and a GET on a miss; src/source/drivers.rs).
     let cluster_role = one(&m.cluster_roles, "ClusterRole");
-    let cluster_grants: Vec<(Vec<String>, Vec<String>, Vec<String>, Option<Vec<String>>)> =
-        cluster_role
-            .rules
-            .clone()
-            .unwrap()
-            .into_iter()
-            .map(|r| {
-                (
-                    r.api_groups.unwrap_or_default(),
-                    r.resources.unwrap_or_default(),
-                    r.verbs,
-                    r.resource_names,
-                )
-            })
-            .collect();
+    type Grant = (Vec<String>, Vec<String>, Vec<String>, Option<Vec<String>>);
+    let cluster_grants: Vec<Grant> = cluster_role
+        .rules
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            (
+                r.api_groups.unwrap_or_default(),
+                r.resources.unwrap_or_default(),
+                r.verbs,
+                r.resource_names,
+            )
+        })
+        .collect();
     assert_eq!(
         cluster_grants,
         [(s(&[""]), s(&["pods"]), s(&["get", "list", "watch"]), None)]

@@ -200,12 +200,15 @@ pub fn split(s: &str) -> Result<Vec<String>, SplitError> {
     split_spans(s.char_indices(), s.len()).map(|t| t.into_iter().map(|(t, _)| t).collect())
 }
 
+/// A token and the span of text it came from.
+type Spanned = (String, std::ops::Range<usize>);
+
 /// [`split`] over characters at the given positions, each token with the span of text
 /// it came from (quotes included): `end` is where the text ends.
 fn split_spans(
     chars: impl Iterator<Item = (usize, char)>,
     end: usize,
-) -> Result<Vec<(String, std::ops::Range<usize>)>, SplitError> {
+) -> Result<Vec<Spanned>, SplitError> {
     let mut out = Vec::new();
     let mut opt = String::new();
     let mut start = 0;
@@ -262,7 +265,7 @@ fn split_spans(
 
 /// [`env_tokens`], each token with its span in `value` as written in the pod spec: the
 /// kubelet's `$$` is read as one `$` standing where the pair starts.
-fn env_token_spans(value: &str) -> Result<Vec<(String, std::ops::Range<usize>)>, SplitError> {
+fn env_token_spans(value: &str) -> Result<Vec<Spanned>, SplitError> {
     let mut chars = value.char_indices().peekable();
     let unescaped = std::iter::from_fn(move || {
         let (at, c) = chars.next()?;
@@ -296,7 +299,7 @@ pub(crate) fn remove_key(
         return Vec::new();
     };
     let keep = keep.map(|v| format!("-D{key}={v}"));
-    let mut found: Vec<(usize, Vec<(String, std::ops::Range<usize>)>)> = Vec::new();
+    let mut found: Vec<(usize, Vec<Spanned>)> = Vec::new();
     for (i, e) in env.iter().enumerate() {
         if e.name != SUBMIT_OPTS_VAR {
             continue;
