@@ -323,7 +323,7 @@ impl Resolution {
                 )
             }),
             Resolution::Unverified { pin, reason } => Some(format!(
-                "pin \"{pin}\" not verified ({}): ignored, the current policies apply",
+                "pin \"{pin}\" not verified: {}; ignored, the current policies apply",
                 reason.describe()
             )),
         }
