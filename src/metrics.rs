@@ -312,7 +312,7 @@ impl Metrics {
         let pinned_executors = Family::<ResultLabels, Counter>::default();
         registry.register(
             "pinned_executors",
-            "Executors carrying their driver's policy pin, by result (pinned: every pinned version found; missing: some were not, the current versions applied)",
+            "Executors carrying a policy pin, by result (pinned: verified against the executor's stored driver, every pinned version found; missing: verified, some versions no longer known; forged: contradicts the driver's own pin; unverified: no driver to check against; malformed: not a pin). Only pinned and missing use pinned versions",
             pinned_executors.clone(),
         );
         let history_versions = Gauge::default();
@@ -529,9 +529,9 @@ impl Metrics {
             .inc();
     }
 
-    /// A pinned executor: `missing` when some pinned version was not in the history.
-    pub fn record_pinned_executor(&self, missing: bool) {
-        let result = if missing { "missing" } else { "pinned" };
+    /// An executor carrying a pin, by how it resolved (`pinning::Resolution::result`):
+    /// pinned, missing, forged, unverified or malformed.
+    pub fn record_pinned_executor(&self, result: &'static str) {
         self.pinned_executors
             .get_or_create(&ResultLabels { result })
             .inc();

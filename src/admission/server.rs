@@ -30,7 +30,7 @@ use crate::engine::Engine;
 use crate::metrics::{Metrics, SlowClient};
 use crate::source::events::Reporter;
 use crate::source::history::{load_initial, run_persister, ConfigMapBackend, FileBackend};
-use crate::source::{ConfigMapWatcher, PolicyHistory, PolicyStore};
+use crate::source::{ConfigMapWatcher, DriverCache, Drivers, PolicyHistory, PolicyStore};
 use crate::spark::ContainerNames;
 
 /// Pings on idle HTTP/2 connections find dead peers; the API server keeps connections open.
@@ -182,6 +182,9 @@ impl Server {
             Some(Arc::clone(&metrics)),
         ));
         let store = Arc::new(PolicyStore::with_history(Arc::clone(&history)));
+        // Executors' pins are checked against stored drivers: only with a cluster.
+        let mut drivers = Drivers::None;
+        let mut driver_watch = None;
         let (folder_watcher, configmaps) = match &config.policy_source {
             PolicySourceConfig::Folder => {
                 if !config.policies_dir.is_dir() {
@@ -216,6 +219,10 @@ impl Server {
                 let instance = std::env::var(super::POD_NAME_ENV)
                     .ok()
                     .or_else(|| std::env::var("HOSTNAME").ok());
+                let (cache, watch) =
+                    DriverCache::new(client.clone(), config.container_names.clone());
+                drivers = Drivers::Cluster(cache);
+                driver_watch = Some(watch);
                 let backend = ConfigMapBackend::new(client.clone(), namespace);
                 let watcher = ConfigMapWatcher::new(
                     client,
@@ -259,6 +266,15 @@ impl Server {
         // admin ports are up meanwhile so probes get a clear "not ready".
         // The stored version history loads first (bounded wait), so that a replica
         // started after a policy change still serves the versions running jobs pinned.
+        let driver_task = driver_watch.map(|watch| {
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = watch => {}
+                    () = stop.triggered() => {}
+                }
+            })
+        });
         let configmap_task = configmaps.map(|(watcher, backend)| {
             let stop = shutdown.clone();
             let history = Arc::clone(&history);
@@ -289,12 +305,15 @@ impl Server {
             },
         )?);
 
-        let state = Arc::new(AppState::new(
-            Engine::new(config.container_names.clone()).with_job_pinning(config.job_pinning),
-            Arc::clone(&store),
-            Arc::clone(&metrics),
-            config.limits.clone(),
-        ));
+        let state = Arc::new(
+            AppState::new(
+                Engine::new(config.container_names.clone()).with_job_pinning(config.job_pinning),
+                Arc::clone(&store),
+                Arc::clone(&metrics),
+                config.limits.clone(),
+            )
+            .with_drivers(drivers),
+        );
         let connections = Arc::new(Connections {
             acceptor: TlsAcceptor::from(Arc::new(tls_config)),
             router: match config.router_override.clone() {
@@ -358,6 +377,9 @@ impl Server {
                 }
             })
             .await;
+            if let Some(task) = driver_task {
+                let _ = task.await;
+            }
             // The ConfigMap watch ends on the same signal; a reload in progress finishes.
             if let Some(mut task) = configmap_task {
                 if tokio::time::timeout(ADMIN_STOP, &mut task).await.is_err() {

@@ -9,6 +9,7 @@ mod engine_support;
 mod fuzz_regressions;
 mod golden;
 mod merge;
+mod pin_props;
 mod policy_schema;
 mod props;
 

@@ -22,7 +22,7 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, Container, Namespace, PodSpec, Service, ServiceAccount,
 };
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::de::DeserializeOwned;
@@ -325,6 +325,8 @@ struct Manifests {
     service_accounts: Vec<ServiceAccount>,
     roles: Vec<Role>,
     role_bindings: Vec<RoleBinding>,
+    cluster_roles: Vec<ClusterRole>,
+    cluster_role_bindings: Vec<ClusterRoleBinding>,
     deployments: Vec<Deployment>,
     pdbs: Vec<PodDisruptionBudget>,
     services: Vec<Service>,
@@ -360,6 +362,12 @@ fn load() -> Manifests {
             ("rbac.authorization.k8s.io/v1", "Role") => m.roles.push(roundtrip(o, &doc)),
             ("rbac.authorization.k8s.io/v1", "RoleBinding") => {
                 m.role_bindings.push(roundtrip(o, &doc))
+            }
+            ("rbac.authorization.k8s.io/v1", "ClusterRole") => {
+                m.cluster_roles.push(roundtrip(o, &doc))
+            }
+            ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
+                m.cluster_role_bindings.push(roundtrip(o, &doc))
             }
             ("apps/v1", "Deployment") => m.deployments.push(roundtrip(o, &doc)),
             ("policy/v1", "PodDisruptionBudget") => m.pdbs.push(roundtrip(o, &doc)),
@@ -785,7 +793,7 @@ fn the_deployment_runs_serve_with_the_ports_probes_and_certificates_the_manifest
 }
 
 #[test]
-fn rbac_is_namespaced_and_grants_only_what_the_watcher_and_events_use() {
+fn rbac_grants_only_what_the_watcher_events_history_and_driver_cache_use() {
     let m = manifests();
     let ns = m.namespace();
     let role = one(&m.roles, "Role");
@@ -813,7 +821,46 @@ fn rbac_is_namespaced_and_grants_only_what_the_watcher_and_events_use() {
     );
     let binding = one(&m.role_bindings, "RoleBinding");
     assert_eq!(binding.role_ref.name, role.metadata.name.clone().unwrap());
+    // Cluster-wide, only reading pods: the driver cache that verifies job pins (a watch
+    // by label selector and a GET on a miss; src/source/drivers.rs).
+    let cluster_role = one(&m.cluster_roles, "ClusterRole");
+    type Grant = (Vec<String>, Vec<String>, Vec<String>, Option<Vec<String>>);
+    let cluster_grants: Vec<Grant> = cluster_role
+        .rules
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            (
+                r.api_groups.unwrap_or_default(),
+                r.resources.unwrap_or_default(),
+                r.verbs,
+                r.resource_names,
+            )
+        })
+        .collect();
+    assert_eq!(
+        cluster_grants,
+        [(s(&[""]), s(&["pods"]), s(&["get", "list", "watch"]), None)]
+    );
+    assert_eq!(
+        spark_admission::source::drivers::DRIVER_SELECTOR,
+        "spark-role=driver"
+    );
+    let cluster_binding = one(&m.cluster_role_bindings, "ClusterRoleBinding");
+    assert_eq!(cluster_binding.role_ref.kind, "ClusterRole");
+    assert_eq!(
+        cluster_binding.role_ref.name,
+        cluster_role.metadata.name.clone().unwrap()
+    );
+    let cluster_subject = one(
+        cluster_binding.subjects.as_deref().unwrap(),
+        "ClusterRoleBinding subject",
+    );
     let sa = one(&m.service_accounts, "ServiceAccount");
+    assert_eq!(cluster_subject.kind, "ServiceAccount");
+    assert_eq!(cluster_subject.name, sa.metadata.name.clone().unwrap());
+    assert_eq!(cluster_subject.namespace.as_deref(), Some(ns.as_str()));
     let subject = one(binding.subjects.as_deref().unwrap(), "subject");
     assert_eq!(subject.kind, "ServiceAccount");
     assert_eq!(subject.name, sa.metadata.name.clone().unwrap());

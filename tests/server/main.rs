@@ -14,6 +14,7 @@ mod bad_input;
 mod deploy_manifests;
 mod lifecycle;
 mod memory;
+mod pin_verification;
 mod policy_configmaps;
 mod policy_history;
 mod router;
