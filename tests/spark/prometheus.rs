@@ -246,19 +246,9 @@ impl App {
         )
         .expect("properties");
         std::fs::write(d.join("app.py"), APP).expect("app");
-        let out = std::fs::File::create(d.join("stdout")).expect("stdout file");
-        let err = std::fs::File::create(d.join("stderr")).expect("stderr file");
         let child = spark
-            .command(d)
-            .env("LANG", "C.UTF-8")
-            .env(SUBMIT_OPTS_VAR, submit_opts)
-            .args(["--master", "local[1]", "--deploy-mode", "client"])
-            .arg("--properties-file")
-            .arg(d.join("spark.properties"))
-            .arg(d.join("app.py"))
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
+            .driver_in_client_mode(d, submit_opts)
+            .expect("output files")
             .spawn()
             .expect("spark-submit starts");
         let mut app = App {

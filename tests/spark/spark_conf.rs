@@ -6,7 +6,6 @@
 //! arrived: its SparkConf, a JVM system property and the Hadoop configuration.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -144,27 +143,15 @@ fn planned_submit_opts() -> String {
 /// Runs the app with `spark-submit` as the driver entrypoint does; output to files (Spark
 /// logs more than a pipe holds), bounded in time.
 fn run(spark: &Pyspark, dir: &Path, submit_opts: &str) -> (bool, String) {
-    let out = std::fs::File::create(dir.join("stdout")).expect("stdout file");
-    let err = std::fs::File::create(dir.join("stderr")).expect("stderr file");
     let mut child = spark
-        .command(dir)
-        // The JVM decodes its environment with the locale's charset: a UTF-8 one, as in a
-        // container image, so that non-ASCII values can arrive at all.
-        .env("LANG", "C.UTF-8")
-        .env(SUBMIT_OPTS_VAR, submit_opts)
-        .args(["--master", "local[1]", "--deploy-mode", "client"])
-        .arg("--properties-file")
-        .arg(dir.join("spark.properties"))
-        .arg(dir.join("app.py"))
+        .driver_in_client_mode(dir, submit_opts)
+        .expect("output files")
         .env("E2E_EVENTS_KEY", "key-from-the-environment")
         .args([
             "fs.s3a.path.style.access",
             "fs.s3a.endpoint",
             "fs.s3a.bucket.spark-events.access.key",
         ])
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
         .spawn()
         .expect("spark-submit starts");
     let started = Instant::now();

@@ -38,6 +38,31 @@ impl Pyspark {
     }
 }
 
+impl Pyspark {
+    /// The driver container's entrypoint, as Spark's image runs it: `spark-submit` in
+    /// client mode with `dir/spark.properties` standing for the file spark-submit wrote,
+    /// running `dir/app.py`, `SPARK_SUBMIT_OPTS` as the pod's env gives it, output to
+    /// `dir/stdout` and `dir/stderr` (Spark logs more than a pipe holds). Append the app's
+    /// arguments, then spawn.
+    pub fn driver_in_client_mode(&self, dir: &Path, submit_opts: &str) -> std::io::Result<Command> {
+        let out = std::fs::File::create(dir.join("stdout"))?;
+        let err = std::fs::File::create(dir.join("stderr"))?;
+        let mut cmd = self.command(dir);
+        // The JVM decodes its environment with the locale's charset: a UTF-8 one, as in a
+        // container image, so that non-ASCII values can arrive at all.
+        cmd.env("LANG", "C.UTF-8")
+            .env("SPARK_SUBMIT_OPTS", submit_opts)
+            .args(["--master", "local[1]", "--deploy-mode", "client"])
+            .arg("--properties-file")
+            .arg(dir.join("spark.properties"))
+            .arg(dir.join("app.py"))
+            .stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        Ok(cmd)
+    }
+}
+
 /// Every venv the variable names, or why there is none to use. A listed folder that is
 /// not a pyspark venv is an error too: a half-installed asset must not shrink the run.
 pub fn venvs() -> Result<Vec<Pyspark>, String> {
