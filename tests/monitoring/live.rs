@@ -12,11 +12,12 @@ use hyper::StatusCode;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::common::KillOnDrop;
 use crate::common::*;
 use crate::expressions::{
     alert_rules, as_sent_by_grafana, dashboard_queries, exported_names, missing_names,
 };
-use crate::process::{free_port, start_webhook, KillOnDrop, Webhook};
+use crate::process::{free_port, start_webhook, Webhook};
 use crate::tools::{repo_path, require};
 
 /// Bound of every wait on Prometheus (scrapes and rule evaluations are every second).

@@ -3,24 +3,9 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
-use hyper::StatusCode;
-
-use crate::common::{try_admin_get, write_policies, LABEL_POLICY};
-
-/// Startup of a debug build (certificate generation, policy compile) on a busy machine.
-pub const READY_TIMEOUT: Duration = Duration::from_secs(120);
-
-pub struct KillOnDrop(pub Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::common::{ready_or_exit, write_policies, KillOnDrop, LABEL_POLICY};
 
 /// A loopback (or `[::]`) port free right now; a start that loses the race is retried.
 pub fn free_port(host: &str) -> u16 {
@@ -104,23 +89,7 @@ pub async fn start_webhook(host: &str, extra: &[&str]) -> Webhook {
             .stdout(out);
         let mut child = KillOnDrop(cmd.spawn().expect("starting spark-admission serve"));
         let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
-        let started = Instant::now();
-        let ready = loop {
-            if let Some(status) = child.0.try_wait().unwrap() {
-                break Err(status);
-            }
-            let probe =
-                tokio::time::timeout(Duration::from_secs(5), try_admin_get(admin, "/readyz"));
-            if let Ok(Ok((StatusCode::OK, _))) = probe.await {
-                break Ok(());
-            }
-            assert!(
-                started.elapsed() < READY_TIMEOUT,
-                "server not ready within {READY_TIMEOUT:?}: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let ready = ready_or_exit(&mut child, admin, &log).await;
         match ready {
             Ok(()) => {
                 return Webhook {

@@ -9,7 +9,8 @@ use hyper::StatusCode;
 use serde_json::Value;
 
 use crate::common::*;
-use crate::process::{serve_command, start_webhook, KillOnDrop, READY_TIMEOUT};
+use crate::common::{KillOnDrop, READY_TIMEOUT};
+use crate::process::{serve_command, start_webhook};
 
 /// Runs `cmd` to its end (bounded), returning (exit code, stdout, stderr).
 fn run_to_exit(mut cmd: Command) -> (Option<i32>, String, String) {

@@ -22,7 +22,7 @@ use crate::common;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
@@ -36,7 +36,6 @@ use common::bad_input::*;
 use common::*;
 
 /// Startup of a debug build (certificate generation, policy compile) on a busy machine.
-const READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// Any one exchange or wait for a close; far above what a loaded machine needs.
 const PATIENCE: Duration = Duration::from_secs(90);
 /// How long an allocator that returns memory lazily gets after each round.
@@ -66,17 +65,6 @@ const MARGIN: u64 = 40 * MIB;
 /// over the rounds; this catches a leak of more than about 5 MiB a round (smaller ones are
 /// within that noise over 4 rounds).
 const GROWTH: u64 = 16 * MIB;
-
-/// Our own child process, killed by its handle when dropped (a panic included): nothing
-/// else is signalled.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// The server process, killed when dropped, with its log shown if a test failed.
 struct Spawned {
@@ -156,23 +144,7 @@ async fn spawn_server() -> Spawned {
             }
         }
         let mut child = KillOnDrop(cmd.spawn().expect("starting spark-admission serve"));
-        let started = Instant::now();
-        let ready = loop {
-            if let Some(status) = child.0.try_wait().unwrap() {
-                break Err(status);
-            }
-            let probe =
-                tokio::time::timeout(Duration::from_secs(5), try_admin_get(admin, "/readyz"));
-            if let Ok(Ok((StatusCode::OK, _))) = probe.await {
-                break Ok(());
-            }
-            assert!(
-                started.elapsed() < READY_TIMEOUT,
-                "server not ready within {READY_TIMEOUT:?}: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let ready = ready_or_exit(&mut child, admin, &log).await;
         match ready {
             Ok(()) => {
                 let ca_pem = std::fs::read(certs.join("ca.crt")).unwrap();

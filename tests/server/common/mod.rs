@@ -476,3 +476,43 @@ pub async fn heavy_test_turn() -> tokio::sync::MutexGuard<'static, ()> {
     static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     TURN.lock().await
 }
+
+/// Startup of a debug build of `serve` (certificate generation, policy compile) on a busy
+/// machine.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Our own child process, killed by its handle when dropped (a panic included): nothing
+/// else is signalled.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until the spawned `serve` answers `/readyz` 200 on `admin`, or returns how it
+/// exited; fails the test after [`READY_TIMEOUT`], with its log.
+pub async fn ready_or_exit(
+    child: &mut KillOnDrop,
+    admin: SocketAddr,
+    log: &Path,
+) -> Result<(), std::process::ExitStatus> {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            return Err(status);
+        }
+        let probe = tokio::time::timeout(Duration::from_secs(5), try_admin_get(admin, "/readyz"));
+        if let Ok(Ok((StatusCode::OK, _))) = probe.await {
+            return Ok(());
+        }
+        assert!(
+            started.elapsed() < READY_TIMEOUT,
+            "server not ready within {READY_TIMEOUT:?}: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
