@@ -379,7 +379,10 @@ impl Metrics {
                 .inc_by(0);
         }
         for (family, results) in [
-            (&pinned_executors, &["pinned", "missing"][..]),
+            (
+                &pinned_executors,
+                &["pinned", "missing", "forged", "unverified", "malformed"][..],
+            ),
             (&cert_reloads, &["ok", "error"][..]),
             (&history_writes, &["ok", "conflict", "error"][..]),
         ] {
