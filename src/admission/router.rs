@@ -31,7 +31,7 @@ use super::answer::Answer;
 use super::parse_duration;
 use super::policy_review;
 use super::review::{self, Review, AUDIT_APPLIED, AUDIT_CHECKED, AUDIT_FINDINGS};
-use crate::engine::Engine;
+use crate::engine::{Deadline, Engine, EngineError};
 use crate::metrics::{role_label, Endpoint, Metrics, Outcome, SlowClient};
 use crate::policy::model::RuleMode;
 use crate::source::PolicyStore;
@@ -95,7 +95,9 @@ pub struct AppState {
     metrics: Arc<Metrics>,
     limits: Limits,
     slots: Semaphore,
-    /// Large reviews evaluated at once (see [`INLINE_BODY_BYTES`]).
+    /// Reviews above [`INLINE_BODY_BYTES`] evaluated at once, on the blocking pool.
+    heavy_slots: Arc<Semaphore>,
+    /// Of those, reviews above [`LARGE_BODY_BYTES`] evaluated at once.
     large_slots: Arc<Semaphore>,
     /// One permit per body byte held (`Limits::max_body_bytes_in_flight`).
     body_bytes: Arc<Semaphore>,
@@ -113,6 +115,7 @@ impl AppState {
         // few KiB, so such reviews are rare or hostile: one at a time keeps a burst of them
         // under the Deployment's memory limit (two at once peaked at 249 MiB).
         let large_slots = Arc::new(Semaphore::new(LARGE_AT_ONCE));
+        let heavy_slots = Arc::new(Semaphore::new(heavy_at_once()));
         // At least one whole body must fit, or a review at the limit could never be read.
         let body_bytes = limits
             .max_body_bytes_in_flight
@@ -125,6 +128,7 @@ impl AppState {
             metrics,
             limits,
             slots,
+            heavy_slots,
             large_slots,
             body_bytes,
         }
@@ -318,20 +322,34 @@ async fn serve_review(state: Arc<AppState>, endpoint: Endpoint, req: Request) ->
     let Ok(Ok(_slot)) = tokio::time::timeout_at(deadline, state.slots.acquire()).await else {
         return busy("review slot");
     };
-    // Decoding and the engine are CPU work. A review of ordinary size (a Spark pod is a
-    // few KiB to tens of KiB) costs well under a millisecond, less than a hop to the
-    // blocking pool, and runs here. Larger bodies (up to the limit, tens of milliseconds)
-    // go to the blocking pool so they never stall other connections, and the deadline
-    // still holds for them.
+    // Decoding and the engine are CPU work, and cost grows with the body (the engine
+    // refuses pods whose lists are larger than a Spark pod's, so no shape costs much more
+    // than its size). A review of ordinary size (a Spark pod's review is 10-25 KB) costs
+    // well under a millisecond, less than a hop to the blocking pool, and runs here. Larger
+    // bodies go to the blocking pool, at most `heavy_at_once()` at a time, so that however
+    // many a tenant sends, a core stays free for everyone's ordinary reviews; they wait
+    // their turn in order, within their deadline. The engine checks the deadline too, so a
+    // review that outlives it stops there and is refused, wherever it runs.
     // Whoever sets `answered` first (the job when done, or the deadline) counts and logs
     // the review, so a late job never reports an answer the client did not get.
     let answered = Arc::new(AtomicBool::new(false));
+    let until = deadline.into_std();
     if body.len() <= INLINE_BODY_BYTES {
-        let response = evaluate(&state, endpoint, &body, started, &answered);
+        let response = evaluate(&state, endpoint, &body, started, until, &answered);
         drop(body_bytes);
         return response;
     }
-    let Some(large_slot) = take_large_slot(&state, deadline).await else {
+    // The large slot first: it bounds memory, the heavy slot bounds CPU, and taking them
+    // always in this order means no review holds one while another holds the other.
+    let large_slot = if body.len() > LARGE_BODY_BYTES {
+        match take_slot(&state.large_slots, deadline).await {
+            Some(slot) => Some(slot),
+            None => return busy("large-review slot"),
+        }
+    } else {
+        None
+    };
+    let Some(heavy_slot) = take_slot(&state.heavy_slots, deadline).await else {
         return busy("large-review slot");
     };
     let worker = Arc::clone(&state);
@@ -339,9 +357,13 @@ async fn serve_review(state: Arc<AppState>, endpoint: Endpoint, req: Request) ->
     // The slot and the body's bytes go with the job: they are released when the
     // evaluation ends, even one that outlives its deadline.
     let mut job = tokio::task::spawn_blocking(move || {
-        let _slot = large_slot;
+        let _slots = (large_slot, heavy_slot);
         let _body_bytes = body_bytes;
-        evaluate(&worker, endpoint, &body, started, &job_answered)
+        // Waited past the deadline for the pool: the client has had its 503.
+        if job_answered.load(Ordering::Acquire) {
+            return plain(StatusCode::SERVICE_UNAVAILABLE, String::new());
+        }
+        evaluate(&worker, endpoint, &body, started, until, &job_answered)
     });
     let internal_error = |join: tokio::task::JoinError| {
         tracing::error!(endpoint = endpoint.as_str(), error = %join, "review evaluation failed");
@@ -366,18 +388,29 @@ async fn serve_review(state: Arc<AppState>, endpoint: Endpoint, req: Request) ->
     }
 }
 
-/// Bodies up to this size are evaluated on the async worker that read them.
-const INLINE_BODY_BYTES: usize = 256 * 1024;
-/// Larger reviews evaluated at once.
+/// Bodies up to this size are evaluated on the async worker that read them: four times
+/// the largest Spark pod review seen (a rich executor, 24 KB pretty-printed).
+const INLINE_BODY_BYTES: usize = 64 * 1024;
+/// Bodies above this size are large (see [`LARGE_AT_ONCE`]).
+const LARGE_BODY_BYTES: usize = 256 * 1024;
+/// Large reviews evaluated at once.
 const LARGE_AT_ONCE: usize = 1;
 
-/// The large-review slot, if it frees up before the deadline.
-async fn take_large_slot(
-    state: &AppState,
+/// Reviews above [`INLINE_BODY_BYTES`] evaluated at once: one core fewer than the machine
+/// has (at least one), so that the async workers always have a core for ordinary reviews.
+fn heavy_at_once() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .saturating_sub(1)
+        .max(1)
+}
+
+/// A permit of `slots`, if one frees up before the deadline.
+async fn take_slot(
+    slots: &Arc<Semaphore>,
     deadline: tokio::time::Instant,
 ) -> Option<OwnedSemaphorePermit> {
-    let slots = Arc::clone(&state.large_slots);
-    tokio::time::timeout_at(deadline, slots.acquire_owned())
+    tokio::time::timeout_at(deadline, Arc::clone(slots).acquire_owned())
         .await
         .ok()?
         .ok()
@@ -518,12 +551,13 @@ struct Decision<'a> {
     dry_run: bool,
 }
 
-/// Decodes, evaluates and encodes one review.
+/// Decodes, evaluates and encodes one review; the engine gives up at `deadline`.
 fn evaluate(
     state: &AppState,
     endpoint: Endpoint,
     body: &[u8],
     started: Instant,
+    deadline: Instant,
     answered: &AtomicBool,
 ) -> Response {
     if endpoint == Endpoint::ValidatePolicy {
@@ -553,9 +587,9 @@ fn evaluate(
             },
         ),
         Review::PodCreate(create) => match endpoint {
-            Endpoint::Mutate => mutate_pod(state, create),
+            Endpoint::Mutate => mutate_pod(state, create, deadline),
             // ValidatePolicy returned above (evaluate_policy); listed for exhaustiveness.
-            Endpoint::Validate | Endpoint::ValidatePolicy => validate_pod(state, create),
+            Endpoint::Validate | Endpoint::ValidatePolicy => validate_pod(state, create, deadline),
         },
     };
     if answered_late(answered, endpoint) {
@@ -712,7 +746,11 @@ fn app_name(pod: &k8s_openapi::api::core::v1::Pod) -> &str {
         .map_or("", String::as_str)
 }
 
-fn mutate_pod<'a>(state: &AppState, create: &'a review::PodCreate) -> (Answer, Decision<'a>) {
+fn mutate_pod<'a>(
+    state: &AppState,
+    create: &'a review::PodCreate,
+    deadline: Instant,
+) -> (Answer, Decision<'a>) {
     #[cfg(test)]
     if spark_admission_core::fault::injected(&create.pod, spark_admission_core::fault::PANIC) {
         panic!("fault injected by a test");
@@ -722,17 +760,23 @@ fn mutate_pod<'a>(state: &AppState, create: &'a review::PodCreate) -> (Answer, D
     // An executor carrying its driver's pin is mutated with the pinned versions;
     // validation (validate_pod) always uses the current set.
     let pinned = state.store.pinned(&set, &create.pod);
+    let until = Deadline::at(deadline);
     let planned = match &pinned {
         Some(p) => {
             state.metrics.record_pinned_executor(!p.missing.is_empty());
             state
                 .engine
-                .mutate_pinned(&p.set, &create.pod, &create.namespace, &p.missing)
+                .mutate_within(&p.set, &create.pod, &create.namespace, &p.missing, until)
         }
-        None => state.engine.mutate(&set, &create.pod, &create.namespace),
+        None => state
+            .engine
+            .mutate_within(&set, &create.pod, &create.namespace, &[], until),
     };
     let mutation = match planned {
         Ok(m) => m,
+        Err(e @ (EngineError::TooLarge(_) | EngineError::Deadline)) => {
+            return refuse_pod(answer, create, &e)
+        }
         Err(e) => {
             // Refused, not admitted unchanged: the cluster's failurePolicy decides, and no
             // pod runs without its policies because of our bug.
@@ -795,10 +839,50 @@ fn mutate_pod<'a>(state: &AppState, create: &'a review::PodCreate) -> (Answer, D
     (answer, decision)
 }
 
-fn validate_pod<'a>(state: &AppState, create: &'a review::PodCreate) -> (Answer, Decision<'a>) {
+/// The answer for a pod the engine would not evaluate: larger than any Spark pod (422,
+/// the field, count and limit), or still being evaluated at its deadline (503: retrying
+/// later may succeed). Refused either way: admitting it unchanged would skip its policies.
+fn refuse_pod<'a>(
+    mut answer: Answer,
+    create: &'a review::PodCreate,
+    e: &EngineError,
+) -> (Answer, Decision<'a>) {
+    let (code, reason, outcome) = match e {
+        EngineError::TooLarge(_) => (422, "Invalid", Outcome::Denied),
+        _ => (503, "ServiceUnavailable", Outcome::Error),
+    };
+    tracing::warn!(uid = create.uid.as_str(), error = %e, "pod not evaluated");
+    answer.deny(code, reason, format!("spark-admission: {e}"));
+    let decision = Decision {
+        role: spark::role_of(&create.pod).ok(),
+        outcome,
+        namespace: &create.namespace,
+        pod: &create.name,
+        app: app_name(&create.pod),
+        policies: String::new(),
+        ops: 0,
+        dry_run: create.dry_run,
+    };
+    (answer, decision)
+}
+
+fn validate_pod<'a>(
+    state: &AppState,
+    create: &'a review::PodCreate,
+    deadline: Instant,
+) -> (Answer, Decision<'a>) {
     let set = state.store.snapshot();
-    let validation = state.engine.validate(&set, &create.pod, &create.namespace);
-    let mut answer = Answer::allow(create.uid.as_str());
+    let answer = Answer::allow(create.uid.as_str());
+    let validation = match state.engine.validate_within(
+        &set,
+        &create.pod,
+        &create.namespace,
+        Deadline::at(deadline),
+    ) {
+        Ok(v) => v,
+        Err(e) => return refuse_pod(answer, create, &e),
+    };
+    let mut answer = answer;
     answer.warnings = validation
         .with_mode(RuleMode::Warn)
         .map(|f| f.message.clone())

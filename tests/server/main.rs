@@ -3,12 +3,14 @@
 //! slow clients (`bad_input`), memory after bad input on the real process (`memory`), the
 //! ConfigMap source against a stand-in API server for what a real one will not do on demand
 //! (`policy_configmaps`), the policy version history and job pinning over the real fixtures
-//! (`policy_history`), and `deploy/` against the code (`deploy_manifests`).
+//! (`policy_history`), pods crafted to be expensive and the review deadline (`costly_pods`),
+//! and `deploy/` against the code (`deploy_manifests`).
 
 mod common;
 mod fake_apiserver;
 
 mod bad_input;
+mod costly_pods;
 mod deploy_manifests;
 mod lifecycle;
 mod memory;
