@@ -247,3 +247,24 @@ async fn a_benign_large_review_is_planned() {
     assert_eq!(resp["allowed"], true, "{resp}");
     assert!(resp["patch"].is_string(), "{resp}");
 }
+
+/// The huge-array review the robustness tests once sent (30,000 env entries) is a pod no
+/// Spark submission makes: refused naming the container's env, its count and the limit.
+#[tokio::test]
+async fn thirty_thousand_env_entries_are_refused_naming_the_container() {
+    let (router, _) = router_with(&[LABEL_POLICY], Limits::default());
+    let mut review = fixture_json("mutate-driver-rich.json");
+    review["request"]["object"]["spec"]["containers"][0]["env"] = json!((0..30_000)
+        .map(|i| json!({"name": format!("V{i}"), "value": "1"}))
+        .collect::<Vec<_>>());
+    let resp = answer(&router, "/mutate", &review).await;
+    assert_eq!(resp["allowed"], false, "{resp}");
+    assert_eq!(resp["status"]["code"], 422, "{resp}");
+    let limit = PodLimits::default().env;
+    assert!(
+        message(&resp).contains(&format!(
+            "spec.containers[0].env has 30000 entries, more than the {limit}"
+        )),
+        "{resp}"
+    );
+}
