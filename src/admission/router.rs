@@ -30,6 +30,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::answer::Answer;
 use super::parse_duration;
 use super::policy_review;
+use super::prescan;
 use super::review::{self, Review, AUDIT_APPLIED, AUDIT_CHECKED, AUDIT_FINDINGS};
 use crate::engine::{Deadline, Engine, EngineError};
 use crate::metrics::{role_label, Endpoint, Metrics, Outcome, SlowClient};
@@ -563,6 +564,13 @@ fn evaluate(
     if endpoint == Endpoint::ValidatePolicy {
         return evaluate_policy(state, body, started, answered);
     }
+    // A large body is counted before it is decoded: decoding a crafted one (thousands of
+    // containers) would cost many times a benign body of its size (see prescan.rs).
+    if body.len() > INLINE_BODY_BYTES {
+        if let Some(refused) = prescan::too_large(body, &state.engine.limits) {
+            return refuse_counted(state, endpoint, started, answered, &refused);
+        }
+    }
     let review = match review::decode(body) {
         Ok(r) => r,
         Err(e) => {
@@ -661,6 +669,43 @@ fn evaluate_policy(
         decision = outcome.as_str(),
         duration_ms = (seconds * 1e6).round() / 1e3,
         "policy review"
+    );
+    json_ok(encoded)
+}
+
+/// The answer for a Spark pod the scan found larger than any Spark pod: as the engine
+/// would refuse it (422 with the field, count and limit), counted and logged.
+fn refuse_counted(
+    state: &AppState,
+    endpoint: Endpoint,
+    started: Instant,
+    answered: &AtomicBool,
+    refused: &prescan::Refused,
+) -> Response {
+    if answered_late(answered, endpoint) {
+        return plain(StatusCode::SERVICE_UNAVAILABLE, String::new());
+    }
+    let mut answer = Answer::allow(refused.uid.as_str());
+    answer.deny(
+        422,
+        "Invalid",
+        format!("spark-admission: {}", refused.error),
+    );
+    let Some(encoded) = encode(state, endpoint, Some(refused.role), started, &answer) else {
+        return unencodable();
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    state
+        .metrics
+        .record_request(endpoint, Some(refused.role), Outcome::Denied, seconds);
+    tracing::warn!(
+        endpoint = endpoint.as_str(),
+        uid = refused.uid.as_str(),
+        role = role_label(Some(refused.role)),
+        error = %refused.error,
+        decision = Outcome::Denied.as_str(),
+        duration_ms = (seconds * 1e6).round() / 1e3,
+        "pod not evaluated"
     );
     json_ok(encoded)
 }

@@ -22,6 +22,7 @@ use hyper::body::Bytes;
 use serde_json::{json, Value};
 use spark_admission::admission::answer::Answer;
 use spark_admission::admission::parse_duration;
+use spark_admission::admission::prescan;
 use spark_admission::admission::review::{self, Review, AUDIT_APPLIED};
 use spark_admission::engine::{Deadline, Engine, PodLimits};
 use spark_admission::matching::PolicySet;
@@ -119,9 +120,26 @@ pub struct CostArgs {
     repeat: usize,
 }
 
+/// Bodies above this size are counted before decoding (the router's `INLINE_BODY_BYTES`).
+const SCANNED_ABOVE: usize = 64 * 1024;
+
 /// One `/mutate` review as the router answers it, minus metrics and the log line.
 #[inline(never)]
 fn review_once(engine: &Engine, set: &PolicySet, body: &[u8]) -> anyhow::Result<(Vec<u8>, String)> {
+    if body.len() > SCANNED_ABOVE {
+        if let Some(refused) = prescan::too_large(body, &engine.limits) {
+            let mut answer = Answer::allow(refused.uid.as_str());
+            answer.deny(
+                422,
+                "Invalid",
+                format!("spark-admission: {}", refused.error),
+            );
+            return Ok((
+                answer.to_review_json()?,
+                format!("refused before decoding: {}", refused.error),
+            ));
+        }
+    }
     let review = review::decode(body).context("the body does not decode")?;
     let (answer, outcome) = match &review {
         Review::PassThrough { uid, .. } => {

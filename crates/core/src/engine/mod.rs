@@ -181,6 +181,9 @@ impl Engine {
                 })
             }
         };
+        // Every Spark pod is counted, policies or not, as the server's scan of large
+        // bodies does (prescan.rs): the same pod gets the same answer at any body size.
+        bounds::check(pod, &self.limits)?;
         let policies = set.matching(&spark, namespace);
         let mut out = Mutation {
             role: Some(spark.role),
@@ -196,7 +199,6 @@ impl Engine {
         if policies.is_empty() && pin.is_empty() && missing.is_empty() {
             return Ok(out);
         }
-        bounds::check(pod, &self.limits)?;
         let mut ctx = Ctx::new(detail, deadline);
         if ctx.watch.seen() {
             return Err(EngineError::Deadline);
@@ -315,11 +317,8 @@ impl Engine {
         let Ok(spark) = SparkPod::recognise(pod, &self.container_names) else {
             return Ok(Validation::default());
         };
-        let policies = set.matching(&spark, namespace);
-        if policies.iter().all(|p| p.rules.is_none()) {
-            return Ok(rules::check(&policies, &spark, namespace));
-        }
         bounds::check(pod, &self.limits)?;
+        let policies = set.matching(&spark, namespace);
         if deadline.passed() {
             return Err(EngineError::Deadline);
         }
