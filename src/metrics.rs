@@ -390,7 +390,7 @@ impl Metrics {
                 family.get_or_create(&ResultLabels { result }).inc_by(0);
             }
         }
-        for slot in ["review", "large_review"] {
+        for slot in ["review", "large_review", "heavy_review"] {
             slot_waits.get_or_create(&SlotLabels { slot }).inc_by(0);
         }
         Self {
@@ -566,7 +566,8 @@ impl Metrics {
         self.policy_change_seen.set(unix_seconds);
     }
 
-    /// A review waited for a slot: `review` (every review) or `large_review` (large bodies).
+    /// A review waited for a slot: `review` (every review), `heavy_review` (bodies evaluated
+    /// off the async workers) or `large_review` (the largest bodies).
     pub fn record_slot_wait(&self, slot: &'static str) {
         self.slot_waits.get_or_create(&SlotLabels { slot }).inc();
     }

@@ -13,6 +13,7 @@ pub mod answer;
 mod patch_json;
 mod policies;
 pub mod policy_review;
+pub mod prescan;
 pub mod review;
 mod router;
 mod server;

@@ -30,8 +30,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::answer::Answer;
 use super::parse_duration;
 use super::policy_review;
+use super::prescan;
 use super::review::{self, Review, AUDIT_APPLIED, AUDIT_CHECKED, AUDIT_FINDINGS};
-use crate::engine::Engine;
+use crate::engine::{Deadline, Engine, EngineError};
 use crate::metrics::{role_label, Endpoint, Metrics, Outcome, SlowClient};
 use crate::pinning::{self, PinCheck, Unverified};
 use crate::policy::model::RuleMode;
@@ -98,7 +99,9 @@ pub struct AppState {
     metrics: Arc<Metrics>,
     limits: Limits,
     slots: Semaphore,
-    /// Large reviews evaluated at once (see [`INLINE_BODY_BYTES`]).
+    /// Reviews above [`INLINE_BODY_BYTES`] evaluated at once, on the blocking pool.
+    heavy_slots: Arc<Semaphore>,
+    /// Of those, reviews above [`LARGE_BODY_BYTES`] evaluated at once.
     large_slots: Arc<Semaphore>,
     /// One permit per body byte held (`Limits::max_body_bytes_in_flight`).
     body_bytes: Arc<Semaphore>,
@@ -116,6 +119,7 @@ impl AppState {
         // few KiB, so such reviews are rare or hostile: one at a time keeps a burst of them
         // under the Deployment's memory limit (two at once peaked at 249 MiB).
         let large_slots = Arc::new(Semaphore::new(LARGE_AT_ONCE));
+        let heavy_slots = Arc::new(Semaphore::new(heavy_at_once()));
         // At least one whole body must fit, or a review at the limit could never be read.
         let body_bytes = limits
             .max_body_bytes_in_flight
@@ -129,6 +133,7 @@ impl AppState {
             metrics,
             limits,
             slots,
+            heavy_slots,
             large_slots,
             body_bytes,
         }
@@ -336,20 +341,36 @@ async fn serve_review(state: Arc<AppState>, endpoint: Endpoint, req: Request) ->
             slot
         }
     };
-    // Decoding and the engine are CPU work. A review of ordinary size (a Spark pod is a
-    // few KiB to tens of KiB) costs well under a millisecond, less than a hop to the
-    // blocking pool, and runs here. Larger bodies (up to the limit, tens of milliseconds)
-    // go to the blocking pool so they never stall other connections, and the deadline
-    // still holds for them.
+    // Decoding and the engine are CPU work, and cost grows with the body (the engine
+    // refuses pods whose lists are larger than a Spark pod's, so no shape costs much more
+    // than its size). A review of ordinary size (a Spark pod's review is 10-25 KB) costs
+    // well under a millisecond, less than a hop to the blocking pool, and runs here. Larger
+    // bodies go to the blocking pool, at most `heavy_at_once()` at a time, so that however
+    // many a tenant sends, a core stays free for everyone's ordinary reviews; they wait
+    // their turn in order, within their deadline. The engine checks the deadline too, so a
+    // review that outlives it stops there and is refused, wherever it runs.
     // Whoever sets `answered` first (the job when done, or the deadline) counts and logs
     // the review, so a late job never reports an answer the client did not get.
     let answered = Arc::new(AtomicBool::new(false));
+    let until = deadline.into_std();
     if body.len() <= INLINE_BODY_BYTES {
-        let response = evaluate(&state, endpoint, &body, started, &answered).await;
+        let response = evaluate(&state, endpoint, &body, started, until, &answered).await;
         drop(body_bytes);
         return response;
     }
-    let Some(large_slot) = take_large_slot(&state, deadline).await else {
+    // The large slot first: it bounds memory, the heavy slot bounds CPU, and taking them
+    // always in this order means no review holds one while another holds the other.
+    let large_slot = if body.len() > LARGE_BODY_BYTES {
+        match take_slot(&state.metrics, &state.large_slots, "large_review", deadline).await {
+            Some(slot) => Some(slot),
+            None => return busy("large-review slot"),
+        }
+    } else {
+        None
+    };
+    let Some(heavy_slot) =
+        take_slot(&state.metrics, &state.heavy_slots, "heavy_review", deadline).await
+    else {
         return busy("large-review slot");
     };
     let worker = Arc::clone(&state);
@@ -359,9 +380,20 @@ async fn serve_review(state: Arc<AppState>, endpoint: Endpoint, req: Request) ->
     // The slot and the body's bytes go with the job: they are released when the
     // evaluation ends, even one that outlives its deadline.
     let mut job = tokio::task::spawn_blocking(move || {
-        let _slot = large_slot;
+        let _slots = (large_slot, heavy_slot);
         let _body_bytes = body_bytes;
-        runtime.block_on(evaluate(&worker, endpoint, &body, started, &job_answered))
+        // Waited past the deadline for the pool: the client has had its 503.
+        if job_answered.load(Ordering::Acquire) {
+            return plain(StatusCode::SERVICE_UNAVAILABLE, String::new());
+        }
+        runtime.block_on(evaluate(
+            &worker,
+            endpoint,
+            &body,
+            started,
+            until,
+            &job_answered,
+        ))
     });
     let internal_error = |join: tokio::task::JoinError| {
         tracing::error!(endpoint = endpoint.as_str(), error = %join, "review evaluation failed");
@@ -386,22 +418,35 @@ async fn serve_review(state: Arc<AppState>, endpoint: Endpoint, req: Request) ->
     }
 }
 
-/// Bodies up to this size are evaluated on the async worker that read them.
-const INLINE_BODY_BYTES: usize = 256 * 1024;
-/// Larger reviews evaluated at once.
+/// Bodies up to this size are evaluated on the async worker that read them: four times
+/// the largest Spark pod review seen (a rich executor, 24 KB pretty-printed).
+const INLINE_BODY_BYTES: usize = 64 * 1024;
+/// Bodies above this size are large (see [`LARGE_AT_ONCE`]).
+const LARGE_BODY_BYTES: usize = 256 * 1024;
+/// Large reviews evaluated at once.
 const LARGE_AT_ONCE: usize = 1;
 
-/// The large-review slot, if it frees up before the deadline.
-async fn take_large_slot(
-    state: &AppState,
+/// Reviews above [`INLINE_BODY_BYTES`] evaluated at once: one core fewer than the machine
+/// has (at least one), so that the async workers always have a core for ordinary reviews.
+fn heavy_at_once() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .saturating_sub(1)
+        .max(1)
+}
+
+/// A permit of `slots`, if one frees up before the deadline; a wait is counted as `which`.
+async fn take_slot(
+    metrics: &Metrics,
+    slots: &Arc<Semaphore>,
+    which: &'static str,
     deadline: tokio::time::Instant,
 ) -> Option<OwnedSemaphorePermit> {
-    let slots = Arc::clone(&state.large_slots);
-    if let Ok(slot) = Arc::clone(&slots).try_acquire_owned() {
+    if let Ok(slot) = Arc::clone(slots).try_acquire_owned() {
         return Some(slot);
     }
-    state.metrics.record_slot_wait("large_review");
-    tokio::time::timeout_at(deadline, slots.acquire_owned())
+    metrics.record_slot_wait(which);
+    tokio::time::timeout_at(deadline, Arc::clone(slots).acquire_owned())
         .await
         .ok()?
         .ok()
@@ -542,17 +587,26 @@ struct Decision<'a> {
     dry_run: bool,
 }
 
-/// Decodes, evaluates and encodes one review. Only a pinned executor's driver lookup
-/// waits (on the cache, or one bounded GET); everything else is CPU work.
+/// Decodes, evaluates and encodes one review; the engine gives up at `deadline`. Only a
+/// pinned executor's driver lookup waits (on the cache, or one bounded GET); everything
+/// else is CPU work.
 async fn evaluate(
     state: &AppState,
     endpoint: Endpoint,
     body: &[u8],
     started: Instant,
+    deadline: Instant,
     answered: &AtomicBool,
 ) -> Response {
     if endpoint == Endpoint::ValidatePolicy {
         return evaluate_policy(state, body, started, answered);
+    }
+    // A large body is counted before it is decoded: decoding a crafted one (thousands of
+    // containers) would cost many times a benign body of its size (see prescan.rs).
+    if body.len() > INLINE_BODY_BYTES {
+        if let Some(refused) = prescan::too_large(body, &state.engine.limits) {
+            return refuse_counted(state, endpoint, started, answered, &refused);
+        }
     }
     let review = match review::decode(body) {
         Ok(r) => r,
@@ -580,10 +634,10 @@ async fn evaluate(
         Review::PodCreate(create) => match endpoint {
             Endpoint::Mutate => {
                 let check = check_pin(state, create).await;
-                mutate_pod(state, create, check)
+                mutate_pod(state, create, check, deadline)
             }
             // ValidatePolicy returned above (evaluate_policy); listed for exhaustiveness.
-            Endpoint::Validate | Endpoint::ValidatePolicy => validate_pod(state, create),
+            Endpoint::Validate | Endpoint::ValidatePolicy => validate_pod(state, create, deadline),
         },
     };
     if answered_late(answered, endpoint) {
@@ -655,6 +709,43 @@ fn evaluate_policy(
         decision = outcome.as_str(),
         duration_ms = (seconds * 1e6).round() / 1e3,
         "policy review"
+    );
+    json_ok(encoded)
+}
+
+/// The answer for a Spark pod the scan found larger than any Spark pod: as the engine
+/// would refuse it (422 with the field, count and limit), counted and logged.
+fn refuse_counted(
+    state: &AppState,
+    endpoint: Endpoint,
+    started: Instant,
+    answered: &AtomicBool,
+    refused: &prescan::Refused,
+) -> Response {
+    if answered_late(answered, endpoint) {
+        return plain(StatusCode::SERVICE_UNAVAILABLE, String::new());
+    }
+    let mut answer = Answer::allow(refused.uid.as_str());
+    answer.deny(
+        422,
+        "Invalid",
+        format!("spark-admission: {}", refused.error),
+    );
+    let Some(encoded) = encode(state, endpoint, Some(refused.role), started, &answer) else {
+        return unencodable();
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    state
+        .metrics
+        .record_request(endpoint, Some(refused.role), Outcome::Denied, seconds);
+    tracing::warn!(
+        endpoint = endpoint.as_str(),
+        uid = refused.uid.as_str(),
+        role = role_label(Some(refused.role)),
+        error = %refused.error,
+        decision = Outcome::Denied.as_str(),
+        duration_ms = (seconds * 1e6).round() / 1e3,
+        "pod not evaluated"
     );
     json_ok(encoded)
 }
@@ -762,6 +853,7 @@ fn mutate_pod<'a>(
     state: &AppState,
     create: &'a review::PodCreate,
     check: Option<PinCheck>,
+    deadline: Instant,
 ) -> (Answer, Decision<'a>) {
     #[cfg(test)]
     if spark_admission_core::fault::injected(&create.pod, spark_admission_core::fault::PANIC) {
@@ -791,11 +883,19 @@ fn mutate_pod<'a>(
             );
         }
     }
-    let planned = state
-        .engine
-        .mutate_resolved(&set, &create.pod, &create.namespace, &pin, false);
+    let planned = state.engine.mutate_resolved(
+        &set,
+        &create.pod,
+        &create.namespace,
+        &pin,
+        false,
+        Deadline::at(deadline),
+    );
     let mutation = match planned {
         Ok(m) => m,
+        Err(e @ (EngineError::TooLarge(_) | EngineError::Deadline)) => {
+            return refuse_pod(answer, create, &e)
+        }
         Err(e) => {
             // Refused, not admitted unchanged: the cluster's failurePolicy decides, and no
             // pod runs without its policies because of our bug.
@@ -858,10 +958,50 @@ fn mutate_pod<'a>(
     (answer, decision)
 }
 
-fn validate_pod<'a>(state: &AppState, create: &'a review::PodCreate) -> (Answer, Decision<'a>) {
+/// The answer for a pod the engine would not evaluate: larger than any Spark pod (422,
+/// the field, count and limit), or still being evaluated at its deadline (503: retrying
+/// later may succeed). Refused either way: admitting it unchanged would skip its policies.
+fn refuse_pod<'a>(
+    mut answer: Answer,
+    create: &'a review::PodCreate,
+    e: &EngineError,
+) -> (Answer, Decision<'a>) {
+    let (code, reason, outcome) = match e {
+        EngineError::TooLarge(_) => (422, "Invalid", Outcome::Denied),
+        _ => (503, "ServiceUnavailable", Outcome::Error),
+    };
+    tracing::warn!(uid = create.uid.as_str(), error = %e, "pod not evaluated");
+    answer.deny(code, reason, format!("spark-admission: {e}"));
+    let decision = Decision {
+        role: spark::role_of(&create.pod).ok(),
+        outcome,
+        namespace: &create.namespace,
+        pod: &create.name,
+        app: app_name(&create.pod),
+        policies: String::new(),
+        ops: 0,
+        dry_run: create.dry_run,
+    };
+    (answer, decision)
+}
+
+fn validate_pod<'a>(
+    state: &AppState,
+    create: &'a review::PodCreate,
+    deadline: Instant,
+) -> (Answer, Decision<'a>) {
     let set = state.store.snapshot();
-    let validation = state.engine.validate(&set, &create.pod, &create.namespace);
-    let mut answer = Answer::allow(create.uid.as_str());
+    let answer = Answer::allow(create.uid.as_str());
+    let validation = match state.engine.validate_within(
+        &set,
+        &create.pod,
+        &create.namespace,
+        Deadline::at(deadline),
+    ) {
+        Ok(v) => v,
+        Err(e) => return refuse_pod(answer, create, &e),
+    };
+    let mut answer = answer;
     answer.warnings = validation
         .with_mode(RuleMode::Warn)
         .map(|f| f.message.clone())

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::engine_support::*;
 use proptest::prelude::*;
 use serde_json::{json, Value};
-use spark_admission::engine::{submit_opts_tokens, Engine, SUBMIT_OPTS_VAR};
+use spark_admission::engine::{submit_opts_tokens, Deadline, Engine, SUBMIT_OPTS_VAR};
 use spark_admission::matching::PolicySet;
 use spark_admission::pinning::{
     claim_of, Claim, PinCheck, Resolution, Unverified, DRIVER_POLICIES_ANNOTATION,
@@ -93,7 +93,7 @@ proptest! {
         let resolution = Resolution::of(&set, &claim, PinCheck::Unverified(why), history);
         prop_assert!(resolution.pinned().is_none());
         let got = engine()
-            .mutate_resolved(&set, &pinned, ns, &resolution, false)
+            .mutate_resolved(&set, &pinned, ns, &resolution, false, Deadline::none())
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
         let plain = engine()
             .mutate(&set, &pinned, ns)

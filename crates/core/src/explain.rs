@@ -4,7 +4,7 @@ use k8s_openapi::api::core::v1::Pod;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::engine::{Engine, Mutation, Validation, SUBMIT_OPTS_VAR};
+use crate::engine::{Deadline, Engine, Mutation, Validation, SUBMIT_OPTS_VAR};
 use crate::matching::PolicySet;
 use crate::pinning;
 use crate::policy::model::RuleMode;
@@ -148,7 +148,7 @@ pub fn explain(
         |_| None,
     );
     let mutation = engine
-        .mutate_resolved(set, &input.pod, namespace, &pin, true)
+        .mutate_resolved(set, &input.pod, namespace, &pin, true, Deadline::none())
         .map_err(ExplainError::Engine)?;
     let mut mutated = input.pod_json.clone();
     json_patch::patch(&mut mutated, &mutation.patch)

@@ -130,16 +130,17 @@ pub fn wrong_type_reviews() -> Vec<WrongType> {
     out
 }
 
-/// Valid reviews with a huge pod, under the 3 MiB body limit: answered with a patch.
+/// Valid reviews with a huge pod, under the 3 MiB body limit and within the engine's list
+/// limits (`PodLimits`: 30,000 env entries would be refused, 422): answered with a patch.
 pub fn huge_valid_reviews() -> Vec<(&'static str, Value)> {
     let mut big_string = review();
     big_string["request"]["object"]["metadata"]["annotations"] =
         json!({"big": "x".repeat(2 * 1024 * 1024)});
     let mut big_array = review();
-    big_array["request"]["object"]["spec"]["containers"][0]["env"] = json!((0..30_000)
-        .map(|i| json!({"name": format!("V{i}"), "value": "1"}))
+    big_array["request"]["object"]["spec"]["containers"][0]["args"] = json!((0..30_000)
+        .map(|i| format!("--application-arg-{i}=1"))
         .collect::<Vec<_>>());
-    vec![("2 MiB string", big_string), ("30k env entries", big_array)]
+    vec![("2 MiB string", big_string), ("30k args", big_array)]
 }
 
 /// A review whose body is over the 3 MiB limit (4 MiB of annotation): 413.

@@ -10,11 +10,14 @@
 //! - `loadgen report`: criterion results + suite JSON -> the tables in BENCHMARKS.md.
 //! - `loadgen slow-clients`: the slow-body attack, with real reviews meanwhile (issue 12).
 //! - `loadgen review-body`: a fixture review as the API server sends it (for h2load).
+//! - `loadgen crafted-flood` / `crafted-cost`: reviews crafted to be expensive beside
+//!   ordinary ones, and one crafted review's cost in-process (issue 25).
 //!
 //! Reviews are posted as a kube-apiserver sends them: the fixture files are indented for
 //! reading, the API server's bodies have no whitespace between tokens (`fixtures::as_sent`).
 
 mod client;
+mod crafted;
 mod load;
 mod noop;
 mod report;
@@ -68,6 +71,10 @@ enum Cmd {
     SlowClients(slow::SlowArgs),
     /// Prints a fixture AdmissionReview as the API server sends it (no indentation).
     ReviewBody(ReviewBodyArgs),
+    /// Crafted expensive reviews back to back beside ordinary ones: the ordinary p99.
+    CraftedFlood(crafted::FloodArgs),
+    /// One crafted (or benign) review of a given size, evaluated in-process (for callgrind).
+    CraftedCost(crafted::CostArgs),
 }
 
 #[derive(Args)]
@@ -177,6 +184,8 @@ fn main() -> ExitCode {
             )),
             Cmd::SlowClients(args) => slow::slow_clients(args).await,
             Cmd::ReviewBody(args) => review_body(&args.file),
+            Cmd::CraftedFlood(args) => crafted::flood(args).await,
+            Cmd::CraftedCost(args) => crafted::cost(args),
         }
     });
     match result {

@@ -1,12 +1,14 @@
 //! State shared by the merge steps while one pod is planned: which policy decided which
 //! field, what changed, and the warnings for the submitter.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use foldhash::fast::RandomState;
 
 use k8s_openapi::api::core::v1::VolumeMount;
 use serde::Serialize;
+
+use super::deadline::{Deadline, Watch};
 
 /// One change a policy made, for `explain --output table` and logs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -37,6 +39,11 @@ pub(crate) struct Ctx<'p> {
     /// values that end up in the pod count: losing and undone values do not.
     pub counts: Vec<(&'p str, u32)>,
     pub warnings: Vec<String>,
+    /// The warnings already given, so each is given once without a search through them
+    /// all (a crafted pod can earn one per container).
+    warned: HashSet<String, RandomState>,
+    /// The review's deadline, checked between steps and in the loops over the pod's lists.
+    pub watch: Watch,
     /// Mounts for every container, applied once all policies have added their containers.
     pub mounts_for_all: Vec<(&'p str, VolumeMount)>,
     /// sparkConf entries (policy, key, value) in policy order, written once all policies
@@ -45,7 +52,7 @@ pub(crate) struct Ctx<'p> {
 }
 
 impl<'p> Ctx<'p> {
-    pub fn new(detail: bool) -> Self {
+    pub fn new(detail: bool, deadline: Deadline) -> Self {
         Self {
             detail,
             describe: false,
@@ -55,6 +62,8 @@ impl<'p> Ctx<'p> {
             changes: Vec::new(),
             counts: Vec::new(),
             warnings: Vec::new(),
+            warned: HashSet::default(),
+            watch: Watch::new(deadline),
             mounts_for_all: Vec::new(),
             spark_conf: Vec::new(),
         }
@@ -124,7 +133,8 @@ impl<'p> Ctx<'p> {
 
     pub fn warn(&mut self, message: impl Into<String>) {
         let message = message.into();
-        if !self.warnings.contains(&message) {
+        if !self.warned.contains(&message) {
+            self.warned.insert(message.clone());
             self.warnings.push(message);
         }
     }

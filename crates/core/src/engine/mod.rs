@@ -7,8 +7,10 @@
 //! and replaces that applies cleanly to the object the API server sent, and running the
 //! engine on its own output changes nothing.
 
+mod bounds;
 mod containers;
 mod context;
+mod deadline;
 mod dependencies;
 mod env;
 mod images;
@@ -26,7 +28,9 @@ mod volumes;
 use k8s_openapi::api::core::v1::Pod;
 use serde::Serialize;
 
+pub use bounds::{PodLimits, TooLarge};
 pub use context::Change;
+pub use deadline::Deadline;
 pub use rules::{Finding, Validation};
 /// What Spark's launcher reads from a `SPARK_SUBMIT_OPTS` value as written in a pod spec.
 pub use spark_conf::{env_tokens as submit_opts_tokens, SUBMIT_OPTS_VAR};
@@ -51,6 +55,12 @@ const PINNING: &str = "spark-admission-pinning";
 pub enum EngineError {
     #[error("could not compute the patch: serialising the pod failed")]
     Patch(#[source] serde_json::Error),
+    /// The pod is larger than any Spark pod (see [`PodLimits`]): refused before planning.
+    #[error(transparent)]
+    TooLarge(#[from] TooLarge),
+    /// The review's deadline passed while planning; the work stopped there.
+    #[error("stopped at the review's deadline before the pod was fully evaluated")]
+    Deadline,
 }
 
 /// Engine settings that do not change with the policies.
@@ -61,6 +71,8 @@ pub struct Engine {
     /// it; `explain` and `spark-admission test` leave it off, so that policy test
     /// expectations do not carry hashes that change with every edit.
     pub pin_jobs: bool,
+    /// The largest lists a pod may carry to be planned or checked.
+    pub limits: PodLimits,
 }
 
 /// What the mutating webhook answers for one pod.
@@ -92,6 +104,7 @@ impl Engine {
         Self {
             container_names,
             pin_jobs: false,
+            limits: PodLimits::default(),
         }
     }
 
@@ -108,7 +121,18 @@ impl Engine {
         pod: &Pod,
         namespace: &str,
     ) -> Result<Mutation, EngineError> {
-        self.plan(set, pod, namespace, false, &[])
+        self.plan(set, pod, namespace, false, &[], Deadline::none())
+    }
+
+    /// `mutate` that gives up with [`EngineError::Deadline`] once `deadline` passes.
+    pub fn mutate_within(
+        &self,
+        set: &PolicySet,
+        pod: &Pod,
+        namespace: &str,
+        deadline: Deadline,
+    ) -> Result<Mutation, EngineError> {
+        self.plan(set, pod, namespace, false, &[], deadline)
     }
 
     /// `mutate` for a pinned executor: `set` holds the pinned versions, and `missing` the
@@ -120,13 +144,14 @@ impl Engine {
         namespace: &str,
         missing: &[String],
     ) -> Result<Mutation, EngineError> {
-        self.plan(set, pod, namespace, false, missing)
+        self.plan(set, pod, namespace, false, missing, Deadline::none())
     }
 
     /// `mutate` for a pod whose pin claim has been resolved ([`pinning::Resolution`]): a
     /// verified pin's versions, otherwise the current set (so an unverified pin never
     /// changes what the pod gets), with the pin's warning first. `detail` describes every
-    /// change, as [`Engine::mutate_described`].
+    /// change, as [`Engine::mutate_described`]. Gives up with [`EngineError::Deadline`]
+    /// once `deadline` passes (the webhook's entry point).
     pub fn mutate_resolved(
         &self,
         current: &PolicySet,
@@ -134,10 +159,11 @@ impl Engine {
         namespace: &str,
         pin: &pinning::Resolution,
         detail: bool,
+        deadline: Deadline,
     ) -> Result<Mutation, EngineError> {
         let mut out = match pin.pinned() {
-            Some(p) => self.plan(&p.set, pod, namespace, detail, &p.missing)?,
-            None => self.plan(current, pod, namespace, detail, &[])?,
+            Some(p) => self.plan(&p.set, pod, namespace, detail, &p.missing, deadline)?,
+            None => self.plan(current, pod, namespace, detail, &[], deadline)?,
         };
         let name = pod
             .metadata
@@ -159,7 +185,7 @@ impl Engine {
         pod: &Pod,
         namespace: &str,
     ) -> Result<Mutation, EngineError> {
-        self.plan(set, pod, namespace, true, &[])
+        self.plan(set, pod, namespace, true, &[], Deadline::none())
     }
 
     fn plan(
@@ -169,6 +195,7 @@ impl Engine {
         namespace: &str,
         detail: bool,
         missing: &[String],
+        deadline: Deadline,
     ) -> Result<Mutation, EngineError> {
         let spark = match SparkPod::recognise(pod, &self.container_names) {
             Ok(s) => s,
@@ -182,6 +209,9 @@ impl Engine {
                 })
             }
         };
+        // Every Spark pod is counted, policies or not, as the server's scan of large
+        // bodies does (prescan.rs): the same pod gets the same answer at any body size.
+        bounds::check(pod, &self.limits)?;
         let policies = set.matching(&spark, namespace);
         let mut out = Mutation {
             role: Some(spark.role),
@@ -211,9 +241,12 @@ impl Engine {
         if policies.is_empty() && pin.is_empty() && missing.is_empty() && !foreign_pin {
             return Ok(out);
         }
+        let mut ctx = Ctx::new(detail, deadline);
+        if ctx.watch.seen() {
+            return Err(EngineError::Deadline);
+        }
         let mut planned = patch::working_copy(pod);
         reserve_volumes(&mut planned, &policies, spark.role);
-        let mut ctx = Ctx::new(detail);
         if foreign_pin {
             remove_foreign_pin(&mut ctx, &mut planned, spark.spark_container, &pin);
         }
@@ -229,6 +262,9 @@ impl Engine {
                 ctx.overwrite = section.overwrite;
                 let section = variables::render(&mut ctx, section, &vars);
                 apply_section(&mut ctx, &mut planned, &section, &spark);
+                if ctx.watch.passed_now() {
+                    return Err(EngineError::Deadline);
+                }
             }
         }
         if let Some(spec) = planned.spec.as_mut() {
@@ -281,8 +317,14 @@ impl Engine {
             ));
         }
         scheduling::reconcile_priority(pod, &mut planned);
-
+        // The steps after the sections stop early at the deadline; the diff is one pass.
+        if ctx.watch.passed_now() {
+            return Err(EngineError::Deadline);
+        }
         out.patch = patch::diff(pod, &planned).map_err(EngineError::Patch)?;
+        if ctx.watch.passed_now() {
+            return Err(EngineError::Deadline);
+        }
         out.applied = applied;
         out.changes_by_policy = ctx
             .counts
@@ -305,6 +347,31 @@ impl Engine {
             }
             Err(_) => Validation::default(),
         }
+    }
+
+    /// `validate` for the webhook: a pod above [`PodLimits`] is refused before any rule
+    /// runs, and a check that ends after `deadline` is refused. The rules are one pass over
+    /// the pod (bounded by the limits), so they are not cut midway.
+    pub fn validate_within(
+        &self,
+        set: &PolicySet,
+        pod: &Pod,
+        namespace: &str,
+        deadline: Deadline,
+    ) -> Result<Validation, EngineError> {
+        let Ok(spark) = SparkPod::recognise(pod, &self.container_names) else {
+            return Ok(Validation::default());
+        };
+        bounds::check(pod, &self.limits)?;
+        let policies = set.matching(&spark, namespace);
+        if deadline.passed() {
+            return Err(EngineError::Deadline);
+        }
+        let validation = rules::check(&policies, &spark, namespace);
+        if deadline.passed() {
+            return Err(EngineError::Deadline);
+        }
+        Ok(validation)
     }
 
     /// The policies that would apply, for `explain`.

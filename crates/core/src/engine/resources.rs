@@ -1,9 +1,10 @@
 //! Resources of the Spark container: `defaults` fill gaps, `force` replaces. A value that
 //! would put a request above its limit is not applied: the API server would reject the pod.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use k8s_openapi::api::core::v1::{PodSpec, ResourceRequirements};
+use foldhash::fast::RandomState;
+use k8s_openapi::api::core::v1::{Container, PodSpec, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::Ctx;
@@ -63,19 +64,26 @@ fn set_all(
 
 /// After every policy: a resource whose request now exceeds its limit goes back to what
 /// the pod had (the API server would reject the pod). Done once over the finished plan, so
-/// the outcome does not depend on which section set which half.
+/// the outcome does not depend on which section set which half. The pod's containers are
+/// looked up by name through an index (the first of a name, as a search would find).
 pub(crate) fn reconcile(ctx: &mut Ctx<'_>, original: &PodSpec, planned: &mut PodSpec) {
+    let mut by_name: HashMap<&str, &Container, RandomState> =
+        HashMap::with_capacity_and_hasher(original.containers.len(), RandomState::default());
+    for o in &original.containers {
+        by_name.entry(o.name.as_str()).or_insert(o);
+    }
     for c in planned.containers.iter_mut() {
+        if ctx.watch.tick() {
+            return;
+        }
         let Some(res) = c.resources.as_mut() else {
             continue;
         };
         let (Some(requests), Some(limits)) = (res.requests.clone(), res.limits.clone()) else {
             continue;
         };
-        let before = original
-            .containers
-            .iter()
-            .find(|o| o.name == c.name)
+        let before = by_name
+            .get(c.name.as_str())
             .and_then(|o| o.resources.clone())
             .unwrap_or_default();
         for (resource, req) in &requests {
@@ -127,5 +135,110 @@ fn restore(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Deadline;
+    use proptest::prelude::*;
+
+    /// `reconcile` as it was before the index: each container's original found by a search.
+    fn reconcile_by_search(ctx: &mut Ctx<'_>, original: &PodSpec, planned: &mut PodSpec) {
+        let only = |name: &str| {
+            let first = original.containers.iter().find(|o| o.name == name);
+            PodSpec {
+                containers: first.cloned().into_iter().collect(),
+                ..PodSpec::default()
+            }
+        };
+        // One container at a time against its searched-for original gives the search's
+        // outcome through the function under test's own per-container rule.
+        for c in planned.containers.iter_mut() {
+            let one = only(&c.name);
+            let mut alone = PodSpec {
+                containers: vec![c.clone()],
+                ..PodSpec::default()
+            };
+            reconcile(ctx, &one, &mut alone);
+            *c = alone.containers.remove(0);
+        }
+    }
+
+    fn values() -> impl Strategy<Value = Option<BTreeMap<String, Quantity>>> {
+        prop::option::of(prop::collection::btree_map(
+            prop::sample::select(&["cpu", "memory"][..]).prop_map(str::to_owned),
+            prop::sample::select(&["1", "2", "500m", "3"][..]).prop_map(|q| Quantity(q.to_owned())),
+            0..3,
+        ))
+    }
+
+    fn container() -> impl Strategy<Value = Container> {
+        (
+            prop::sample::select(&["spark-kubernetes-driver", "side", "x"][..]),
+            prop::option::of((values(), values())),
+        )
+            .prop_map(|(name, res)| Container {
+                name: name.to_owned(),
+                resources: res.map(|(requests, limits)| ResourceRequirements {
+                    requests,
+                    limits,
+                    ..ResourceRequirements::default()
+                }),
+                ..Container::default()
+            })
+    }
+
+    proptest! {
+        /// The indexed lookup restores the same values and warns the same warnings, in the
+        /// same order, as the search, duplicate container names included.
+        #[test]
+        fn indexed_lookup_equals_the_search(
+            original in prop::collection::vec(container(), 0..6),
+            planned in prop::collection::vec(container(), 0..6),
+        ) {
+            let original = PodSpec { containers: original, ..PodSpec::default() };
+            let mut a = PodSpec { containers: planned.clone(), ..PodSpec::default() };
+            let mut b = PodSpec { containers: planned, ..PodSpec::default() };
+            let mut ca = Ctx::new(false, Deadline::none());
+            let mut cb = Ctx::new(false, Deadline::none());
+            reconcile(&mut ca, &original, &mut a);
+            reconcile_by_search(&mut cb, &original, &mut b);
+            prop_assert_eq!(a, b);
+            prop_assert_eq!(ca.warnings, cb.warnings);
+        }
+    }
+
+    #[test]
+    fn a_pod_past_its_deadline_is_not_reconciled() {
+        let c = Container {
+            name: "c".to_owned(),
+            resources: Some(ResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "cpu".to_owned(),
+                    Quantity("2".to_owned()),
+                )])),
+                limits: Some(BTreeMap::from([(
+                    "cpu".to_owned(),
+                    Quantity("1".to_owned()),
+                )])),
+                ..ResourceRequirements::default()
+            }),
+            ..Container::default()
+        };
+        let original = PodSpec {
+            containers: vec![c; 200],
+            ..PodSpec::default()
+        };
+        let mut planned = original.clone();
+        let past = std::time::Instant::now();
+        let mut ctx = Ctx::new(false, Deadline::at(past));
+        reconcile(&mut ctx, &original, &mut planned);
+        assert!(ctx.warnings.is_empty(), "{:?}", ctx.warnings);
+        let mut ctx = Ctx::new(false, Deadline::none());
+        reconcile(&mut ctx, &original, &mut planned);
+        // 200 containers, one warning: each is given once.
+        assert_eq!(ctx.warnings.len(), 1, "{:?}", ctx.warnings);
     }
 }

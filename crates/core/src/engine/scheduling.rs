@@ -1,11 +1,17 @@
 //! Where and how the pod is scheduled: nodeSelector, affinity, tolerations, priority class,
 //! scheduler, runtime class, grace period, topology spread, DNS config, host aliases.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher};
+
+use foldhash::fast::RandomState;
 use k8s_openapi::api::core::v1::{
-    Affinity, HostAlias, NodeSelector, NodeSelectorTerm, Pod, PodDNSConfig, PodSpec,
+    Affinity, HostAlias, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
+    PodDNSConfig, PodSpec,
 };
 
 use super::context::{json, quoted, Ctx};
+use super::deadline::Watch;
 use super::metadata::merge_map;
 use crate::policy::model::PodPatch;
 
@@ -100,7 +106,7 @@ fn merge_affinity(ctx: &mut Ctx<'_>, spec: &mut PodSpec, want: &Affinity) {
             let current = node
                 .required_during_scheduling_ignored_during_execution
                 .take();
-            let (merged, changed) = and_node_selectors(current, req);
+            let (merged, changed) = and_node_selectors(current, req, &mut ctx.watch);
             if changed {
                 ctx.change(|| {
                     (
@@ -201,10 +207,13 @@ fn append_unique<T: PartialEq + Clone + serde::Serialize>(
 /// Node selector terms are ORed and the requirements inside a term ANDed, so "the pod's
 /// rule AND the policy's rule" is every pod term combined with every policy term.
 /// A pod whose every term already contains some policy term is left as it is, which is
-/// what makes a second pass a no-op.
+/// what makes a second pass a no-op. Duplicate combined terms are dropped (the first
+/// stays) through an index by hash, so the merge costs the size of its output, not its
+/// square. Stops early once `watch` sees the deadline (the caller then refuses the pod).
 pub(crate) fn and_node_selectors(
     current: Option<NodeSelector>,
     policy: &NodeSelector,
+    watch: &mut Watch,
 ) -> (NodeSelector, bool) {
     let existing = match current {
         Some(c) if !c.node_selector_terms.is_empty() => c,
@@ -221,8 +230,14 @@ pub(crate) fn and_node_selectors(
     }
     let mut terms =
         Vec::with_capacity(existing.node_selector_terms.len() * policy.node_selector_terms.len());
-    for e in &existing.node_selector_terms {
+    let hasher = RandomState::default();
+    // Term hash -> indices in `terms` of the terms with that hash.
+    let mut seen: HashMap<u64, Vec<usize>, RandomState> = HashMap::default();
+    'all: for e in &existing.node_selector_terms {
         for p in &policy.node_selector_terms {
+            if watch.tick() {
+                break 'all;
+            }
             let mut t = e.clone();
             for m in p.match_expressions.iter().flatten() {
                 let list = t.match_expressions.get_or_insert_with(Vec::new);
@@ -236,7 +251,9 @@ pub(crate) fn and_node_selectors(
                     list.push(m.clone());
                 }
             }
-            if !terms.contains(&t) {
+            let same = seen.entry(term_hash(&hasher, &t)).or_default();
+            if !same.iter().any(|&i| terms[i] == t) {
+                same.push(terms.len());
                 terms.push(t);
             }
         }
@@ -247,6 +264,28 @@ pub(crate) fn and_node_selectors(
         },
         true,
     )
+}
+
+/// A hash agreeing with `NodeSelectorTerm`'s `==` (which compares every field in order).
+fn term_hash(hasher: &RandomState, t: &NodeSelectorTerm) -> u64 {
+    fn requirements(list: &Option<Vec<NodeSelectorRequirement>>, h: &mut impl Hasher) {
+        match list {
+            None => h.write_u8(0),
+            Some(list) => {
+                h.write_u8(1);
+                h.write_usize(list.len());
+                for r in list {
+                    r.key.hash(h);
+                    r.operator.hash(h);
+                    r.values.hash(h);
+                }
+            }
+        }
+    }
+    let mut h = hasher.build_hasher();
+    requirements(&t.match_expressions, &mut h);
+    requirements(&t.match_fields, &mut h);
+    h.finish()
 }
 
 fn term_contains(term: &NodeSelectorTerm, required: &NodeSelectorTerm) -> bool {
@@ -330,5 +369,137 @@ pub(crate) fn reconcile_priority(original: &Pod, planned: &mut Pod) {
             spec.priority = None;
             spec.preemption_policy = None;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Deadline;
+    use proptest::prelude::*;
+
+    /// The merge as it was before the index: each new term searched for in all kept so far.
+    fn and_node_selectors_by_search(
+        current: Option<NodeSelector>,
+        policy: &NodeSelector,
+    ) -> (NodeSelector, bool) {
+        let existing = match current {
+            Some(c) if !c.node_selector_terms.is_empty() => c,
+            _ => return (policy.clone(), true),
+        };
+        let satisfied = existing.node_selector_terms.iter().all(|e| {
+            policy
+                .node_selector_terms
+                .iter()
+                .any(|p| term_contains(e, p))
+        });
+        if satisfied || policy.node_selector_terms.is_empty() {
+            return (existing, false);
+        }
+        let mut terms = Vec::new();
+        for e in &existing.node_selector_terms {
+            for p in &policy.node_selector_terms {
+                let mut t = e.clone();
+                for m in p.match_expressions.iter().flatten() {
+                    let list = t.match_expressions.get_or_insert_with(Vec::new);
+                    if !list.contains(m) {
+                        list.push(m.clone());
+                    }
+                }
+                for m in p.match_fields.iter().flatten() {
+                    let list = t.match_fields.get_or_insert_with(Vec::new);
+                    if !list.contains(m) {
+                        list.push(m.clone());
+                    }
+                }
+                if !terms.contains(&t) {
+                    terms.push(t);
+                }
+            }
+        }
+        (
+            NodeSelector {
+                node_selector_terms: terms,
+            },
+            true,
+        )
+    }
+
+    // Small pools, so that generated terms often repeat, overlap and contain each other.
+    fn requirement() -> impl Strategy<Value = NodeSelectorRequirement> {
+        (
+            prop::sample::select(&["zone", "pool", "arch"][..]),
+            prop::sample::select(&["In", "NotIn", "Exists"][..]),
+            prop::option::of(prop::collection::vec(
+                prop::sample::select(&["a", "b"][..]),
+                0..3,
+            )),
+        )
+            .prop_map(|(k, o, v)| NodeSelectorRequirement {
+                key: k.to_owned(),
+                operator: o.to_owned(),
+                values: v.map(|v| v.into_iter().map(str::to_owned).collect()),
+            })
+    }
+
+    fn term() -> impl Strategy<Value = NodeSelectorTerm> {
+        (
+            prop::option::of(prop::collection::vec(requirement(), 0..3)),
+            prop::option::of(prop::collection::vec(requirement(), 0..2)),
+        )
+            .prop_map(|(e, f)| NodeSelectorTerm {
+                match_expressions: e,
+                match_fields: f,
+            })
+    }
+
+    fn selector(max: usize) -> impl Strategy<Value = NodeSelector> {
+        prop::collection::vec(term(), 0..max).prop_map(|t| NodeSelector {
+            node_selector_terms: t,
+        })
+    }
+
+    proptest! {
+        /// The indexed merge gives exactly what the search gave: the same terms, in the
+        /// same order, and the same "changed".
+        #[test]
+        fn indexed_merge_equals_the_search(
+            pod in prop::option::of(selector(12)),
+            policy in selector(4),
+        ) {
+            let mut watch = Watch::new(Deadline::none());
+            let indexed = and_node_selectors(pod.clone(), &policy, &mut watch);
+            let searched = and_node_selectors_by_search(pod, &policy);
+            prop_assert_eq!(indexed, searched);
+        }
+    }
+
+    #[test]
+    fn thousands_of_identical_terms_merge_into_one() {
+        let t = NodeSelectorTerm {
+            match_expressions: Some(vec![NodeSelectorRequirement {
+                key: "zone".to_owned(),
+                operator: "In".to_owned(),
+                values: Some(vec!["a".to_owned()]),
+            }]),
+            match_fields: None,
+        };
+        let pod = NodeSelector {
+            node_selector_terms: vec![t; 5000],
+        };
+        let policy = NodeSelector {
+            node_selector_terms: vec![NodeSelectorTerm {
+                match_expressions: Some(vec![NodeSelectorRequirement {
+                    key: "pool".to_owned(),
+                    operator: "Exists".to_owned(),
+                    values: None,
+                }]),
+                match_fields: None,
+            }],
+        };
+        let mut watch = Watch::new(Deadline::none());
+        let (merged, changed) = and_node_selectors(Some(pod), &policy, &mut watch);
+        assert!(changed);
+        assert_eq!(merged.node_selector_terms.len(), 1);
     }
 }

@@ -98,6 +98,9 @@ pub(crate) fn apply_mounts_for_all(ctx: &mut Ctx<'_>, spec: &mut PodSpec) {
     for (policy, mount) in std::mem::take(&mut ctx.mounts_for_all) {
         ctx.policy = policy;
         for c in spec.containers.iter_mut() {
+            if ctx.watch.tick() {
+                return;
+            }
             add_mount(ctx, c, &mount);
         }
     }

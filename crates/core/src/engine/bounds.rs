@@ -1,0 +1,286 @@
+//! How many entries a pod's lists may hold to be planned or checked. The limits sit far above
+//! anything spark-submit or a pod template produces (one container, a few volumes, tens of
+//! env entries), so they only stop crafted pods. Planning merges the policies' entries into
+//! these lists (node-affinity terms multiply: pod terms × policy terms), so a bound here is
+//! what keeps a review's work and its patch proportionate. Checked before any planning: a
+//! pod above a limit is refused whole, never half-planned.
+
+use k8s_openapi::api::core::v1::{Container, NodeSelectorTerm, Pod, PodSpec};
+
+/// The largest count accepted for each list. [`PodLimits::default`] is what the webhook uses
+/// (documented in the README, "Limits on a Spark pod's size").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodLimits {
+    /// `spec.containers`, and separately `spec.initContainers`.
+    pub containers: usize,
+    /// `spec.volumes`.
+    pub volumes: usize,
+    /// `spec.tolerations`.
+    pub tolerations: usize,
+    /// Terms of each affinity list: nodeSelectorTerms, preferred node terms, pod
+    /// (anti-)affinity terms; also topologySpreadConstraints, hostAliases,
+    /// imagePullSecrets and each dnsConfig list.
+    pub terms: usize,
+    /// matchExpressions (and matchFields) of one node selector term.
+    pub expressions: usize,
+    /// `env` of one container.
+    pub env: usize,
+    /// `envFrom`, `ports` and `volumeMounts` of one container.
+    pub container_lists: usize,
+}
+
+impl Default for PodLimits {
+    fn default() -> Self {
+        Self {
+            containers: 64,
+            volumes: 256,
+            tolerations: 128,
+            terms: 64,
+            expressions: 64,
+            env: 1024,
+            container_lists: 256,
+        }
+    }
+}
+
+impl PodLimits {
+    /// No limit (tools and benchmarks that measure the merges themselves).
+    pub fn unlimited() -> Self {
+        Self {
+            containers: usize::MAX,
+            volumes: usize::MAX,
+            tolerations: usize::MAX,
+            terms: usize::MAX,
+            expressions: usize::MAX,
+            env: usize::MAX,
+            container_lists: usize::MAX,
+        }
+    }
+}
+
+/// A pod with more entries in a list than [`PodLimits`] allows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field} has {count} entries, more than the {limit} spark-admission accepts in a Spark pod; the pod was not admitted (Spark never creates such a pod: check the pod template)")]
+pub struct TooLarge {
+    /// JSON path of the list, e.g. `spec.containers[1].env`.
+    pub field: String,
+    pub count: usize,
+    pub limit: usize,
+}
+
+fn at_most<T>(
+    list: Option<&Vec<T>>,
+    limit: usize,
+    field: impl FnOnce() -> String,
+) -> Result<(), TooLarge> {
+    let count = list.map_or(0, Vec::len);
+    if count > limit {
+        return Err(TooLarge {
+            field: field(),
+            count,
+            limit,
+        });
+    }
+    Ok(())
+}
+
+/// The first list of `pod` above its limit, if any. Costs one pass over the lists' lengths.
+pub(crate) fn check(pod: &Pod, limits: &PodLimits) -> Result<(), TooLarge> {
+    let Some(spec) = pod.spec.as_ref() else {
+        return Ok(());
+    };
+    at_most(Some(&spec.containers), limits.containers, || {
+        "spec.containers".to_owned()
+    })?;
+    at_most(spec.init_containers.as_ref(), limits.containers, || {
+        "spec.initContainers".to_owned()
+    })?;
+    for (kind, list) in [
+        ("containers", Some(&spec.containers)),
+        ("initContainers", spec.init_containers.as_ref()),
+    ] {
+        for (i, c) in list.into_iter().flatten().enumerate() {
+            check_container(c, limits, kind, i)?;
+        }
+    }
+    at_most(spec.volumes.as_ref(), limits.volumes, || {
+        "spec.volumes".to_owned()
+    })?;
+    at_most(spec.tolerations.as_ref(), limits.tolerations, || {
+        "spec.tolerations".to_owned()
+    })?;
+    check_scheduling(spec, limits)
+}
+
+fn check_container(
+    c: &Container,
+    limits: &PodLimits,
+    kind: &str,
+    i: usize,
+) -> Result<(), TooLarge> {
+    at_most(c.env.as_ref(), limits.env, || {
+        format!("spec.{kind}[{i}].env")
+    })?;
+    at_most(c.env_from.as_ref(), limits.container_lists, || {
+        format!("spec.{kind}[{i}].envFrom")
+    })?;
+    at_most(c.ports.as_ref(), limits.container_lists, || {
+        format!("spec.{kind}[{i}].ports")
+    })?;
+    at_most(c.volume_mounts.as_ref(), limits.container_lists, || {
+        format!("spec.{kind}[{i}].volumeMounts")
+    })
+}
+
+fn check_scheduling(spec: &PodSpec, limits: &PodLimits) -> Result<(), TooLarge> {
+    let terms = limits.terms;
+    at_most(spec.topology_spread_constraints.as_ref(), terms, || {
+        "spec.topologySpreadConstraints".to_owned()
+    })?;
+    at_most(spec.host_aliases.as_ref(), terms, || {
+        "spec.hostAliases".to_owned()
+    })?;
+    for (i, h) in spec.host_aliases.iter().flatten().enumerate() {
+        at_most(h.hostnames.as_ref(), terms, || {
+            format!("spec.hostAliases[{i}].hostnames")
+        })?;
+    }
+    at_most(spec.image_pull_secrets.as_ref(), terms, || {
+        "spec.imagePullSecrets".to_owned()
+    })?;
+    if let Some(dns) = &spec.dns_config {
+        at_most(dns.nameservers.as_ref(), terms, || {
+            "spec.dnsConfig.nameservers".to_owned()
+        })?;
+        at_most(dns.searches.as_ref(), terms, || {
+            "spec.dnsConfig.searches".to_owned()
+        })?;
+        at_most(dns.options.as_ref(), terms, || {
+            "spec.dnsConfig.options".to_owned()
+        })?;
+    }
+    let Some(affinity) = &spec.affinity else {
+        return Ok(());
+    };
+    if let Some(node) = &affinity.node_affinity {
+        const REQUIRED: &str = "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms";
+        if let Some(req) = &node.required_during_scheduling_ignored_during_execution {
+            at_most(Some(&req.node_selector_terms), terms, || {
+                REQUIRED.to_owned()
+            })?;
+            for (i, t) in req.node_selector_terms.iter().enumerate() {
+                check_term(t, limits, || format!("{REQUIRED}[{i}]"))?;
+            }
+        }
+        const PREFERRED: &str =
+            "spec.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution";
+        let preferred = node
+            .preferred_during_scheduling_ignored_during_execution
+            .as_ref();
+        at_most(preferred, terms, || PREFERRED.to_owned())?;
+        for (i, t) in preferred.into_iter().flatten().enumerate() {
+            check_term(&t.preference, limits, || {
+                format!("{PREFERRED}[{i}].preference")
+            })?;
+        }
+    }
+    if let Some(pa) = &affinity.pod_affinity {
+        at_most(
+            pa.required_during_scheduling_ignored_during_execution
+                .as_ref(),
+            terms,
+            || {
+                "spec.affinity.podAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+                    .to_owned()
+            },
+        )?;
+        at_most(
+            pa.preferred_during_scheduling_ignored_during_execution
+                .as_ref(),
+            terms,
+            || {
+                "spec.affinity.podAffinity.preferredDuringSchedulingIgnoredDuringExecution"
+                    .to_owned()
+            },
+        )?;
+    }
+    if let Some(pa) = &affinity.pod_anti_affinity {
+        at_most(
+            pa.required_during_scheduling_ignored_during_execution
+                .as_ref(),
+            terms,
+            || {
+                "spec.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+                    .to_owned()
+            },
+        )?;
+        at_most(
+            pa.preferred_during_scheduling_ignored_during_execution
+                .as_ref(),
+            terms,
+            || {
+                "spec.affinity.podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution"
+                    .to_owned()
+            },
+        )?;
+    }
+    Ok(())
+}
+
+fn check_term(
+    t: &NodeSelectorTerm,
+    limits: &PodLimits,
+    at: impl Fn() -> String,
+) -> Result<(), TooLarge> {
+    at_most(t.match_expressions.as_ref(), limits.expressions, || {
+        format!("{}.matchExpressions", at())
+    })?;
+    at_most(t.match_fields.as_ref(), limits.expressions, || {
+        format!("{}.matchFields", at())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::EnvVar;
+
+    fn pod_with(containers: usize, env: usize) -> Pod {
+        let c = Container {
+            name: "c".to_owned(),
+            env: Some(vec![EnvVar::default(); env]),
+            ..Container::default()
+        };
+        Pod {
+            spec: Some(PodSpec {
+                containers: vec![c; containers],
+                ..PodSpec::default()
+            }),
+            ..Pod::default()
+        }
+    }
+
+    #[test]
+    fn a_pod_at_the_limits_passes_and_one_more_entry_is_refused_by_name() {
+        let l = PodLimits::default();
+        assert_eq!(check(&pod_with(l.containers, l.env), &l), Ok(()));
+        assert_eq!(
+            check(&pod_with(l.containers + 1, 0), &l),
+            Err(TooLarge {
+                field: "spec.containers".to_owned(),
+                count: l.containers + 1,
+                limit: l.containers
+            })
+        );
+        let err = check(&pod_with(2, l.env + 1), &l).unwrap_err();
+        assert_eq!(err.field, "spec.containers[0].env");
+        assert!(
+            err.to_string().contains("1025 entries, more than the 1024"),
+            "{err}"
+        );
+        assert_eq!(
+            check(&pod_with(1000, 5000), &PodLimits::unlimited()),
+            Ok(())
+        );
+    }
+}
