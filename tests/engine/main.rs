@@ -6,6 +6,7 @@
 mod engine_support;
 mod fuzz_regressions;
 mod golden;
+mod memory_on_oom;
 mod merge;
 mod policy_schema;
 mod props;

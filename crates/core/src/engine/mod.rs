@@ -12,6 +12,7 @@ mod context;
 mod dependencies;
 mod env;
 mod images;
+mod memory_raise;
 mod metadata;
 mod patch;
 mod ports;
@@ -32,6 +33,7 @@ pub use rules::{Finding, Validation};
 pub use spark_conf::{env_tokens as submit_opts_tokens, SUBMIT_OPTS_VAR};
 
 use crate::matching::PolicySet;
+use crate::memory_on_oom::RememberedMemory;
 use crate::pinning;
 use crate::policy::model::PodPatch;
 use crate::policy::template::Vars;
@@ -108,7 +110,7 @@ impl Engine {
         pod: &Pod,
         namespace: &str,
     ) -> Result<Mutation, EngineError> {
-        self.plan(set, pod, namespace, false, &[])
+        self.plan(set, pod, namespace, false, &[], None)
     }
 
     /// `mutate` for a pinned executor: `set` holds the pinned versions, and `missing` the
@@ -120,7 +122,7 @@ impl Engine {
         namespace: &str,
         missing: &[String],
     ) -> Result<Mutation, EngineError> {
-        self.plan(set, pod, namespace, false, missing)
+        self.plan(set, pod, namespace, false, missing, None)
     }
 
     /// `mutate`, plus a description of every change (for `explain`). The patch, warnings
@@ -131,7 +133,22 @@ impl Engine {
         pod: &Pod,
         namespace: &str,
     ) -> Result<Mutation, EngineError> {
-        self.plan(set, pod, namespace, true, &[])
+        self.plan(set, pod, namespace, true, &[], None)
+    }
+
+    /// `mutate` (or `mutate_pinned`, with `missing`) with the raise remembered for this
+    /// pod's application after an OOMKilled pod (see [`crate::memory_on_oom`]); `detail`
+    /// describes every change, as [`Engine::mutate_described`].
+    pub fn mutate_remembering(
+        &self,
+        set: &PolicySet,
+        pod: &Pod,
+        namespace: &str,
+        missing: &[String],
+        memory: Option<&RememberedMemory>,
+        detail: bool,
+    ) -> Result<Mutation, EngineError> {
+        self.plan(set, pod, namespace, detail, missing, memory)
     }
 
     fn plan(
@@ -141,6 +158,7 @@ impl Engine {
         namespace: &str,
         detail: bool,
         missing: &[String],
+        memory: Option<&RememberedMemory>,
     ) -> Result<Mutation, EngineError> {
         let spark = match SparkPod::recognise(pod, &self.container_names) {
             Ok(s) => s,
@@ -203,6 +221,10 @@ impl Engine {
             if let Some(original) = pod.spec.as_ref() {
                 resources::reconcile(&mut ctx, original, spec);
             }
+        }
+        // After every policy's resources: the raise starts from what they decided.
+        if let Some(remembered) = memory {
+            memory_raise::apply(&mut ctx, &mut planned, &spark, &policies, remembered);
         }
         // Image rules run last, over every container, so that sidecars and init containers
         // added by any policy get the same rewrite (and a second pass finds nothing to do).
