@@ -15,6 +15,7 @@ pub mod admission;
 pub mod certs;
 pub mod cli;
 pub mod error_chain;
+pub mod memory;
 pub mod metrics;
 pub mod policytest;
 pub mod source;

@@ -202,6 +202,7 @@ pub struct Metrics {
     pinned_executors: Family<ResultLabels, Counter>,
     history_versions: Gauge,
     history_writes: Family<ResultLabels, Counter>,
+    memory: MemoryMetrics,
 }
 
 impl Default for Metrics {
@@ -316,6 +317,7 @@ impl Metrics {
             "Writes of the version history ConfigMap, by result (ok, conflict: retried, error)",
             history_writes.clone(),
         );
+        let memory = MemoryMetrics::register(&mut registry);
         Self {
             registry,
             requests,
@@ -335,6 +337,7 @@ impl Metrics {
             pinned_executors,
             history_versions,
             history_writes,
+            memory,
         }
     }
 
@@ -486,3 +489,56 @@ impl Drop for InFlight<'_> {
 
 /// Content type of [`Metrics::encode`].
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// OOM-aware memory: raises made at admission and the size of the remembered state.
+#[derive(Debug)]
+struct MemoryMetrics {
+    raises: Family<RoleLabels, Counter>,
+    entries: Gauge,
+    bytes: Gauge,
+}
+
+impl MemoryMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let raises = Family::<RoleLabels, Counter>::default();
+        registry.register(
+            "memory_raises",
+            "Spark pods admitted with more memory after an OOMKilled pod of their application, by role",
+            raises.clone(),
+        );
+        let entries = Gauge::default();
+        registry.register(
+            "memory_state_entries",
+            "Memory raises remembered after OOMKilled pods (all state ConfigMaps)",
+            entries.clone(),
+        );
+        let bytes = Gauge::default();
+        registry.register(
+            "memory_state_bytes",
+            "Bytes of the remembered memory raises in the state ConfigMaps",
+            bytes.clone(),
+        );
+        Self {
+            raises,
+            entries,
+            bytes,
+        }
+    }
+}
+
+impl Metrics {
+    /// A pod admitted with its memory raised after an OOM.
+    pub fn record_memory_raise(&self, role: Option<SparkRole>) {
+        self.memory
+            .raises
+            .get_or_create(&RoleLabels {
+                role: role_label(role),
+            })
+            .inc();
+    }
+
+    pub fn set_memory_state(&self, entries: usize, bytes: usize) {
+        self.memory.entries.set(entries as i64);
+        self.memory.bytes.set(bytes as i64);
+    }
+}

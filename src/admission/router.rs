@@ -99,6 +99,8 @@ pub struct AppState {
     large_slots: Arc<Semaphore>,
     /// One permit per body byte held (`Limits::max_body_bytes_in_flight`).
     body_bytes: Arc<Semaphore>,
+    /// Raises remembered after OOMKilled pods (ConfigMap source only).
+    memory: Option<Arc<crate::memory::MemoryState>>,
 }
 
 impl AppState {
@@ -127,7 +129,14 @@ impl AppState {
             slots,
             large_slots,
             body_bytes,
+            memory: None,
         }
+    }
+
+    /// This state with the raises remembered after OOMKilled pods applied to new pods.
+    pub fn with_memory(mut self, memory: Arc<crate::memory::MemoryState>) -> Self {
+        self.memory = Some(memory);
+        self
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -722,14 +731,32 @@ fn mutate_pod<'a>(state: &AppState, create: &'a review::PodCreate) -> (Answer, D
     // An executor carrying its driver's pin is mutated with the pinned versions;
     // validation (validate_pod) always uses the current set.
     let pinned = state.store.pinned(&set, &create.pod);
+    let remembered = state
+        .memory
+        .as_ref()
+        .and_then(|m| m.lookup(&create.namespace, &create.pod, crate::memory::now()));
     let planned = match &pinned {
         Some(p) => {
             state.metrics.record_pinned_executor(!p.missing.is_empty());
-            state
-                .engine
-                .mutate_pinned(&p.set, &create.pod, &create.namespace, &p.missing)
+            state.engine.mutate_remembering(
+                &p.set,
+                &create.pod,
+                &create.namespace,
+                &p.missing,
+                remembered.as_ref(),
+                &set,
+                false,
+            )
         }
-        None => state.engine.mutate(&set, &create.pod, &create.namespace),
+        None => state.engine.mutate_remembering(
+            &set,
+            &create.pod,
+            &create.namespace,
+            &[],
+            remembered.as_ref(),
+            &set,
+            false,
+        ),
     };
     let mutation = match planned {
         Ok(m) => m,
@@ -782,6 +809,9 @@ fn mutate_pod<'a>(state: &AppState, create: &'a review::PodCreate) -> (Answer, D
     answer.warnings = mutation.warnings;
     state.metrics.record_changes(&mutation.changes_by_policy);
     state.metrics.record_patch_operations(mutation.role, ops);
+    if mutation.memory_raised && !create.dry_run {
+        state.metrics.record_memory_raise(mutation.role);
+    }
     let decision = Decision {
         role: mutation.role,
         outcome,

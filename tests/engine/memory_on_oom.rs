@@ -71,16 +71,32 @@ fn mutate(
 ) -> (spark_admission::engine::Mutation, Value) {
     let engine = Engine::default();
     let m = engine
-        .mutate_remembering(set, &typed(pod), "team-a", &[], Some(remembered), false)
+        .mutate_remembering(
+            set,
+            &typed(pod),
+            "team-a",
+            &[],
+            Some(remembered),
+            set,
+            false,
+        )
         .unwrap();
     let described = engine
-        .mutate_remembering(set, &typed(pod), "team-a", &[], Some(remembered), true)
+        .mutate_remembering(set, &typed(pod), "team-a", &[], Some(remembered), set, true)
         .unwrap();
     assert_same_decision(&described, &m);
     let mut out = pod.clone();
     json_patch::patch(&mut out, &m.patch).unwrap();
     let again = engine
-        .mutate_remembering(set, &typed(&out), "team-a", &[], Some(remembered), false)
+        .mutate_remembering(
+            set,
+            &typed(&out),
+            "team-a",
+            &[],
+            Some(remembered),
+            set,
+            false,
+        )
         .unwrap();
     assert!(again.patch.0.is_empty(), "second pass: {:?}", again.patch);
     (m, out)
@@ -254,6 +270,7 @@ fn never_below_what_the_submitter_asked() {
             "team-a",
             &[],
             Some(&raise.remembered),
+            &executors_only,
             false,
         )
         .unwrap();
@@ -291,6 +308,7 @@ fn drivers_have_their_own_setting() {
             "team-a",
             &[],
             Some(&raise.remembered),
+            &executors_only,
             false,
         )
         .unwrap();

@@ -8,6 +8,8 @@
 //! - A watch from before [`FakeApiServer::compact`] gets an ERROR event with code 410
 //!   (Gone), which makes the client list again.
 //! - `POST /apis/events.k8s.io/v1/namespaces/{ns}/events` records the Event.
+//! - ConfigMap get, create and replace (with resourceVersion conflicts), and pods of every
+//!   namespace listed and watched with label and field selectors: see the end of the file.
 //!
 //! Tests drive it: [`apply`](FakeApiServer::apply), [`delete`](FakeApiServer::delete),
 //! [`drop_watches`](FakeApiServer::drop_watches), [`refuse_watches`](FakeApiServer::refuse_watches),
@@ -58,6 +60,9 @@ struct Inner {
     events: Vec<Value>,
     lists: usize,
     watches: usize,
+    /// Pods (cluster-wide list and watch with selectors) and ConfigMap writes.
+    pods: Pods,
+    configmap_writes: usize,
 }
 
 #[derive(Clone)]
@@ -83,7 +88,15 @@ impl FakeApiServer {
             hold,
         };
         let app = Router::new()
-            .route("/api/v1/namespaces/{ns}/configmaps", get(configmaps))
+            .route(
+                "/api/v1/namespaces/{ns}/configmaps",
+                get(configmaps).post(create_configmap),
+            )
+            .route(
+                "/api/v1/namespaces/{ns}/configmaps/{name}",
+                get(get_configmap).put(replace_configmap),
+            )
+            .route("/api/v1/pods", get(pods))
             .route(
                 "/apis/events.k8s.io/v1/namespaces/{ns}/events",
                 post(create_event),
@@ -114,8 +127,15 @@ impl FakeApiServer {
     }
 
     /// Creates or replaces a ConfigMap (the object needs metadata.name and namespace).
-    pub fn apply(&self, mut object: Value) {
+    pub fn apply(&self, object: Value) {
         let mut inner = self.shared.inner.lock().unwrap();
+        upsert(&mut inner, object);
+    }
+}
+
+/// Stores a ConfigMap as the API server would (uid, new resourceVersion) and returns it.
+fn upsert(inner: &mut Inner, mut object: Value) -> Value {
+    {
         let ns = object["metadata"]["namespace"].as_str().unwrap().to_owned();
         let name = object["metadata"]["name"].as_str().unwrap().to_owned();
         inner.rv += 1;
@@ -138,16 +158,19 @@ impl FakeApiServer {
             .or_default()
             .insert(name, object.clone());
         record(
-            &mut inner,
+            inner,
             &ns,
             Change {
                 rv,
                 old,
-                new: Some(object),
+                new: Some(object.clone()),
             },
         );
+        object
     }
+}
 
+impl FakeApiServer {
     pub fn delete(&self, namespace: &str, name: &str) {
         let mut inner = self.shared.inner.lock().unwrap();
         let Some(mut old) = inner
@@ -371,4 +394,309 @@ async fn create_event(
         event.to_string(),
     )
         .into_response()
+}
+
+// --- Pods, and ConfigMap reads and writes -------------------------------------------
+//
+// `GET /api/v1/pods` lists or watches pods of every namespace, with a label selector
+// (`key`, `key=value`, comma-separated) and a field selector (`status.phase=X`,
+// `metadata.namespace=X`) applied by the server, as the real one does; a request without
+// a label selector is refused, so a test fails if the webhook ever asks for every pod.
+// `GET/PUT .../configmaps/{name}` and `POST .../configmaps` read, replace and create, with
+// the API server's optimistic concurrency: a replace naming another resourceVersion gets
+// 409 Conflict, a create of an existing name 409 AlreadyExists.
+
+#[derive(Default)]
+struct Pods {
+    /// (namespace, name) -> pod
+    objects: BTreeMap<(String, String), Value>,
+    history: Vec<Change>,
+    watchers: Vec<PodWatcher>,
+    lists: usize,
+    /// Selectors of every list and watch request, as sent.
+    selectors: Vec<(String, String)>,
+}
+
+struct PodWatcher {
+    labels: String,
+    fields: String,
+    tx: mpsc::UnboundedSender<Bytes>,
+}
+
+fn pod_matches(pod: &Value, labels: &str, fields: &str) -> bool {
+    let label_ok =
+        labels
+            .split(',')
+            .filter(|t| !t.is_empty())
+            .all(|term| match term.split_once('=') {
+                Some((k, v)) => pod["metadata"]["labels"][k].as_str() == Some(v),
+                None => pod["metadata"]["labels"].get(term).is_some(),
+            });
+    let field_ok =
+        fields
+            .split(',')
+            .filter(|t| !t.is_empty())
+            .all(|term| match term.split_once('=') {
+                Some(("status.phase", v)) => pod["status"]["phase"].as_str() == Some(v),
+                Some(("metadata.namespace", v)) => pod["metadata"]["namespace"].as_str() == Some(v),
+                _ => false,
+            });
+    label_ok && field_ok
+}
+
+fn pod_line(change: &Change, labels: &str, fields: &str) -> Option<Bytes> {
+    let was = change
+        .old
+        .as_ref()
+        .is_some_and(|o| pod_matches(o, labels, fields));
+    let is = change
+        .new
+        .as_ref()
+        .is_some_and(|o| pod_matches(o, labels, fields));
+    let (kind, mut object) = match (was, is) {
+        (false, true) => ("ADDED", change.new.clone()?),
+        (true, true) => ("MODIFIED", change.new.clone()?),
+        (true, false) => ("DELETED", change.new.clone().or(change.old.clone())?),
+        (false, false) => return None,
+    };
+    object["metadata"]["resourceVersion"] = json!(change.rv.to_string());
+    let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).ok()?;
+    line.push(b'\n');
+    Some(Bytes::from(line))
+}
+
+impl FakeApiServer {
+    /// Creates or replaces a pod, status included, as the API server stores it after the
+    /// kubelet's status update (the pod needs metadata.name and namespace).
+    pub fn apply_pod(&self, mut pod: Value) {
+        let mut inner = self.shared.inner.lock().unwrap();
+        let ns = pod["metadata"]["namespace"].as_str().unwrap().to_owned();
+        let name = pod["metadata"]["name"].as_str().unwrap().to_owned();
+        inner.rv += 1;
+        let rv = inner.rv;
+        pod["apiVersion"] = json!("v1");
+        pod["kind"] = json!("Pod");
+        pod["metadata"]["resourceVersion"] = json!(rv.to_string());
+        if pod["metadata"]["uid"].is_null() {
+            inner.next_uid += 1;
+            let uid = format!("00000000-0000-0000-0001-{:012}", inner.next_uid);
+            pod["metadata"]["uid"] = json!(uid);
+        }
+        let old = inner.pods.objects.insert((ns, name), pod.clone());
+        let change = Change {
+            rv,
+            old,
+            new: Some(pod),
+        };
+        inner
+            .pods
+            .watchers
+            .retain(|w| match pod_line(&change, &w.labels, &w.fields) {
+                Some(line) => w.tx.send(line).is_ok(),
+                None => !w.tx.is_closed(),
+            });
+        inner.pods.history.push(change);
+    }
+
+    /// Deletes a pod (watchers whose selectors it matched see DELETED).
+    pub fn delete_pod(&self, namespace: &str, name: &str) {
+        let mut inner = self.shared.inner.lock().unwrap();
+        let Some(old) = inner
+            .pods
+            .objects
+            .remove(&(namespace.to_owned(), name.to_owned()))
+        else {
+            return;
+        };
+        inner.rv += 1;
+        let change = Change {
+            rv: inner.rv,
+            old: Some(old),
+            new: None,
+        };
+        inner
+            .pods
+            .watchers
+            .retain(|w| match pod_line(&change, &w.labels, &w.fields) {
+                Some(line) => w.tx.send(line).is_ok(),
+                None => !w.tx.is_closed(),
+            });
+        inner.pods.history.push(change);
+    }
+
+    /// (label selector, field selector) of every pod list and watch received.
+    pub fn pod_selectors(&self) -> Vec<(String, String)> {
+        self.shared.inner.lock().unwrap().pods.selectors.clone()
+    }
+
+    /// Open pod watches.
+    pub fn pod_watches(&self) -> usize {
+        let mut inner = self.shared.inner.lock().unwrap();
+        inner.pods.watchers.retain(|w| !w.tx.is_closed());
+        inner.pods.watchers.len()
+    }
+
+    /// ConfigMap creates and replaces accepted so far.
+    pub fn configmap_writes(&self) -> usize {
+        self.shared.inner.lock().unwrap().configmap_writes
+    }
+
+    /// A stored ConfigMap.
+    pub fn configmap(&self, namespace: &str, name: &str) -> Option<Value> {
+        let inner = self.shared.inner.lock().unwrap();
+        inner
+            .objects
+            .get(namespace)
+            .and_then(|m| m.get(name))
+            .cloned()
+    }
+}
+
+fn status(code: StatusCode, reason: &str, message: String) -> Response {
+    let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                      "message": message, "reason": reason, "code": code.as_u16()});
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn json_response(code: StatusCode, object: &Value) -> Response {
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        object.to_string(),
+    )
+        .into_response()
+}
+
+async fn pods(State(shared): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let labels = q.get("labelSelector").cloned().unwrap_or_default();
+    let fields = q.get("fieldSelector").cloned().unwrap_or_default();
+    let mut inner = shared.inner.lock().unwrap();
+    inner.pods.selectors.push((labels.clone(), fields.clone()));
+    if labels.is_empty() {
+        return status(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "fake API server: listing every pod of the cluster is not allowed here".into(),
+        );
+    }
+    if q.get("watch").map(String::as_str) == Some("true") {
+        let since: u64 = q
+            .get("resourceVersion")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
+        for change in &inner.pods.history {
+            if change.rv > since {
+                if let Some(line) = pod_line(change, &labels, &fields) {
+                    let _ = tx.send(line);
+                }
+            }
+        }
+        inner.pods.watchers.push(PodWatcher { labels, fields, tx });
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
+        });
+        return (
+            [(header::CONTENT_TYPE, "application/json")],
+            Body::from_stream(stream),
+        )
+            .into_response();
+    }
+    inner.pods.lists += 1;
+    let items: Vec<Value> = inner
+        .pods
+        .objects
+        .values()
+        .filter(|p| pod_matches(p, &labels, &fields))
+        .cloned()
+        .collect();
+    json_response(
+        StatusCode::OK,
+        &json!({"apiVersion": "v1", "kind": "PodList",
+                "metadata": {"resourceVersion": inner.rv.to_string()}, "items": items}),
+    )
+}
+
+async fn get_configmap(
+    State(shared): State<Shared>,
+    Path((ns, name)): Path<(String, String)>,
+) -> Response {
+    let inner = shared.inner.lock().unwrap();
+    match inner.objects.get(&ns).and_then(|m| m.get(&name)) {
+        Some(cm) => json_response(StatusCode::OK, cm),
+        None => status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("configmaps \"{name}\" not found"),
+        ),
+    }
+}
+
+async fn create_configmap(
+    State(shared): State<Shared>,
+    Path(ns): Path<String>,
+    body: Bytes,
+) -> Response {
+    let Ok(mut cm) = serde_json::from_slice::<Value>(&body) else {
+        return status(StatusCode::BAD_REQUEST, "BadRequest", "not JSON".into());
+    };
+    let Some(name) = cm["metadata"]["name"].as_str().map(str::to_owned) else {
+        return status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            "name required".into(),
+        );
+    };
+    let mut inner = shared.inner.lock().unwrap();
+    if inner
+        .objects
+        .get(&ns)
+        .is_some_and(|m| m.contains_key(&name))
+    {
+        return status(
+            StatusCode::CONFLICT,
+            "AlreadyExists",
+            format!("configmaps \"{name}\" already exists"),
+        );
+    }
+    cm["metadata"]["namespace"] = json!(ns);
+    inner.configmap_writes += 1;
+    let stored = upsert(&mut inner, cm);
+    json_response(StatusCode::CREATED, &stored)
+}
+
+async fn replace_configmap(
+    State(shared): State<Shared>,
+    Path((ns, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let Ok(mut cm) = serde_json::from_slice::<Value>(&body) else {
+        return status(StatusCode::BAD_REQUEST, "BadRequest", "not JSON".into());
+    };
+    let mut inner = shared.inner.lock().unwrap();
+    let Some(current) = inner.objects.get(&ns).and_then(|m| m.get(&name)) else {
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("configmaps \"{name}\" not found"),
+        );
+    };
+    let stored_rv = current["metadata"]["resourceVersion"].clone();
+    if cm["metadata"]["resourceVersion"] != stored_rv {
+        return status(
+            StatusCode::CONFLICT,
+            "Conflict",
+            format!("Operation cannot be fulfilled on configmaps \"{name}\": the object has been modified; please apply your changes to the latest version and try again"),
+        );
+    }
+    cm["metadata"]["namespace"] = json!(ns);
+    cm["metadata"]["name"] = json!(name);
+    inner.configmap_writes += 1;
+    let stored = upsert(&mut inner, cm);
+    json_response(StatusCode::OK, &stored)
 }

@@ -14,6 +14,7 @@ mod bad_input;
 mod deploy_manifests;
 mod lifecycle;
 mod memory;
+mod memory_on_oom;
 mod policy_configmaps;
 mod policy_history;
 mod router;

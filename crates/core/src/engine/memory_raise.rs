@@ -19,23 +19,24 @@ pub(crate) fn apply<'p>(
     planned: &mut Pod,
     spark: &SparkPod<'_>,
     policies: &[&'p CompiledPolicy],
+    validating: &[&CompiledPolicy],
     remembered: &RememberedMemory,
-) {
+) -> bool {
     let Some((policy, settings)) = settings_for(policies, spark.role) else {
-        return;
+        return false;
     };
     let Some(idx) = spark.spark_container else {
-        return;
+        return false;
     };
     let Some(container) = planned
         .spec
         .as_mut()
         .and_then(|s| s.containers.get_mut(idx))
     else {
-        return;
+        return false;
     };
     let Some(resources) = container.resources.as_mut() else {
-        return;
+        return false;
     };
     let memory_of = |m: &Option<BTreeMap<String, Quantity>>| {
         m.as_ref()
@@ -48,13 +49,13 @@ pub(crate) fn apply<'p>(
     let request = memory_of(&resources.requests);
     // Spark sets request = limit; a container without any memory value is left alone.
     let Some(current) = limit.or(request) else {
-        return;
+        return false;
     };
     let mut target = remembered.memory.min(settings.max);
     let role = spark.role;
     let oom_at = k8s_openapi::jiff::Timestamp::from_second(remembered.oom_at)
         .map_or_else(|_| remembered.oom_at.to_string(), |t| t.to_string());
-    if let Some((cap, by)) = enforced_cap(policies, spark) {
+    if let Some((cap, by)) = enforced_cap(validating, spark) {
         if cap < target {
             ctx.warn(format!(
                 "spark-admission: this {role}'s memory would have been raised to {} after pod {} was OOMKilled, but policy \"{by}\" (maxResources, enforce) allows at most {} for {role}s; raised to that limit instead",
@@ -66,7 +67,7 @@ pub(crate) fn apply<'p>(
         }
     }
     if target <= current {
-        return;
+        return false;
     }
     let delta = target - current;
     ctx.policy = &policy.name;
@@ -121,6 +122,7 @@ pub(crate) fn apply<'p>(
         remembered.oom_pod,
         policy.name
     ));
+    true
 }
 
 /// The lowest memory bound (requests or limits) of an enforced `maxResources` rule of the

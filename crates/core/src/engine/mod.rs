@@ -81,6 +81,9 @@ pub struct Mutation {
     pub changes: Vec<Change>,
     /// Messages for the submitter (returned as admission warnings).
     pub warnings: Vec<String>,
+    /// The Spark container's memory was raised after an OOMKilled pod (see
+    /// [`crate::memory_on_oom`]).
+    pub memory_raised: bool,
 }
 
 impl Mutation {
@@ -138,7 +141,10 @@ impl Engine {
 
     /// `mutate` (or `mutate_pinned`, with `missing`) with the raise remembered for this
     /// pod's application after an OOMKilled pod (see [`crate::memory_on_oom`]); `detail`
-    /// describes every change, as [`Engine::mutate_described`].
+    /// describes every change, as [`Engine::mutate_described`]. `validating` is the set
+    /// validation will use (the current one, also for a pinned executor): its enforced
+    /// `maxResources` rules cap the raise.
+    #[allow(clippy::too_many_arguments)]
     pub fn mutate_remembering(
         &self,
         set: &PolicySet,
@@ -146,9 +152,17 @@ impl Engine {
         namespace: &str,
         missing: &[String],
         memory: Option<&RememberedMemory>,
+        validating: &PolicySet,
         detail: bool,
     ) -> Result<Mutation, EngineError> {
-        self.plan(set, pod, namespace, detail, missing, memory)
+        self.plan(
+            set,
+            pod,
+            namespace,
+            detail,
+            missing,
+            memory.map(|m| (m, validating)),
+        )
     }
 
     fn plan(
@@ -158,7 +172,7 @@ impl Engine {
         namespace: &str,
         detail: bool,
         missing: &[String],
-        memory: Option<&RememberedMemory>,
+        memory: Option<(&RememberedMemory, &PolicySet)>,
     ) -> Result<Mutation, EngineError> {
         let spark = match SparkPod::recognise(pod, &self.container_names) {
             Ok(s) => s,
@@ -223,8 +237,16 @@ impl Engine {
             }
         }
         // After every policy's resources: the raise starts from what they decided.
-        if let Some(remembered) = memory {
-            memory_raise::apply(&mut ctx, &mut planned, &spark, &policies, remembered);
+        if let Some((remembered, validating)) = memory {
+            let rules = validating.matching(&spark, namespace);
+            out.memory_raised = memory_raise::apply(
+                &mut ctx,
+                &mut planned,
+                &spark,
+                &policies,
+                &rules,
+                remembered,
+            );
         }
         // Image rules run last, over every container, so that sidecars and init containers
         // added by any policy get the same rewrite (and a second pass finds nothing to do).
