@@ -22,7 +22,7 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, Container, Namespace, PodSpec, Service, ServiceAccount,
 };
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::de::DeserializeOwned;
@@ -261,6 +261,8 @@ struct Manifests {
     service_accounts: Vec<ServiceAccount>,
     roles: Vec<Role>,
     role_bindings: Vec<RoleBinding>,
+    cluster_roles: Vec<ClusterRole>,
+    cluster_role_bindings: Vec<ClusterRoleBinding>,
     deployments: Vec<Deployment>,
     pdbs: Vec<PodDisruptionBudget>,
     services: Vec<Service>,
@@ -292,6 +294,12 @@ fn load() -> Manifests {
             ("rbac.authorization.k8s.io/v1", "Role") => m.roles.push(roundtrip(o, &doc)),
             ("rbac.authorization.k8s.io/v1", "RoleBinding") => {
                 m.role_bindings.push(roundtrip(o, &doc))
+            }
+            ("rbac.authorization.k8s.io/v1", "ClusterRole") => {
+                m.cluster_roles.push(roundtrip(o, &doc))
+            }
+            ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
+                m.cluster_role_bindings.push(roundtrip(o, &doc))
             }
             ("apps/v1", "Deployment") => m.deployments.push(roundtrip(o, &doc)),
             ("policy/v1", "PodDisruptionBudget") => m.pdbs.push(roundtrip(o, &doc)),
@@ -696,6 +704,7 @@ fn rbac_is_namespaced_and_grants_only_what_the_watcher_and_events_use() {
         [
             (s(&[""]), s(&["configmaps"]), s(&["get", "list", "watch"])),
             (s(&[""]), s(&["configmaps"]), s(&["update"])),
+            (s(&[""]), s(&["configmaps"]), s(&["update"])),
             (s(&[""]), s(&["configmaps"]), s(&["create"])),
             (s(&["events.k8s.io"]), s(&["events"]), s(&["create"])),
         ]
@@ -901,4 +910,37 @@ fn the_example_policy_configmap_is_labelled_and_every_key_is_a_valid_policy() {
         checked.warnings
     );
     assert_eq!(checked.policies.len(), data.len());
+}
+
+#[test]
+fn the_one_cluster_wide_grant_is_listing_and_watching_pods_for_memory_on_oom() {
+    let m = manifests();
+    let role = one(&m.cluster_roles, "ClusterRole");
+    let rules = role.rules.clone().unwrap();
+    let rule = one(&rules, "ClusterRole rule");
+    assert_eq!(rule.api_groups.as_deref(), Some(&[String::new()][..]));
+    assert_eq!(rule.resources.as_deref(), Some(&["pods".to_owned()][..]));
+    assert_eq!(rule.verbs, ["list", "watch"], "never get, update or delete");
+    assert!(rule.resource_names.is_none());
+    let binding = one(&m.cluster_role_bindings, "ClusterRoleBinding");
+    assert_eq!(binding.role_ref.kind, "ClusterRole");
+    assert_eq!(binding.role_ref.name, role.metadata.name.clone().unwrap());
+    let subject = one(binding.subjects.as_deref().unwrap(), "subject");
+    let sa = one(&m.service_accounts, "ServiceAccount");
+    assert_eq!(subject.name, sa.metadata.name.clone().unwrap());
+    assert_eq!(subject.namespace.as_deref(), Some(m.namespace().as_str()));
+    // The memory state ConfigMaps the Role lets the webhook update: every shard the
+    // default configuration writes.
+    let role = one(&m.roles, "Role");
+    let names: Vec<String> = role
+        .rules
+        .clone()
+        .unwrap()
+        .into_iter()
+        .flat_map(|r| r.resource_names.unwrap_or_default())
+        .collect();
+    for i in 0..spark_admission::memory::MemoryConfig::default().shards {
+        let shard = spark_admission::memory::MemoryState::shard_name(i);
+        assert!(names.contains(&shard), "{shard} missing from the Role");
+    }
 }
