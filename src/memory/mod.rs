@@ -293,6 +293,39 @@ pub fn decode(text: &str) -> Result<HashMap<String, RememberedMemory>, serde_jso
     serde_json::from_str(text)
 }
 
+/// The entries of state ConfigMaps as exported by `kubectl get configmap … -o yaml` (one
+/// ConfigMap or a List of them; JSON is YAML too), for `explain --memory-state`.
+pub fn read_exported(text: &str) -> Result<HashMap<String, RememberedMemory>, ExportError> {
+    let doc: serde_json::Value = serde_saphyr::from_str(text).map_err(ExportError::Yaml)?;
+    let items = match doc.get("items").and_then(|i| i.as_array()) {
+        Some(items) => items.clone(),
+        None => vec![doc],
+    };
+    let mut out = HashMap::new();
+    for item in items {
+        let name = item["metadata"]["name"].as_str().unwrap_or("").to_owned();
+        let Some(text) = item["data"][DATA_KEY].as_str() else {
+            continue;
+        };
+        let entries = decode(text).map_err(|source| ExportError::Entries { name, source })?;
+        out.extend(entries);
+    }
+    Ok(out)
+}
+
+/// Why an exported memory state cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("not YAML or JSON")]
+    Yaml(#[source] serde_saphyr::Error),
+    #[error("ConfigMap {name}: {DATA_KEY} is not a memory state")]
+    Entries {
+        name: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
 /// Unix seconds now.
 pub fn now() -> i64 {
     i64::try_from(crate::source::history::now_secs()).unwrap_or(i64::MAX)
