@@ -371,3 +371,126 @@ pub fn start(
     ));
     state
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spark::SparkRole;
+
+    fn raise(ns: &str, app: &str, memory: u64, at: i64) -> OomRaise {
+        OomRaise {
+            key: format!("{ns}/executor/name:{app}"),
+            role: SparkRole::Executor,
+            policy: "p".into(),
+            remembered: RememberedMemory {
+                memory,
+                from: memory / 2,
+                oom_pod: format!("{app}-exec-1"),
+                oom_at: at,
+                expires: at + 1000,
+            },
+        }
+    }
+
+    fn one_shard(
+        max_entries: usize,
+        max_per_namespace: usize,
+        max_shard_bytes: usize,
+    ) -> MemoryState {
+        MemoryState::new(
+            MemoryConfig {
+                shards: 1,
+                max_entries,
+                max_per_namespace,
+                max_shard_bytes,
+            },
+            ContainerNames::default(),
+            None,
+        )
+    }
+
+    fn shard(entries: BTreeMap<String, RememberedMemory>) -> Shard {
+        let bytes = encode(&entries).len();
+        Shard {
+            resource_version: Some("1".into()),
+            entries: entries.into_iter().collect(),
+            bytes,
+        }
+    }
+
+    #[test]
+    fn merging_the_same_oom_again_changes_nothing_and_a_larger_one_wins() {
+        let s = one_shard(100, 100, 1 << 20);
+        let first = s
+            .merged(&Shard::default(), &[raise("a", "x", 10, 100)], 0)
+            .unwrap();
+        let base = shard(first);
+        assert!(s.merged(&base, &[raise("a", "x", 10, 100)], 0).is_none());
+        assert!(
+            s.merged(&base, &[raise("a", "x", 5, 200)], 0).is_none(),
+            "smaller loses"
+        );
+        let bigger = s.merged(&base, &[raise("a", "x", 20, 150)], 0).unwrap();
+        assert_eq!(bigger["a/executor/name:x"].memory, 20);
+        // Expired entries go at the next write.
+        let later = s.merged(&base, &[raise("a", "y", 10, 2000)], 1500).unwrap();
+        assert_eq!(later.keys().collect::<Vec<_>>(), ["a/executor/name:y"]);
+    }
+
+    #[test]
+    fn the_oldest_go_first_when_entries_or_bytes_are_over_their_bound() {
+        let raises: Vec<OomRaise> = (0..10)
+            .map(|i| raise("a", &format!("app{i}"), 10, i))
+            .collect();
+        let kept = one_shard(4, 100, 1 << 20)
+            .merged(&Shard::default(), &raises, 0)
+            .unwrap();
+        let names: Vec<&str> = kept.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "a/executor/name:app6",
+                "a/executor/name:app7",
+                "a/executor/name:app8",
+                "a/executor/name:app9"
+            ]
+        );
+        let bytes = 400;
+        let kept = one_shard(100, 100, bytes)
+            .merged(&Shard::default(), &raises, 0)
+            .unwrap();
+        assert!(encode(&kept).len() <= bytes, "{}", encode(&kept).len());
+        assert!(
+            kept.contains_key("a/executor/name:app9") && !kept.contains_key("a/executor/name:app0")
+        );
+    }
+
+    #[test]
+    fn one_namespace_over_its_bound_evicts_only_its_own_entries() {
+        let s = one_shard(100, 3, 1 << 20);
+        let mut raises = vec![raise("quiet", "old", 10, 0)];
+        raises.extend((1..50).map(|i| raise("noisy", &format!("app{i}"), 10, i)));
+        let kept = s.merged(&Shard::default(), &raises, 0).unwrap();
+        assert!(kept.contains_key("quiet/executor/name:old"));
+        assert_eq!(kept.keys().filter(|k| k.starts_with("noisy/")).count(), 3);
+    }
+
+    #[test]
+    fn an_exported_state_reads_back_and_a_foreign_one_is_refused() {
+        let entries: BTreeMap<String, RememberedMemory> = BTreeMap::from([(
+            "a/executor/name:x".to_owned(),
+            raise("a", "x", 10, 5).remembered,
+        )]);
+        let cm = serde_json::json!({"kind": "ConfigMap", "metadata": {"name": "spark-admission-memory-0"},
+            "data": {DATA_KEY: encode(&entries)}});
+        let back = read_exported(&cm.to_string()).unwrap();
+        assert_eq!(back["a/executor/name:x"].memory, 10);
+        let list = serde_json::json!({"kind": "List", "items": [cm]});
+        assert_eq!(read_exported(&list.to_string()).unwrap().len(), 1);
+        let bad = serde_json::json!({"metadata": {"name": "x"}, "data": {DATA_KEY: "[1]"}});
+        assert!(read_exported(&bad.to_string())
+            .unwrap_err()
+            .to_string()
+            .contains("ConfigMap x"));
+    }
+}

@@ -345,3 +345,55 @@ fn settings_are_checked_when_the_policy_loads() {
     let e = load("executor: {memoryOnOOM: {max: lots}}");
     assert!(e.contains("/spec/executor/memoryOnOOM/max"), "{e}");
 }
+
+#[test]
+fn a_pinned_executor_is_capped_by_the_rules_validation_will_use() {
+    // The pin holds only policies that change executors; a validation-only guardrail is
+    // not in it, yet validation applies it: the raise must stop below it all the same.
+    let pinned = executor_oom();
+    let current = policies(
+        r#"
+apiVersion: spark-admission.io/v1alpha1
+kind: SparkPodPolicy
+metadata: {name: oom}
+spec:
+  namespaces: [team-a]
+  executor:
+    memoryOnOOM: {step: 25%, minStep: 512Mi, max: 16Gi, remember: 14d}
+---
+apiVersion: spark-admission.io/v1alpha1
+kind: SparkPodPolicy
+metadata: {name: guardrails}
+spec:
+  namespaces: ["*"]
+  validate:
+    maxResources: {executor: {requests: {memory: 4000Mi}}}
+"#,
+    );
+    let raise = learn(&pinned, &ended(spark_pod("executor-rich-1"), "OOMKilled")).unwrap();
+    let pod = spark_pod("executor-rich-2");
+    let m = Engine::default()
+        .mutate_remembering(
+            &pinned,
+            &typed(&pod),
+            "team-a",
+            &[],
+            Some(&raise.remembered),
+            &current,
+            false,
+        )
+        .unwrap();
+    let mut out = pod.clone();
+    json_patch::patch(&mut out, &m.patch).unwrap();
+    assert_eq!(memory(&out, "limits"), "4000Mi");
+    assert!(
+        m.warnings
+            .iter()
+            .any(|w| w.contains("policy \"guardrails\"")),
+        "{:?}",
+        m.warnings
+    );
+    assert!(!Engine::default()
+        .validate(&current, &typed(&out), "team-a")
+        .denied());
+}
