@@ -270,7 +270,7 @@ fn never_below_what_the_submitter_asked() {
             "team-a",
             &[],
             Some(&raise.remembered),
-            &executors_only,
+            &set,
             false,
         )
         .unwrap();

@@ -131,9 +131,9 @@ fn round_up_mi(bytes: u64) -> u64 {
 
 /// A quantity for a number of bytes as a pod spec shows it: whole MiB or GiB when exact.
 pub fn format_bytes(bytes: u64) -> String {
-    if bytes % (1024 * MI) == 0 && bytes > 0 {
+    if bytes.is_multiple_of(1024 * MI) && bytes > 0 {
         format!("{}Gi", bytes / (1024 * MI))
-    } else if bytes % MI == 0 {
+    } else if bytes.is_multiple_of(MI) {
         format!("{}Mi", bytes / MI)
     } else {
         bytes.to_string()
