@@ -114,6 +114,21 @@ pub async fn an_oomkilled_executor_makes_the_next_one_bigger_across_restarts_and
     let mut first = Webhook::start(c, &env.dir, Policies::ConfigMaps(UNWATCHED_NS));
     webhook::register(&client, &first, NS, false).await;
 
+    // A tenant cannot fake an OOM: the status in a create request is dropped by the API
+    // server (only the status subresource, the kubelet's, sets it).
+    let mut forged = serde_json::to_value(executor("forged", "forged-exec-1")).expect("JSON");
+    forged["status"] = json!({"phase": "Failed", "containerStatuses": [{
+        "name": "spark-kubernetes-executor", "image": "apache/spark:3.5.3", "imageID": "",
+        "ready": false, "restartCount": 0,
+        "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}]});
+    let forged: Pod = serde_json::from_value(forged).expect("Pod");
+    let stored = create(&client, &forged, false).await;
+    assert_ne!(
+        stored.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Failed"),
+        "the API server kept a status sent with the create"
+    );
+
     let killed = create(&client, &executor("etl", "etl-exec-1"), false).await;
     assert_eq!(
         memory_limit(&killed),
@@ -158,6 +173,12 @@ pub async fn an_oomkilled_executor_makes_the_next_one_bigger_across_restarts_and
         memory_limit(&create(&client, &executor("other", "other-exec-1"), true).await),
         "1Gi",
         "another application is unchanged"
+    );
+    // The forged pod came before the real OOM, which is already applied: it taught nothing.
+    assert_eq!(
+        memory_limit(&create(&client, &executor("forged", "forged-exec-2"), true).await),
+        "1Gi",
+        "a status sent with the create does not count"
     );
     assert!(
         metric_sum(
