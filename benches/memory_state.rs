@@ -26,9 +26,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const NS: &str = "spark-etl";
 
-fn raise(app: &str, i: i64, now: i64) -> OomRaise {
+fn raise(ns: &str, app: &str, i: i64, now: i64) -> OomRaise {
     OomRaise {
-        key: format!("{NS}/executor/name:{app}"),
+        key: format!("{ns}/executor/name:{app}"),
         role: SparkRole::Executor,
         policy: "memory-on-oom".into(),
         remembered: RememberedMemory {
@@ -41,19 +41,23 @@ fn raise(app: &str, i: i64, now: i64) -> OomRaise {
     }
 }
 
-/// A state holding `n` applications (the fixture's own among them), filled the way the
-/// writer fills it: merged per shard under the default bounds.
+/// A state holding `n` applications (the fixture's own among them) over 100 namespaces
+/// (a namespace holds at most 2,000), filled the way the writer fills it: merged per
+/// shard under the default bounds.
 fn state(n: usize) -> MemoryState {
     let state = MemoryState::new(MemoryConfig::default(), ContainerNames::default(), None);
     let now = spark_admission::memory::now();
     let mut by_shard: Vec<Vec<OomRaise>> = vec![Vec::new(); state.config().shards];
     for i in 0..n {
-        let app = if i == 0 {
-            "spark-pi-rich".to_owned()
+        let (ns, app) = if i == 0 {
+            (NS.to_owned(), "spark-pi-rich".to_owned())
         } else {
-            format!("nightly-etl-job-{i:05}")
+            (
+                format!("team-{:03}", i % 100),
+                format!("nightly-etl-job-{i:05}"),
+            )
         };
-        let r = raise(&app, i as i64, now);
+        let r = raise(&ns, &app, i as i64, now);
         by_shard[state.shard_of(&r.key)].push(r);
     }
     for (index, raises) in by_shard.iter().enumerate() {
