@@ -47,6 +47,11 @@ pub struct ExplainArgs {
     /// Name of the executors' Spark container.
     #[arg(long, env = "SPARK_ADMISSION_EXECUTOR_CONTAINER", default_value = crate::spark::DEFAULT_EXECUTOR_CONTAINER)]
     pub executor_container: String,
+    /// The memory raises remembered after OOMKilled pods, as `kubectl get configmap -l
+    /// spark-admission.io/memory-state=true -o yaml` prints them: shows the raise that
+    /// would apply to the pod (memoryOnOOM).
+    #[arg(long, env = "SPARK_ADMISSION_MEMORY_STATE")]
+    pub memory_state: Option<PathBuf>,
     /// A Pod or an AdmissionReview, JSON or YAML; `-` reads standard input.
     pub file: PathBuf,
 }

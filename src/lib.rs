@@ -7,12 +7,15 @@
 //! [`certs`], [`metrics`] and the [`cli`].
 #![forbid(unsafe_code)]
 
-pub use spark_admission_core::{engine, explain, matching, pinning, policy, quantity, spark};
+pub use spark_admission_core::{
+    engine, explain, matching, memory_on_oom, pinning, policy, quantity, spark,
+};
 
 pub mod admission;
 pub mod certs;
 pub mod cli;
 pub mod error_chain;
+pub mod memory;
 pub mod metrics;
 pub mod policytest;
 pub mod source;

@@ -10,7 +10,7 @@ use spark_admission::cli::{
     TestOutput,
 };
 use spark_admission::engine::Engine;
-use spark_admission::explain::{explain, read_input, render_table};
+use spark_admission::explain::{explain_remembering, read_input, render_table};
 use spark_admission::matching::PolicySet;
 use spark_admission::policytest::{self, Outcome};
 use spark_admission::source::load_paths;
@@ -128,7 +128,19 @@ fn run_explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         driver: args.driver_container,
         executor: args.executor_container,
     });
-    let report = explain(&engine, &set, &input, args.namespace.as_deref())?;
+    let remembered = match &args.memory_state {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            spark_admission::memory::read_exported(&text)
+                .with_context(|| format!("reading the memory state in {}", path.display()))?
+        }
+        None => Default::default(),
+    };
+    let now = spark_admission::memory::now();
+    let report = explain_remembering(&engine, &set, &input, args.namespace.as_deref(), |key| {
+        remembered.get(key).filter(|e| e.expires > now).cloned()
+    })?;
     if let Some(note) = report.namespace_note() {
         eprintln!("note: {note}");
     }

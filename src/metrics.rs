@@ -208,6 +208,7 @@ pub struct Metrics {
     policy_set_installed: Gauge,
     policy_change_seen: Gauge,
     slot_waits: Family<SlotLabels, Counter>,
+    memory: MemoryMetrics,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -393,6 +394,7 @@ impl Metrics {
         for slot in ["review", "large_review", "heavy_review"] {
             slot_waits.get_or_create(&SlotLabels { slot }).inc_by(0);
         }
+        let memory = MemoryMetrics::register(&mut registry);
         Self {
             registry,
             requests,
@@ -416,6 +418,7 @@ impl Metrics {
             policy_set_installed,
             policy_change_seen,
             slot_waits,
+            memory,
         }
     }
 
@@ -682,5 +685,57 @@ mod process {
             assert!(s.resident_bytes > 1024 * 1024, "{}", s.resident_bytes);
             assert!(s.cpu_seconds > 0.0);
         }
+    }
+}
+/// OOM-aware memory: raises made at admission and the size of the remembered state.
+#[derive(Debug)]
+struct MemoryMetrics {
+    raises: Family<RoleLabels, Counter>,
+    entries: Gauge,
+    bytes: Gauge,
+}
+
+impl MemoryMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let raises = Family::<RoleLabels, Counter>::default();
+        registry.register(
+            "memory_raises",
+            "Spark pods admitted with more memory after an OOMKilled pod of their application, by role",
+            raises.clone(),
+        );
+        let entries = Gauge::default();
+        registry.register(
+            "memory_state_entries",
+            "Memory raises remembered after OOMKilled pods (all state ConfigMaps)",
+            entries.clone(),
+        );
+        let bytes = Gauge::default();
+        registry.register(
+            "memory_state_bytes",
+            "Bytes of the remembered memory raises in the state ConfigMaps",
+            bytes.clone(),
+        );
+        Self {
+            raises,
+            entries,
+            bytes,
+        }
+    }
+}
+
+impl Metrics {
+    /// A pod admitted with its memory raised after an OOM.
+    pub fn record_memory_raise(&self, role: Option<SparkRole>) {
+        self.memory
+            .raises
+            .get_or_create(&RoleLabels {
+                role: role_label(role),
+            })
+            .inc();
+    }
+
+    pub fn set_memory_state(&self, entries: usize, bytes: usize) {
+        self.memory.entries.set(entries as i64);
+        self.memory.bytes.set(bytes as i64);
     }
 }

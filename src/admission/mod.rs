@@ -262,6 +262,7 @@ impl ServeArgs {
             history_load_timeout: self.history.policy_history_load_timeout,
             history_dir: self.history.policy_history_dir.clone(),
             router_override: None,
+            memory: crate::memory::MemoryConfig::default(),
         }
     }
 }

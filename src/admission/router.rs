@@ -105,6 +105,8 @@ pub struct AppState {
     large_slots: Arc<Semaphore>,
     /// One permit per body byte held (`Limits::max_body_bytes_in_flight`).
     body_bytes: Arc<Semaphore>,
+    /// Raises remembered after OOMKilled pods (ConfigMap source only).
+    memory: Option<Arc<crate::memory::MemoryState>>,
 }
 
 impl AppState {
@@ -136,7 +138,14 @@ impl AppState {
             heavy_slots,
             large_slots,
             body_bytes,
+            memory: None,
         }
+    }
+
+    /// This state with the raises remembered after OOMKilled pods applied to new pods.
+    pub fn with_memory(mut self, memory: Arc<crate::memory::MemoryState>) -> Self {
+        self.memory = Some(memory);
+        self
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -883,11 +892,16 @@ fn mutate_pod<'a>(
             );
         }
     }
+    let remembered = state
+        .memory
+        .as_ref()
+        .and_then(|m| m.lookup(&create.namespace, &create.pod, crate::memory::now()));
     let planned = state.engine.mutate_resolved(
         &set,
         &create.pod,
         &create.namespace,
         &pin,
+        remembered.as_ref(),
         false,
         Deadline::at(deadline),
     );
@@ -945,6 +959,9 @@ fn mutate_pod<'a>(
     answer.warnings = mutation.warnings;
     state.metrics.record_changes(&mutation.changes_by_policy);
     state.metrics.record_patch_operations(mutation.role, ops);
+    if mutation.memory_raised && !create.dry_run {
+        state.metrics.record_memory_raise(mutation.role);
+    }
     let decision = Decision {
         role: mutation.role,
         outcome,

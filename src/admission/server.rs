@@ -83,6 +83,8 @@ pub struct ServerConfig {
     /// measure the listener and HTTP stack alone (tools/loadgen's no-op server). `serve`
     /// never sets it.
     pub router_override: Option<axum::Router>,
+    /// Bounds of the memory raised after OOMKilled pods (ConfigMap source only).
+    pub memory: crate::memory::MemoryConfig,
 }
 
 impl Default for ServerConfig {
@@ -110,6 +112,7 @@ impl Default for ServerConfig {
             history_load_timeout: Duration::from_secs(5),
             history_dir: None,
             router_override: None,
+            memory: crate::memory::MemoryConfig::default(),
         }
     }
 }
@@ -185,6 +188,8 @@ impl Server {
         // Executors' pins are checked against stored drivers: only with a cluster.
         let mut drivers = Drivers::None;
         let mut driver_watch = None;
+        // OOM-aware memory needs the cluster: the state ConfigMaps and the pod watch.
+        let mut memory = None;
         let (folder_watcher, configmaps) = match &config.policy_source {
             PolicySourceConfig::Folder => {
                 if !config.policies_dir.is_dir() {
@@ -224,6 +229,7 @@ impl Server {
                 drivers = Drivers::Cluster(cache);
                 driver_watch = Some(watch);
                 let backend = ConfigMapBackend::new(client.clone(), namespace);
+                memory = Some((client.clone(), namespace.clone()));
                 let watcher = ConfigMapWatcher::new(
                     client,
                     namespace.clone(),
@@ -305,15 +311,26 @@ impl Server {
             },
         )?);
 
-        let state = Arc::new(
-            AppState::new(
-                Engine::new(config.container_names.clone()).with_job_pinning(config.job_pinning),
+        let mut state = AppState::new(
+            Engine::new(config.container_names.clone()).with_job_pinning(config.job_pinning),
+            Arc::clone(&store),
+            Arc::clone(&metrics),
+            config.limits.clone(),
+        )
+        .with_drivers(drivers);
+        if let Some((client, namespace)) = memory {
+            let memory = crate::memory::start(
+                &config.memory,
+                config.container_names.clone(),
+                client,
+                &namespace,
                 Arc::clone(&store),
                 Arc::clone(&metrics),
-                config.limits.clone(),
-            )
-            .with_drivers(drivers),
-        );
+                &shutdown,
+            );
+            state = state.with_memory(memory);
+        }
+        let state = Arc::new(state);
         let connections = Arc::new(Connections {
             acceptor: TlsAcceptor::from(Arc::new(tls_config)),
             router: match config.router_override.clone() {

@@ -48,6 +48,8 @@ impl InputError {
 pub struct LoadedPod {
     pub input: Input,
     pub namespace: String,
+    /// `afterOOM`: the raise remembered for the pod's application.
+    pub remembered: Option<crate::memory_on_oom::RememberedMemory>,
 }
 
 /// A test file with everything it names loaded.
@@ -370,7 +372,39 @@ fn load_pod(
         .clone()
         .or_else(|| input.namespace.clone())
         .unwrap_or_else(|| "default".to_owned());
-    Ok(LoadedPod { input, namespace })
+    let remembered = spec.after_oom.as_ref().map(remembered).transpose()?;
+    Ok(LoadedPod {
+        input,
+        namespace,
+        remembered,
+    })
+}
+
+fn remembered(
+    a: &super::model::AfterOom,
+) -> Result<crate::memory_on_oom::RememberedMemory, (&'static str, String)> {
+    let bytes = |field: &'static str, q: &str| {
+        crate::quantity::parse(q)
+            .filter(|v| *v > 0.0 && *v < u64::MAX as f64)
+            .map(|v| v.ceil() as u64)
+            .ok_or((
+                field,
+                format!("\"{q}\" is not a memory quantity (examples: 4320Mi, 6Gi)"),
+            ))
+    };
+    let at: k8s_openapi::jiff::Timestamp = a.at.parse().map_err(|e| {
+        (
+            "/afterOOM/at",
+            format!("\"{}\" is not an RFC 3339 time: {e}", a.at),
+        )
+    })?;
+    Ok(crate::memory_on_oom::RememberedMemory {
+        memory: bytes("/afterOOM/memory", &a.memory)?,
+        from: bytes("/afterOOM/oomKilledMemory", &a.oom_killed_memory)?,
+        oom_pod: a.oom_killed_pod.clone(),
+        oom_at: at.as_second(),
+        expires: i64::MAX,
+    })
 }
 
 fn set_labels(input: &mut Input, labels: &BTreeMap<String, String>) -> Result<(), String> {

@@ -81,6 +81,28 @@ pub struct PodInput {
     /// with a real fixture (as `spark.kubernetes.driver.label.*` or the app name would).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Admit the pod as if the webhook remembered an OOMKilled pod of its application
+    /// (memoryOnOOM), which a policy test has no cluster to learn from.
+    #[serde(default, rename = "afterOOM", skip_serializing_if = "Option::is_none")]
+    pub after_oom: Option<AfterOom>,
+}
+
+/// A remembered raise after an OOMKilled pod, as the webhook would hold it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AfterOom {
+    /// The memory the application's next pods should get (`4320Mi`).
+    #[schemars(length(min = 1))]
+    pub memory: String,
+    /// The OOMKilled pod's name.
+    #[schemars(length(min = 1))]
+    pub oom_killed_pod: String,
+    /// The memory it had (`3456Mi`).
+    #[schemars(length(min = 1))]
+    pub oom_killed_memory: String,
+    /// When its container was killed (RFC 3339, `2026-06-01T02:10:00Z`).
+    #[schemars(length(min = 1))]
+    pub at: String,
 }
 
 /// One pod admitted under the policies, and what must come out.

@@ -9,7 +9,7 @@ use super::compare::{exact, match_up, subset, Mismatch};
 use super::load::LoadedPod;
 use super::model::{Expect, RuleRef, Verdict, WarningExpectation};
 use crate::engine::Engine;
-use crate::explain::{explain, ExplainError};
+use crate::explain::{explain_remembering, ExplainError};
 use crate::matching::PolicySet;
 use crate::policy::model::RuleMode;
 
@@ -34,7 +34,9 @@ pub struct Actual {
 
 /// Runs the pod through the engine exactly as `explain` (and the webhook) does.
 pub fn admit(engine: &Engine, set: &PolicySet, pod: &LoadedPod) -> Result<Actual, ExplainError> {
-    let report = explain(engine, set, &pod.input, Some(&pod.namespace))?;
+    let report = explain_remembering(engine, set, &pod.input, Some(&pod.namespace), |_| {
+        pod.remembered.clone()
+    })?;
     let rules = |mode| {
         let mut found: Vec<RuleRef> = report
             .validation

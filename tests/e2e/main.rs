@@ -12,6 +12,7 @@ mod faults;
 mod fixtures;
 mod install;
 mod job_pinning;
+mod memory_on_oom;
 mod process;
 mod record;
 mod scenario;
@@ -63,6 +64,7 @@ fn main() {
                 install::the_deploy_kustomization_and_the_cert_manager_overlay_pass_a_server_dry_run,
                 job_pinning::executors_get_their_drivers_policy_versions_across_changes_restarts_and_replicas,
                 job_pinning::spark_itself_gives_the_pin_to_the_executors_of_a_driver_replayed_in_client_mode,
+                memory_on_oom::an_oomkilled_executor_makes_the_next_one_bigger_across_restarts_and_replicas,
                 spark_submit::spark_submit_meets_the_webhook_in_cluster_and_client_mode,
                 validation::kubectl_shows_the_guardrail_refusal_and_the_warning_in_the_submitters_words,
             ]

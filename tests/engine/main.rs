@@ -8,6 +8,7 @@ mod download_exec;
 mod engine_support;
 mod fuzz_regressions;
 mod golden;
+mod memory_on_oom;
 mod merge;
 mod pin_props;
 mod policy_schema;

@@ -93,7 +93,7 @@ proptest! {
         let resolution = Resolution::of(&set, &claim, PinCheck::Unverified(why), history);
         prop_assert!(resolution.pinned().is_none());
         let got = engine()
-            .mutate_resolved(&set, &pinned, ns, &resolution, false, Deadline::none())
+            .mutate_resolved(&set, &pinned, ns, &resolution, None, false, Deadline::none())
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
         let plain = engine()
             .mutate(&set, &pinned, ns)

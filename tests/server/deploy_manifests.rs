@@ -815,6 +815,7 @@ fn rbac_grants_only_what_the_watcher_events_history_and_driver_cache_use() {
         [
             (s(&[""]), s(&["configmaps"]), s(&["get", "list", "watch"])),
             (s(&[""]), s(&["configmaps"]), s(&["update"])),
+            (s(&[""]), s(&["configmaps"]), s(&["update"])),
             (s(&[""]), s(&["configmaps"]), s(&["create"])),
             (s(&["events.k8s.io"]), s(&["events"]), s(&["create"])),
         ]
@@ -1129,4 +1130,23 @@ fn monitoring_scrapes_the_admin_port_and_selects_the_job_the_rules_and_dashboard
         Some("1")
     );
     assert_eq!(g.namespace, ns);
+}
+
+#[test]
+fn the_role_lets_the_webhook_update_every_memory_state_shard() {
+    let m = manifests();
+    // The memory state ConfigMaps the Role lets the webhook update: every shard the
+    // default configuration writes.
+    let role = one(&m.roles, "Role");
+    let names: Vec<String> = role
+        .rules
+        .clone()
+        .unwrap()
+        .into_iter()
+        .flat_map(|r| r.resource_names.unwrap_or_default())
+        .collect();
+    for i in 0..spark_admission::memory::MemoryConfig::default().shards {
+        let shard = spark_admission::memory::MemoryState::shard_name(i);
+        assert!(names.contains(&shard), "{shard} missing from the Role");
+    }
 }

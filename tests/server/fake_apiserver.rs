@@ -8,10 +8,9 @@
 //! - A watch from before [`FakeApiServer::compact`] gets an ERROR event with code 410
 //!   (Gone), which makes the client list again.
 //! - `POST /apis/events.k8s.io/v1/namespaces/{ns}/events` records the Event.
-//! - Pods, for the driver cache: `GET /api/v1/pods?labelSelector=k=v` lists and watches
-//!   cluster-wide as above, `GET /api/v1/namespaces/{ns}/pods/{name}` reads one
-//!   ([`apply_pod`](FakeApiServer::apply_pod), [`hold_pod_lists`](FakeApiServer::hold_pod_lists),
-//!   [`pod_gets`](FakeApiServer::pod_gets)).
+//! - ConfigMap get, create and replace (with resourceVersion conflicts), and pods of every
+//!   namespace listed and watched with label and field selectors, and read one by one (the
+//!   driver cache's GET on a miss): see the end of the file.
 //!
 //! Tests drive it: [`apply`](FakeApiServer::apply), [`delete`](FakeApiServer::delete),
 //! [`drop_watches`](FakeApiServer::drop_watches), [`refuse_watches`](FakeApiServer::refuse_watches),
@@ -62,11 +61,9 @@ struct Inner {
     events: Vec<Value>,
     lists: usize,
     watches: usize,
-    /// Pods: (namespace, name) -> object; their changes, cluster-wide; their watchers.
-    pods: BTreeMap<(String, String), Value>,
-    pod_history: Vec<Change>,
-    pod_watchers: Vec<Watcher>,
-    pod_gets: usize,
+    /// Pods (cluster-wide list and watch with selectors) and ConfigMap writes.
+    pods: Pods,
+    configmap_writes: usize,
 }
 
 #[derive(Clone)]
@@ -96,7 +93,14 @@ impl FakeApiServer {
             hold_pods,
         };
         let app = Router::new()
-            .route("/api/v1/namespaces/{ns}/configmaps", get(configmaps))
+            .route(
+                "/api/v1/namespaces/{ns}/configmaps",
+                get(configmaps).post(create_configmap),
+            )
+            .route(
+                "/api/v1/namespaces/{ns}/configmaps/{name}",
+                get(get_configmap).put(replace_configmap),
+            )
             .route("/api/v1/pods", get(pods))
             .route("/api/v1/namespaces/{ns}/pods/{name}", get(get_pod))
             .route(
@@ -129,8 +133,15 @@ impl FakeApiServer {
     }
 
     /// Creates or replaces a ConfigMap (the object needs metadata.name and namespace).
-    pub fn apply(&self, mut object: Value) {
+    pub fn apply(&self, object: Value) {
         let mut inner = self.shared.inner.lock().unwrap();
+        upsert(&mut inner, object);
+    }
+}
+
+/// Stores a ConfigMap as the API server would (uid, new resourceVersion) and returns it.
+fn upsert(inner: &mut Inner, mut object: Value) -> Value {
+    {
         let ns = object["metadata"]["namespace"].as_str().unwrap().to_owned();
         let name = object["metadata"]["name"].as_str().unwrap().to_owned();
         inner.rv += 1;
@@ -153,16 +164,19 @@ impl FakeApiServer {
             .or_default()
             .insert(name, object.clone());
         record(
-            &mut inner,
+            inner,
             &ns,
             Change {
                 rv,
                 old,
-                new: Some(object),
+                new: Some(object.clone()),
             },
         );
+        object
     }
+}
 
+impl FakeApiServer {
     pub fn delete(&self, namespace: &str, name: &str) {
         let mut inner = self.shared.inner.lock().unwrap();
         let Some(mut old) = inner
@@ -219,58 +233,6 @@ impl FakeApiServer {
             .into_iter()
             .filter(|e| e["reason"] == reason && e["regarding"]["name"] == name)
             .collect()
-    }
-
-    /// Creates or replaces a pod (metadata.name and namespace needed); returns its uid.
-    pub fn apply_pod(&self, mut object: Value) -> String {
-        let mut inner = self.shared.inner.lock().unwrap();
-        let ns = object["metadata"]["namespace"].as_str().unwrap().to_owned();
-        let name = object["metadata"]["name"].as_str().unwrap().to_owned();
-        inner.rv += 1;
-        let rv = inner.rv;
-        let key = (ns, name);
-        let old = inner.pods.get(&key).cloned();
-        let uid = match old.as_ref().and_then(|o| o["metadata"]["uid"].as_str()) {
-            Some(u) => u.to_owned(),
-            None => {
-                inner.next_uid += 1;
-                format!("00000000-0000-0000-0000-{:012}", inner.next_uid)
-            }
-        };
-        object["apiVersion"] = json!("v1");
-        object["kind"] = json!("Pod");
-        object["metadata"]["uid"] = json!(uid);
-        object["metadata"]["resourceVersion"] = json!(rv.to_string());
-        inner.pods.insert(key, object.clone());
-        let change = Change {
-            rv,
-            old,
-            new: Some(object),
-        };
-        inner
-            .pod_watchers
-            .retain(|w| match line_for(&change, &w.selector) {
-                Some(line) => w.tx.send(line).is_ok(),
-                None => !w.tx.is_closed(),
-            });
-        inner.pod_history.push(change);
-        uid
-    }
-
-    /// A stored pod.
-    pub fn pod(&self, namespace: &str, name: &str) -> Value {
-        let inner = self.shared.inner.lock().unwrap();
-        inner.pods[&(namespace.to_owned(), name.to_owned())].clone()
-    }
-
-    /// While true, pod lists wait: the driver cache stays empty and every lookup is a GET.
-    pub fn hold_pod_lists(&self, hold: bool) {
-        self.shared.hold_pods.send_replace(hold);
-    }
-
-    /// GETs of single pods received.
-    pub fn pod_gets(&self) -> usize {
-        self.shared.inner.lock().unwrap().pod_gets
     }
 
     /// (lists, watches) requests received.
@@ -440,25 +402,240 @@ async fn create_event(
         .into_response()
 }
 
+// --- Pods, and ConfigMap reads and writes -------------------------------------------
+//
+// `GET /api/v1/pods` lists or watches pods of every namespace, with a label selector
+// (`key`, `key=value`, comma-separated) and a field selector (`status.phase=X`,
+// `metadata.namespace=X`) applied by the server, as the real one does; a request without
+// a label selector is refused, so a test fails if the webhook ever asks for every pod.
+// `GET/PUT .../configmaps/{name}` and `POST .../configmaps` read, replace and create, with
+// the API server's optimistic concurrency: a replace naming another resourceVersion gets
+// 409 Conflict, a create of an existing name 409 AlreadyExists.
+
+#[derive(Default)]
+struct Pods {
+    /// (namespace, name) -> pod
+    objects: BTreeMap<(String, String), Value>,
+    history: Vec<Change>,
+    watchers: Vec<PodWatcher>,
+    lists: usize,
+    gets: usize,
+    /// Selectors of every list and watch request, as sent.
+    selectors: Vec<(String, String)>,
+}
+
+struct PodWatcher {
+    labels: String,
+    fields: String,
+    tx: mpsc::UnboundedSender<Bytes>,
+}
+
+fn pod_matches(pod: &Value, labels: &str, fields: &str) -> bool {
+    let label_ok =
+        labels
+            .split(',')
+            .filter(|t| !t.is_empty())
+            .all(|term| match term.split_once('=') {
+                Some((k, v)) => pod["metadata"]["labels"][k].as_str() == Some(v),
+                None => pod["metadata"]["labels"].get(term).is_some(),
+            });
+    let field_ok =
+        fields
+            .split(',')
+            .filter(|t| !t.is_empty())
+            .all(|term| match term.split_once('=') {
+                Some(("status.phase", v)) => pod["status"]["phase"].as_str() == Some(v),
+                Some(("metadata.namespace", v)) => pod["metadata"]["namespace"].as_str() == Some(v),
+                _ => false,
+            });
+    label_ok && field_ok
+}
+
+fn pod_line(change: &Change, labels: &str, fields: &str) -> Option<Bytes> {
+    let was = change
+        .old
+        .as_ref()
+        .is_some_and(|o| pod_matches(o, labels, fields));
+    let is = change
+        .new
+        .as_ref()
+        .is_some_and(|o| pod_matches(o, labels, fields));
+    let (kind, mut object) = match (was, is) {
+        (false, true) => ("ADDED", change.new.clone()?),
+        (true, true) => ("MODIFIED", change.new.clone()?),
+        (true, false) => ("DELETED", change.new.clone().or(change.old.clone())?),
+        (false, false) => return None,
+    };
+    object["metadata"]["resourceVersion"] = json!(change.rv.to_string());
+    let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).ok()?;
+    line.push(b'\n');
+    Some(Bytes::from(line))
+}
+
+impl FakeApiServer {
+    /// Creates or replaces a pod, status included, as the API server stores it after the
+    /// kubelet's status update (the pod needs metadata.name and namespace); returns its
+    /// uid: the one given, else the stored pod's, else a new one.
+    pub fn apply_pod(&self, mut pod: Value) -> String {
+        let mut inner = self.shared.inner.lock().unwrap();
+        let ns = pod["metadata"]["namespace"].as_str().unwrap().to_owned();
+        let name = pod["metadata"]["name"].as_str().unwrap().to_owned();
+        inner.rv += 1;
+        let rv = inner.rv;
+        let key = (ns, name);
+        let kept = inner
+            .pods
+            .objects
+            .get(&key)
+            .and_then(|o| o["metadata"]["uid"].as_str().map(str::to_owned));
+        let uid = match pod["metadata"]["uid"].as_str().map(str::to_owned).or(kept) {
+            Some(u) => u,
+            None => {
+                inner.next_uid += 1;
+                format!("00000000-0000-0000-0001-{:012}", inner.next_uid)
+            }
+        };
+        pod["apiVersion"] = json!("v1");
+        pod["kind"] = json!("Pod");
+        pod["metadata"]["uid"] = json!(uid);
+        pod["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let old = inner.pods.objects.insert(key, pod.clone());
+        let change = Change {
+            rv,
+            old,
+            new: Some(pod),
+        };
+        inner
+            .pods
+            .watchers
+            .retain(|w| match pod_line(&change, &w.labels, &w.fields) {
+                Some(line) => w.tx.send(line).is_ok(),
+                None => !w.tx.is_closed(),
+            });
+        inner.pods.history.push(change);
+        uid
+    }
+
+    /// A stored pod.
+    pub fn pod(&self, namespace: &str, name: &str) -> Value {
+        let inner = self.shared.inner.lock().unwrap();
+        inner.pods.objects[&(namespace.to_owned(), name.to_owned())].clone()
+    }
+
+    /// While true, pod lists and watches wait: the driver cache stays empty and every
+    /// lookup is a GET.
+    pub fn hold_pod_lists(&self, hold: bool) {
+        self.shared.hold_pods.send_replace(hold);
+    }
+
+    /// GETs of single pods received.
+    pub fn pod_gets(&self) -> usize {
+        self.shared.inner.lock().unwrap().pods.gets
+    }
+
+    /// Deletes a pod (watchers whose selectors it matched see DELETED).
+    pub fn delete_pod(&self, namespace: &str, name: &str) {
+        let mut inner = self.shared.inner.lock().unwrap();
+        let Some(old) = inner
+            .pods
+            .objects
+            .remove(&(namespace.to_owned(), name.to_owned()))
+        else {
+            return;
+        };
+        inner.rv += 1;
+        let change = Change {
+            rv: inner.rv,
+            old: Some(old),
+            new: None,
+        };
+        inner
+            .pods
+            .watchers
+            .retain(|w| match pod_line(&change, &w.labels, &w.fields) {
+                Some(line) => w.tx.send(line).is_ok(),
+                None => !w.tx.is_closed(),
+            });
+        inner.pods.history.push(change);
+    }
+
+    /// (label selector, field selector) of every pod list and watch received.
+    pub fn pod_selectors(&self) -> Vec<(String, String)> {
+        self.shared.inner.lock().unwrap().pods.selectors.clone()
+    }
+
+    /// Open pod watches.
+    pub fn pod_watches(&self) -> usize {
+        let mut inner = self.shared.inner.lock().unwrap();
+        inner.pods.watchers.retain(|w| !w.tx.is_closed());
+        inner.pods.watchers.len()
+    }
+
+    /// ConfigMap creates and replaces accepted so far.
+    pub fn configmap_writes(&self) -> usize {
+        self.shared.inner.lock().unwrap().configmap_writes
+    }
+
+    /// A stored ConfigMap.
+    pub fn configmap(&self, namespace: &str, name: &str) -> Option<Value> {
+        let inner = self.shared.inner.lock().unwrap();
+        inner
+            .objects
+            .get(namespace)
+            .and_then(|m| m.get(name))
+            .cloned()
+    }
+}
+
+fn status(code: StatusCode, reason: &str, message: String) -> Response {
+    let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                      "message": message, "reason": reason, "code": code.as_u16()});
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn json_response(code: StatusCode, object: &Value) -> Response {
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        object.to_string(),
+    )
+        .into_response()
+}
+
 async fn pods(State(shared): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Response {
-    let selector = parse_selector(&q);
+    let labels = q.get("labelSelector").cloned().unwrap_or_default();
+    let fields = q.get("fieldSelector").cloned().unwrap_or_default();
+    // While held, lists and watches wait: the driver cache stays empty.
     let mut hold = shared.hold_pods.subscribe();
     let _ = hold.wait_for(|held| !*held).await;
     let mut inner = shared.inner.lock().unwrap();
+    inner.pods.selectors.push((labels.clone(), fields.clone()));
+    if labels.is_empty() {
+        return status(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "fake API server: listing every pod of the cluster is not allowed here".into(),
+        );
+    }
     if q.get("watch").map(String::as_str) == Some("true") {
         let since: u64 = q
             .get("resourceVersion")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
-        for change in &inner.pod_history {
+        for change in &inner.pods.history {
             if change.rv > since {
-                if let Some(line) = line_for(change, &selector) {
+                if let Some(line) = pod_line(change, &labels, &fields) {
                     let _ = tx.send(line);
                 }
             }
         }
-        inner.pod_watchers.push(Watcher { selector, tx });
+        inner.pods.watchers.push(PodWatcher { labels, fields, tx });
         let stream = futures::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
         });
@@ -468,44 +645,113 @@ async fn pods(State(shared): State<Shared>, Query(q): Query<HashMap<String, Stri
         )
             .into_response();
     }
+    inner.pods.lists += 1;
     let items: Vec<Value> = inner
         .pods
+        .objects
         .values()
-        .filter(|o| matches(o, &selector))
+        .filter(|p| pod_matches(p, &labels, &fields))
         .cloned()
         .collect();
-    let list = json!({
-        "apiVersion": "v1",
-        "kind": "PodList",
-        "metadata": {"resourceVersion": inner.rv.to_string()},
-        "items": items,
-    });
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        list.to_string(),
+    json_response(
+        StatusCode::OK,
+        &json!({"apiVersion": "v1", "kind": "PodList",
+                "metadata": {"resourceVersion": inner.rv.to_string()}, "items": items}),
     )
-        .into_response()
 }
 
+async fn get_configmap(
+    State(shared): State<Shared>,
+    Path((ns, name)): Path<(String, String)>,
+) -> Response {
+    let inner = shared.inner.lock().unwrap();
+    match inner.objects.get(&ns).and_then(|m| m.get(&name)) {
+        Some(cm) => json_response(StatusCode::OK, cm),
+        None => status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("configmaps \"{name}\" not found"),
+        ),
+    }
+}
+
+async fn create_configmap(
+    State(shared): State<Shared>,
+    Path(ns): Path<String>,
+    body: Bytes,
+) -> Response {
+    let Ok(mut cm) = serde_json::from_slice::<Value>(&body) else {
+        return status(StatusCode::BAD_REQUEST, "BadRequest", "not JSON".into());
+    };
+    let Some(name) = cm["metadata"]["name"].as_str().map(str::to_owned) else {
+        return status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            "name required".into(),
+        );
+    };
+    let mut inner = shared.inner.lock().unwrap();
+    if inner
+        .objects
+        .get(&ns)
+        .is_some_and(|m| m.contains_key(&name))
+    {
+        return status(
+            StatusCode::CONFLICT,
+            "AlreadyExists",
+            format!("configmaps \"{name}\" already exists"),
+        );
+    }
+    cm["metadata"]["namespace"] = json!(ns);
+    inner.configmap_writes += 1;
+    let stored = upsert(&mut inner, cm);
+    json_response(StatusCode::CREATED, &stored)
+}
+
+async fn replace_configmap(
+    State(shared): State<Shared>,
+    Path((ns, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let Ok(mut cm) = serde_json::from_slice::<Value>(&body) else {
+        return status(StatusCode::BAD_REQUEST, "BadRequest", "not JSON".into());
+    };
+    let mut inner = shared.inner.lock().unwrap();
+    let Some(current) = inner.objects.get(&ns).and_then(|m| m.get(&name)) else {
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("configmaps \"{name}\" not found"),
+        );
+    };
+    let stored_rv = current["metadata"]["resourceVersion"].clone();
+    if cm["metadata"]["resourceVersion"] != stored_rv {
+        return status(
+            StatusCode::CONFLICT,
+            "Conflict",
+            format!("Operation cannot be fulfilled on configmaps \"{name}\": the object has been modified; please apply your changes to the latest version and try again"),
+        );
+    }
+    cm["metadata"]["namespace"] = json!(ns);
+    cm["metadata"]["name"] = json!(name);
+    inner.configmap_writes += 1;
+    let stored = upsert(&mut inner, cm);
+    json_response(StatusCode::OK, &stored)
+}
+
+/// One pod by name: the driver cache's GET for a driver its watch has not delivered yet.
 async fn get_pod(
     State(shared): State<Shared>,
     Path((ns, name)): Path<(String, String)>,
 ) -> Response {
     let mut inner = shared.inner.lock().unwrap();
-    inner.pod_gets += 1;
-    match inner.pods.get(&(ns, name.clone())) {
-        Some(pod) => (
-            [(header::CONTENT_TYPE, "application/json")],
-            pod.to_string(),
-        )
-            .into_response(),
-        None => (
+    inner.pods.gets += 1;
+    match inner.pods.objects.get(&(ns, name.clone())) {
+        Some(pod) => json_response(StatusCode::OK, pod),
+        None => status(
             StatusCode::NOT_FOUND,
-            [(header::CONTENT_TYPE, "application/json")],
-            json!({"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
-                   "message": format!("pods \"{name}\" not found"), "reason": "NotFound", "code": 404})
-            .to_string(),
-        )
-            .into_response(),
+            "NotFound",
+            format!("pods \"{name}\" not found"),
+        ),
     }
 }

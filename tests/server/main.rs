@@ -16,6 +16,7 @@ mod costly_pods;
 mod deploy_manifests;
 mod lifecycle;
 mod memory;
+mod memory_on_oom;
 mod pin_verification;
 mod policy_configmaps;
 mod policy_history;

@@ -132,6 +132,19 @@ pub fn explain(
     input: &Input,
     namespace: Option<&str>,
 ) -> Result<Report, ExplainError> {
+    explain_remembering(engine, set, input, namespace, |_| None)
+}
+
+/// [`explain`] with the memory raises the webhook remembers after OOMKilled pods
+/// (`remembered` answers for a key of [`crate::memory_on_oom::memory_key`]): shows the
+/// raise that would apply to this pod.
+pub fn explain_remembering(
+    engine: &Engine,
+    set: &PolicySet,
+    input: &Input,
+    namespace: Option<&str>,
+    remembered: impl Fn(&str) -> Option<crate::memory_on_oom::RememberedMemory>,
+) -> Result<Report, ExplainError> {
     // The flag, else the input's own namespace (an empty one is none), else assumed.
     let (namespace, namespace_origin) = match (namespace, input.namespace.as_deref()) {
         (Some(ns), _) => (ns, NamespaceOrigin::Flag),
@@ -147,8 +160,20 @@ pub fn explain(
         pinning::PinCheck::Unverified(pinning::Unverified::NoCluster),
         |_| None,
     );
+    let memory = crate::spark::SparkPod::recognise(&input.pod, &engine.container_names)
+        .ok()
+        .and_then(|spark| crate::memory_on_oom::memory_key(namespace, &spark))
+        .and_then(|key| remembered(&key));
     let mutation = engine
-        .mutate_resolved(set, &input.pod, namespace, &pin, true, Deadline::none())
+        .mutate_resolved(
+            set,
+            &input.pod,
+            namespace,
+            &pin,
+            memory.as_ref(),
+            true,
+            Deadline::none(),
+        )
         .map_err(ExplainError::Engine)?;
     let mut mutated = input.pod_json.clone();
     json_patch::patch(&mut mutated, &mutation.patch)

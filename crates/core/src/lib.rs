@@ -12,6 +12,7 @@ pub mod explain;
 #[cfg(any(test, feature = "fault-injection"))]
 pub mod fault;
 pub mod matching;
+pub mod memory_on_oom;
 pub mod pinning;
 pub mod policy;
 pub mod quantity;

@@ -14,6 +14,7 @@ mod deadline;
 mod dependencies;
 mod env;
 mod images;
+mod memory_raise;
 mod metadata;
 mod patch;
 mod ports;
@@ -36,6 +37,7 @@ pub use rules::{Finding, Validation};
 pub use spark_conf::{env_tokens as submit_opts_tokens, SUBMIT_OPTS_VAR};
 
 use crate::matching::PolicySet;
+use crate::memory_on_oom::RememberedMemory;
 use crate::pinning;
 use crate::policy::model::PodPatch;
 use crate::policy::template::Vars;
@@ -91,6 +93,9 @@ pub struct Mutation {
     pub changes: Vec<Change>,
     /// Messages for the submitter (returned as admission warnings).
     pub warnings: Vec<String>,
+    /// The Spark container's memory was raised after an OOMKilled pod (see
+    /// [`crate::memory_on_oom`]).
+    pub memory_raised: bool,
 }
 
 impl Mutation {
@@ -121,7 +126,7 @@ impl Engine {
         pod: &Pod,
         namespace: &str,
     ) -> Result<Mutation, EngineError> {
-        self.plan(set, pod, namespace, false, &[], Deadline::none())
+        self.plan(set, pod, namespace, false, &[], None, Deadline::none())
     }
 
     /// `mutate` that gives up with [`EngineError::Deadline`] once `deadline` passes.
@@ -132,7 +137,7 @@ impl Engine {
         namespace: &str,
         deadline: Deadline,
     ) -> Result<Mutation, EngineError> {
-        self.plan(set, pod, namespace, false, &[], deadline)
+        self.plan(set, pod, namespace, false, &[], None, deadline)
     }
 
     /// `mutate` for a pinned executor: `set` holds the pinned versions, and `missing` the
@@ -144,26 +149,32 @@ impl Engine {
         namespace: &str,
         missing: &[String],
     ) -> Result<Mutation, EngineError> {
-        self.plan(set, pod, namespace, false, missing, Deadline::none())
+        self.plan(set, pod, namespace, false, missing, None, Deadline::none())
     }
 
     /// `mutate` for a pod whose pin claim has been resolved ([`pinning::Resolution`]): a
     /// verified pin's versions, otherwise the current set (so an unverified pin never
     /// changes what the pod gets), with the pin's warning first. `detail` describes every
-    /// change, as [`Engine::mutate_described`]. Gives up with [`EngineError::Deadline`]
-    /// once `deadline` passes (the webhook's entry point).
+    /// change, as [`Engine::mutate_described`]. `memory` is the raise remembered for this
+    /// pod's application after an OOMKilled pod (see [`crate::memory_on_oom`]), capped by
+    /// the enforced `maxResources` rules of `current` (the set validation uses, also for a
+    /// pinned executor). Gives up with [`EngineError::Deadline`] once `deadline` passes
+    /// (the webhook's entry point).
+    #[allow(clippy::too_many_arguments)]
     pub fn mutate_resolved(
         &self,
         current: &PolicySet,
         pod: &Pod,
         namespace: &str,
         pin: &pinning::Resolution,
+        memory: Option<&RememberedMemory>,
         detail: bool,
         deadline: Deadline,
     ) -> Result<Mutation, EngineError> {
+        let memory = memory.map(|m| (m, current));
         let mut out = match pin.pinned() {
-            Some(p) => self.plan(&p.set, pod, namespace, detail, &p.missing, deadline)?,
-            None => self.plan(current, pod, namespace, detail, &[], deadline)?,
+            Some(p) => self.plan(&p.set, pod, namespace, detail, &p.missing, memory, deadline)?,
+            None => self.plan(current, pod, namespace, detail, &[], memory, deadline)?,
         };
         let name = pod
             .metadata
@@ -185,9 +196,37 @@ impl Engine {
         pod: &Pod,
         namespace: &str,
     ) -> Result<Mutation, EngineError> {
-        self.plan(set, pod, namespace, true, &[], Deadline::none())
+        self.plan(set, pod, namespace, true, &[], None, Deadline::none())
     }
 
+    /// `mutate` (or `mutate_pinned`, with `missing`) with the raise remembered for this
+    /// pod's application after an OOMKilled pod (see [`crate::memory_on_oom`]); `detail`
+    /// describes every change, as [`Engine::mutate_described`]. `validating` is the set
+    /// validation will use (the current one, also for a pinned executor): its enforced
+    /// `maxResources` rules cap the raise.
+    #[allow(clippy::too_many_arguments)]
+    pub fn mutate_remembering(
+        &self,
+        set: &PolicySet,
+        pod: &Pod,
+        namespace: &str,
+        missing: &[String],
+        memory: Option<&RememberedMemory>,
+        validating: &PolicySet,
+        detail: bool,
+    ) -> Result<Mutation, EngineError> {
+        self.plan(
+            set,
+            pod,
+            namespace,
+            detail,
+            missing,
+            memory.map(|m| (m, validating)),
+            Deadline::none(),
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn plan(
         &self,
         set: &PolicySet,
@@ -195,6 +234,7 @@ impl Engine {
         namespace: &str,
         detail: bool,
         missing: &[String],
+        memory: Option<(&RememberedMemory, &PolicySet)>,
         deadline: Deadline,
     ) -> Result<Mutation, EngineError> {
         let spark = match SparkPod::recognise(pod, &self.container_names) {
@@ -284,6 +324,18 @@ impl Engine {
             if let Some(original) = pod.spec.as_ref() {
                 resources::reconcile(&mut ctx, original, spec);
             }
+        }
+        // After every policy's resources: the raise starts from what they decided.
+        if let Some((remembered, validating)) = memory {
+            let rules = validating.matching(&spark, namespace);
+            out.memory_raised = memory_raise::apply(
+                &mut ctx,
+                &mut planned,
+                &spark,
+                &policies,
+                &rules,
+                remembered,
+            );
         }
         // Image rules run last, over every container, so that sidecars and init containers
         // added by any policy get the same rewrite (and a second pass finds nothing to do).

@@ -58,6 +58,8 @@ pub struct CompiledPatch {
     pub patch: PodPatch,
     /// Values with variables; empty for most policies, which then cost nothing per pod.
     pub templated: Vec<Templated>,
+    /// `memoryOnOOM` with its quantities read (driver and executor sections only).
+    pub oom: Option<crate::memory_on_oom::OomSettings>,
 }
 
 impl std::ops::Deref for CompiledPatch {
@@ -300,6 +302,7 @@ fn check_patch(
 ) -> Result<(), PolicyError> {
     let at = &format!("/spec/{section}");
     check_spark_conf(p, section, err)?;
+    check_memory_on_oom(p, section, err)?;
     if let Some(r) = &p.resources {
         for (kind, values) in [("defaults", &r.defaults), ("force", &r.force)] {
             if let Some(v) = values {
@@ -395,6 +398,30 @@ fn check_download(
         }
     }
     Ok(())
+}
+
+fn check_memory_on_oom(
+    p: &PodPatch,
+    section: &str,
+    err: &impl Fn(&str, String) -> PolicyError,
+) -> Result<(), PolicyError> {
+    let Some(m) = &p.memory_on_oom else {
+        return Ok(());
+    };
+    if section == "all" {
+        return Err(err(
+            "/spec/all/memoryOnOOM",
+            "memoryOnOOM is set per role: move it to `driver` or `executor` (each may have its own step and max)".into(),
+        ));
+    }
+    crate::memory_on_oom::OomSettings::compile(m)
+        .map(drop)
+        .map_err(|e| {
+            err(
+                &format!("/spec/{section}/memoryOnOOM/{}", e.field),
+                e.message,
+            )
+        })
 }
 
 fn check_spark_conf(
@@ -515,9 +542,15 @@ fn compile_patch(
             DependencySource::Image(_) | DependencySource::Download(_) => {}
         }
     }
+    // Checked by check_patch before; a failure here cannot happen and then means "off".
+    let oom = p
+        .memory_on_oom
+        .as_ref()
+        .and_then(|m| crate::memory_on_oom::OomSettings::compile(m).ok());
     Ok(CompiledPatch {
         patch: p,
         templated,
+        oom,
     })
 }
 

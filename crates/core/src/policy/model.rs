@@ -204,6 +204,43 @@ pub struct PodPatch {
     /// Sidecar containers, merged by name and placed after the pod's containers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sidecars: Vec<Container>,
+    /// Give the Spark container more memory after a pod of the same application was
+    /// OOMKilled (`driver` or `executor` sections only; ConfigMap source only). See the
+    /// README, "When an executor runs out of memory".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "memoryOnOOM")]
+    pub memory_on_oom: Option<MemoryOnOom>,
+}
+
+/// How the Spark container's memory grows after an OOMKilled pod: each OOM adds one step
+/// to the memory the killed pod had, up to `max`, and the value is remembered for the
+/// application's next runs for `remember`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MemoryOnOom {
+    /// One step: a percentage of the killed pod's memory (`25%`) or a quantity (`1Gi`).
+    #[serde(default = "default_oom_step")]
+    #[schemars(regex(
+        pattern = r"^([0-9]+(\.[0-9]+)?%|[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?)$"
+    ))]
+    pub step: String,
+    /// The smallest step, as a quantity (`512Mi`); default none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_step: Option<Quantity>,
+    /// The Spark container's memory is never raised above this.
+    pub max: Quantity,
+    /// How long a raise is kept for the application's next runs (`14d`, `36h`, `90m`).
+    #[serde(default = "default_oom_remember")]
+    #[schemars(regex(pattern = r"^[0-9]+(s|m|h|d)$"))]
+    pub remember: String,
+}
+
+fn default_oom_step() -> String {
+    "25%".to_owned()
+}
+
+fn default_oom_remember() -> String {
+    "14d".to_owned()
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -1,0 +1,105 @@
+//! The watch on Spark pods that ended `Failed`: a label selector on `spark-role` and a
+//! field selector on the phase, so the API server sends only those (Spark sets
+//! `restartPolicy: Never`, so an OOMKilled Spark container ends its pod `Failed`). Pods
+//! are not kept: each is looked at once and dropped. Only namespaces whose current
+//! policies enable `memoryOnOOM` for the pod's role count ([`raise_after_oom`]).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+use kube::runtime::watcher::{self, watcher, Event};
+use kube::runtime::WatchStreamExt;
+use tokio::sync::mpsc;
+
+use super::{now, MemoryState};
+use crate::memory_on_oom::{enabled_anywhere, raise_after_oom, OomRaise};
+use crate::source::PolicyStore;
+use crate::spark::ROLE_LABEL;
+
+/// Only pods that ended: the field selector the API server applies for us.
+pub const FAILED_PHASE: &str = "status.phase=Failed";
+
+/// How often the watch checks, while no policy enables `memoryOnOOM`, whether one does.
+const ENABLED_POLL: Duration = Duration::from_secs(1);
+
+/// What one ended pod leads to: the raise queued for writing, if any. A raise the state
+/// already holds (a relist, another replica's write) is not queued again; when the queue
+/// is full the raise is dropped (logged): the state's writes stay bounded in a flood.
+pub fn observe(
+    state: &MemoryState,
+    policies: &PolicyStore,
+    pod: &Pod,
+    queue: &mpsc::Sender<OomRaise>,
+) -> Option<OomRaise> {
+    let namespace = pod.metadata.namespace.as_deref()?;
+    let set = policies.snapshot();
+    let raise = raise_after_oom(&set, pod, namespace, state.container_names(), now())?;
+    if state.knows(&raise) {
+        return None;
+    }
+    tracing::info!(
+        namespace,
+        pod = raise.remembered.oom_pod.as_str(),
+        key = raise.key.as_str(),
+        memory = raise.remembered.memory,
+        "Spark pod OOMKilled; its application's next pods get more memory"
+    );
+    if queue.try_send(raise.clone()).is_err() {
+        tracing::warn!(
+            key = raise.key.as_str(),
+            "memory raise dropped: too many OOMKilled pods waiting to be recorded"
+        );
+        return None;
+    }
+    Some(raise)
+}
+
+/// Watches ended Spark pods in every namespace until `stop`; starts only once a policy
+/// enables `memoryOnOOM` (a cluster without it never lists a pod).
+pub async fn run(
+    state: Arc<MemoryState>,
+    policies: Arc<PolicyStore>,
+    api: Api<Pod>,
+    queue: mpsc::Sender<OomRaise>,
+    stop: impl Future<Output = ()>,
+) {
+    let mut stop = std::pin::pin!(stop);
+    while !(policies.is_loaded() && enabled_anywhere(&policies.snapshot())) {
+        tokio::select! {
+            biased;
+            () = &mut stop => return,
+            () = tokio::time::sleep(ENABLED_POLL) => {}
+        }
+    }
+    let config = watcher::Config::default()
+        .labels(ROLE_LABEL)
+        .fields(FAILED_PHASE);
+    let stream = watcher(api, config).default_backoff();
+    let mut stream = std::pin::pin!(stream);
+    tracing::info!(
+        labels = ROLE_LABEL,
+        fields = FAILED_PHASE,
+        "watching ended Spark pods for OOMKilled containers"
+    );
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = &mut stop => return,
+            n = stream.next() => n,
+        };
+        match next {
+            None => return,
+            Some(Ok(Event::Apply(pod) | Event::InitApply(pod))) => {
+                observe(&state, &policies, &pod, &queue);
+            }
+            Some(Ok(Event::Delete(_) | Event::Init | Event::InitDone)) => {}
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "watch of ended Spark pods failed; retrying")
+            }
+        }
+    }
+}
