@@ -106,7 +106,9 @@ fn review_once(engine: &Engine, set: &PolicySet, body: &[u8]) -> Vec<u8> {
         panic!("fixture does not decode");
     };
     let answer = match &review {
+        // The mutating webhook never changes an UPDATE.
         Review::PassThrough { uid, .. } => Answer::allow(uid.as_str()),
+        Review::PodUpdate(update) => Answer::allow(update.new.uid.as_str()),
         Review::PodCreate(create) => {
             let mutation = engine
                 .mutate(set, &create.pod, &create.namespace)

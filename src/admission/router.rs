@@ -31,7 +31,7 @@ use super::answer::Answer;
 use super::parse_duration;
 use super::policy_review;
 use super::review::{self, Review, AUDIT_APPLIED, AUDIT_CHECKED, AUDIT_FINDINGS};
-use crate::engine::Engine;
+use crate::engine::{Engine, Validation};
 use crate::metrics::{role_label, Endpoint, Metrics, Outcome, SlowClient};
 use crate::policy::model::RuleMode;
 use crate::source::PolicyStore;
@@ -557,6 +557,24 @@ fn evaluate(
             // ValidatePolicy returned above (evaluate_policy); listed for exhaustiveness.
             Endpoint::Validate | Endpoint::ValidatePolicy => validate_pod(state, create),
         },
+        Review::PodUpdate(update) => match endpoint {
+            // Mutation is CREATE-only: an UPDATE sent to /mutate (a misconfigured
+            // webhook) is allowed unchanged, never patched.
+            Endpoint::Mutate => (
+                Answer::allow(update.new.uid.as_str()),
+                Decision {
+                    role: spark::role_of(&update.new.pod).ok(),
+                    outcome: Outcome::Unchanged,
+                    namespace: &update.new.namespace,
+                    pod: &update.new.name,
+                    app: app_name(&update.new.pod),
+                    policies: String::new(),
+                    ops: 0,
+                    dry_run: update.new.dry_run,
+                },
+            ),
+            Endpoint::Validate | Endpoint::ValidatePolicy => validate_update(state, update),
+        },
     };
     if answered_late(answered, endpoint) {
         return plain(StatusCode::SERVICE_UNAVAILABLE, String::new());
@@ -798,6 +816,38 @@ fn mutate_pod<'a>(state: &AppState, create: &'a review::PodCreate) -> (Answer, D
 fn validate_pod<'a>(state: &AppState, create: &'a review::PodCreate) -> (Answer, Decision<'a>) {
     let set = state.store.snapshot();
     let validation = state.engine.validate(&set, &create.pod, &create.namespace);
+    judged(create, &validation)
+}
+
+/// An UPDATE: judged only when it changes what the rules read (`Engine::validate_update`);
+/// otherwise allowed at once, as for finalizer and annotation updates.
+fn validate_update<'a>(state: &AppState, update: &'a review::PodUpdate) -> (Answer, Decision<'a>) {
+    let new = &update.new;
+    let set = state.store.snapshot();
+    match state
+        .engine
+        .validate_update(&set, &update.old, &new.pod, &new.namespace)
+    {
+        Some(validation) => judged(new, &validation),
+        None => (
+            Answer::allow(new.uid.as_str()),
+            Decision {
+                role: spark::role_of(&new.pod).ok(),
+                outcome: Outcome::Unchanged,
+                namespace: &new.namespace,
+                pod: &new.name,
+                app: app_name(&new.pod),
+                policies: String::new(),
+                ops: 0,
+                dry_run: new.dry_run,
+            },
+        ),
+    }
+}
+
+/// The answer to a judged pod: denied for an enforced finding, warnings and audit
+/// annotations for the others.
+fn judged<'a>(create: &'a review::PodCreate, validation: &Validation) -> (Answer, Decision<'a>) {
     let mut answer = Answer::allow(create.uid.as_str());
     answer.warnings = validation
         .with_mode(RuleMode::Warn)

@@ -11,6 +11,7 @@ mod containers;
 mod context;
 mod dependencies;
 mod env;
+mod footprint;
 mod images;
 mod metadata;
 mod patch;
@@ -20,6 +21,7 @@ mod rules;
 mod scheduling;
 mod security;
 mod spark_conf;
+mod updates;
 mod variables;
 mod volumes;
 
@@ -30,6 +32,7 @@ pub use context::Change;
 pub use rules::{Finding, Validation};
 /// What Spark's launcher reads from a `SPARK_SUBMIT_OPTS` value as written in a pod spec.
 pub use spark_conf::{env_tokens as submit_opts_tokens, SUBMIT_OPTS_VAR};
+pub use updates::SPARK_LABELS_RULE;
 
 use crate::matching::PolicySet;
 use crate::pinning;
@@ -260,6 +263,19 @@ impl Engine {
             }
             Err(_) => Validation::default(),
         }
+    }
+
+    /// Checks an UPDATE of a pod (`pods`, `pods/ephemeralcontainers`, `pods/resize`): the
+    /// pod as it will be, and the labels the rules find it by. `None` when nothing the rules
+    /// read changed: allowed without judging (see `updates`).
+    pub fn validate_update(
+        &self,
+        set: &PolicySet,
+        old: &Pod,
+        new: &Pod,
+        namespace: &str,
+    ) -> Option<Validation> {
+        updates::check(set, &self.container_names, old, new, namespace)
     }
 
     /// The policies that would apply, for `explain`.
