@@ -563,7 +563,7 @@ fn evaluate(
             Endpoint::Mutate => (
                 Answer::allow(update.new.uid.as_str()),
                 Decision {
-                    role: spark::role_of(&update.new.pod).ok(),
+                    role: None,
                     outcome: Outcome::Unchanged,
                     namespace: &update.new.namespace,
                     pod: &update.new.name,

@@ -17,3 +17,4 @@ mod policy_history;
 mod router;
 mod tls;
 mod validate_policy;
+mod walkarounds;

@@ -42,6 +42,9 @@ pub(crate) struct Ctx<'p> {
     /// sparkConf entries (policy, key, value) in policy order, written once all policies
     /// are known (see `spark_conf`).
     pub spark_conf: Vec<(&'p str, String, String)>,
+    /// Image rewrites (from, to) of the matching policies, to recognise a container this
+    /// webhook added and rewrote on an earlier pass.
+    pub image_rewrites: Vec<(&'p str, &'p str)>,
 }
 
 impl<'p> Ctx<'p> {
@@ -57,6 +60,7 @@ impl<'p> Ctx<'p> {
             warnings: Vec::new(),
             mounts_for_all: Vec::new(),
             spark_conf: Vec::new(),
+            image_rewrites: Vec::new(),
         }
     }
 

@@ -175,6 +175,12 @@ impl Engine {
         let mut planned = patch::working_copy(pod);
         reserve_volumes(&mut planned, &policies, spark.role);
         let mut ctx = Ctx::new(detail);
+        ctx.image_rewrites = policies
+            .iter()
+            .flat_map(|p| p.patches_for(spark.role))
+            .filter_map(|s| s.image.as_ref())
+            .flat_map(|i| i.rewrite.iter().map(|r| (r.from.as_str(), r.to.as_str())))
+            .collect();
         let vars = Vars {
             namespace,
             app_name: spark.app_name(),

@@ -331,7 +331,14 @@ impl Checker<'_, '_> {
                         spark_setting_hint(role, &resource, kind_name)
                     )
                 } else {
-                    format!("lower the {kind_name} of those containers in the pod template")
+                    format!(
+                        "lower the {kind_name} of {} in the pod template",
+                        if total.parts.len() == 1 {
+                            "that container"
+                        } else {
+                            "those containers"
+                        }
+                    )
                 };
                 format!(
                     "the {role} pod asks for {resource} {have} ({kind_name}, counted as the scheduler does: {}), above the {limit} allowed for {role}s in namespace {}; {hint}",
