@@ -9,6 +9,7 @@ mod golden;
 mod merge;
 mod policy_schema;
 mod props;
+mod resource_props;
 
 // The fuzz targets' own checks, replayed here without cargo-fuzz.
 #[path = "../../fuzz/fuzz_targets/common.rs"]
