@@ -18,6 +18,7 @@ mod scenario;
 mod sidecar;
 mod spark_submit;
 mod validation;
+mod walkarounds;
 mod webhook;
 
 use std::future::Future;
@@ -65,6 +66,7 @@ fn main() {
                 job_pinning::spark_itself_gives_the_pin_to_the_executors_of_a_driver_replayed_in_client_mode,
                 spark_submit::spark_submit_meets_the_webhook_in_cluster_and_client_mode,
                 validation::kubectl_shows_the_guardrail_refusal_and_the_warning_in_the_submitters_words,
+                walkarounds::a_stored_spark_pod_cannot_be_changed_past_the_rules,
             ]
         })
         .run()
