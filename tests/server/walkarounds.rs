@@ -405,39 +405,55 @@ async fn the_reinvocation_pass_does_not_warn_about_the_webhooks_own_init_contain
     let texts = shipped_policies();
     let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
     let r = router(&texts);
-    let mut review = fixture_json("mutate-driver-scala-sparkpi.json");
-    review["request"]["namespace"] = json!("team-a");
-    review["request"]["object"]["metadata"]["namespace"] = json!("team-a");
-    let first = post(&r, "/mutate", &review).await;
-    allowed(&first);
-    let mut pod = patched_object(&review, &first);
-    let inits = pod["spec"]["initContainers"].as_array_mut().unwrap();
-    assert!(
-        inits.iter().any(|c| c["name"] == "spark-deps-hadoop-aws"),
-        "the shipped policies add the download init container: {inits:?}"
-    );
-    for c in inits {
-        api_server_defaults(c);
-    }
-    review["request"]["object"] = pod;
-    let second = post(&r, "/mutate", &review).await;
-    allowed(&second);
-    assert!(second.get("warnings").is_none(), "{second}");
-    assert!(second.get("patch").is_none(), "{second}");
+    // team-a: the History Server's download init container; spark-jobs: also the S3
+    // dependencies' ConfigMap volume, which the API server gives a defaultMode.
+    let mut defaulted_volumes = 0;
+    for ns in ["team-a", "spark-jobs"] {
+        let mut review = fixture_json("mutate-driver-scala-sparkpi.json");
+        review["request"]["namespace"] = json!(ns);
+        review["request"]["object"]["metadata"]["namespace"] = json!(ns);
+        let first = post(&r, "/mutate", &review).await;
+        allowed(&first);
+        let mut pod = patched_object(&review, &first);
+        let inits = pod["spec"]["initContainers"].as_array_mut().unwrap();
+        assert!(
+            inits.iter().any(|c| c["name"] == "spark-deps-hadoop-aws"),
+            "{ns}: the shipped policies add the download init container: {inits:?}"
+        );
+        for c in inits {
+            api_server_defaults(c);
+        }
+        for v in pod["spec"]["volumes"].as_array_mut().unwrap() {
+            for source in ["configMap", "secret", "projected"] {
+                if let Some(s) = v.get_mut(source).and_then(Value::as_object_mut) {
+                    if !s.contains_key("defaultMode") {
+                        s.insert("defaultMode".into(), json!(420));
+                        defaulted_volumes += 1;
+                    }
+                }
+            }
+        }
+        review["request"]["object"] = pod;
+        let second = post(&r, "/mutate", &review).await;
+        allowed(&second);
+        assert!(second.get("warnings").is_none(), "{ns}: {second}");
+        assert!(second.get("patch").is_none(), "{ns}: {second}");
 
-    // A container of that name the submitter wrote differently is still reported.
-    let inits = review["request"]["object"]["spec"]["initContainers"]
-        .as_array_mut()
-        .unwrap();
-    let ours = inits
-        .iter_mut()
-        .find(|c| c["name"] == "spark-deps-hadoop-aws")
-        .unwrap();
-    ours["args"] = json!(["https://example.com/other.jar"]);
-    let third = post(&r, "/mutate", &review).await;
-    let warnings = third["warnings"].to_string();
-    assert!(
-        warnings.contains("initContainers[spark-deps-hadoop-aws]"),
-        "{third}"
-    );
+        // A container of that name the submitter wrote differently is still reported.
+        let inits = review["request"]["object"]["spec"]["initContainers"]
+            .as_array_mut()
+            .unwrap();
+        let ours = inits
+            .iter_mut()
+            .find(|c| c["name"] == "spark-deps-hadoop-aws")
+            .unwrap();
+        ours["args"] = json!(["https://example.com/other.jar"]);
+        let third = post(&r, "/mutate", &review).await;
+        let warnings = third["warnings"].to_string();
+        assert!(
+            warnings.contains("initContainers[spark-deps-hadoop-aws]"),
+            "{ns}: {third}"
+        );
+    }
+    assert!(defaulted_volumes > 0, "no policy volume got a defaultMode");
 }
