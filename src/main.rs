@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 
+use spark_admission::admission::LogFormat;
 use spark_admission::cli::{
     CheckPoliciesArgs, Cli, Command, ExplainArgs, OutputFormat, SchemaArgs, SchemaKind, TestArgs,
     TestOutput,
@@ -25,6 +26,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `serve` with JSON logs ends with a JSON line too: log pipelines and the pod's
+    // termination message (FallbackToLogsOnError) then carry why it stopped.
+    let json_errors = matches!(&cli.command, Command::Serve(a) if a.log_format == LogFormat::Json);
     let result = match cli.command {
         Command::Serve(args) => spark_admission::admission::run(args)
             .map(|()| ExitCode::SUCCESS)
@@ -39,6 +43,14 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        Err(e) if json_errors => {
+            // On stdout, after the log lines it belongs with.
+            println!(
+                "{}",
+                spark_admission::admission::fatal_json_line(&format!("{e:#}"))
+            );
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)

@@ -177,8 +177,10 @@ struct ResultLabels {
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn duration_histogram() -> Histogram {
-    // 0.5 ms .. ~2 s: reviews take well under a millisecond; the tail shows trouble.
-    Histogram::new(exponential_buckets(0.0005, 2.0, 13))
+    // 0.5 ms .. ~8 s: reviews take well under a millisecond; the tail shows trouble, up to
+    // the default --request-timeout (8 s) and past the API server's timeoutSeconds (5 s in
+    // deploy/), so a p99 alert near that timeout can see it.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 15))
 }
 
 /// Every series the server exports.
@@ -202,6 +204,15 @@ pub struct Metrics {
     pinned_executors: Family<ResultLabels, Counter>,
     history_versions: Gauge,
     history_writes: Family<ResultLabels, Counter>,
+    ready: Gauge,
+    policy_set_installed: Gauge,
+    policy_change_seen: Gauge,
+    slot_waits: Family<SlotLabels, Counter>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct SlotLabels {
+    slot: &'static str,
 }
 
 impl Default for Metrics {
@@ -301,7 +312,7 @@ impl Metrics {
         let pinned_executors = Family::<ResultLabels, Counter>::default();
         registry.register(
             "pinned_executors",
-            "Executors carrying their driver's policy pin, by result (pinned: every pinned version found; missing: some were not, the current versions applied)",
+            "Executors carrying a policy pin, by result (pinned: verified against the executor's stored driver, every pinned version found; missing: verified, some versions no longer known; forged: contradicts the driver's own pin; unverified: no driver to check against; malformed: not a pin). Only pinned and missing use pinned versions",
             pinned_executors.clone(),
         );
         let history_versions = Gauge::default();
@@ -316,6 +327,69 @@ impl Metrics {
             "Writes of the version history ConfigMap, by result (ok, conflict: retried, error)",
             history_writes.clone(),
         );
+        let ready = Gauge::default();
+        registry.register(
+            "ready",
+            "1 when this replica answers /readyz with 200 (policies loaded, not shutting down), else 0",
+            ready.clone(),
+        );
+        let policy_set_installed = Gauge::default();
+        registry.register(
+            "policy_set_installed_timestamp_seconds",
+            "When the policy set serving now was installed, as a unix timestamp (0: none yet)",
+            policy_set_installed.clone(),
+        );
+        let policy_change_seen = Gauge::default();
+        registry.register(
+            "policy_change_seen_timestamp_seconds",
+            "When the policy source (folder or ConfigMaps) last showed a change of its good policies (new, edited or removed), as a unix timestamp",
+            policy_change_seen.clone(),
+        );
+        let slot_waits = Family::<SlotLabels, Counter>::default();
+        registry.register(
+            "slot_waits",
+            "Reviews that found every evaluation slot taken and had to wait (--max-concurrent-requests), by slot",
+            slot_waits.clone(),
+        );
+        registry.register_collector(Box::new(process::ProcessCollector));
+        // Closed label sets start at 0: a series that first appears at 1 is invisible to
+        // increase() and rate(), so the first slow client, missing pin or failed reload
+        // would not alert; and dashboards show 0 rather than "no data".
+        for reason in [
+            SlowClient::Header,
+            SlowClient::BodyIdle,
+            SlowClient::BodyRate,
+        ] {
+            slow_clients
+                .get_or_create(&ReasonLabels {
+                    reason: reason.as_str(),
+                })
+                .inc_by(0);
+        }
+        for result in [
+            ReloadResult::Applied,
+            ReloadResult::Partial,
+            ReloadResult::Rejected,
+            ReloadResult::Failed,
+        ] {
+            policy_reloads
+                .get_or_create(&ResultLabels {
+                    result: result.as_str(),
+                })
+                .inc_by(0);
+        }
+        for (family, results) in [
+            (&pinned_executors, &["pinned", "missing"][..]),
+            (&cert_reloads, &["ok", "error"][..]),
+            (&history_writes, &["ok", "conflict", "error"][..]),
+        ] {
+            for &result in results {
+                family.get_or_create(&ResultLabels { result }).inc_by(0);
+            }
+        }
+        for slot in ["review", "large_review"] {
+            slot_waits.get_or_create(&SlotLabels { slot }).inc_by(0);
+        }
         Self {
             registry,
             requests,
@@ -335,6 +409,10 @@ impl Metrics {
             pinned_executors,
             history_versions,
             history_writes,
+            ready,
+            policy_set_installed,
+            policy_change_seen,
+            slot_waits,
         }
     }
 
@@ -406,6 +484,21 @@ impl Metrics {
         self.policy_watch_errors.inc();
     }
 
+    /// Starts the Event counters of these reasons at 0 (the ConfigMap source sends Events;
+    /// the folder source none, and exports no such series).
+    pub fn init_policy_events(&self, reasons: &[&'static str]) {
+        for &reason in reasons {
+            for result in [EventResult::Sent, EventResult::Failed, EventResult::Dropped] {
+                self.policy_events
+                    .get_or_create(&EventLabels {
+                        reason,
+                        result: result.as_str(),
+                    })
+                    .inc_by(0);
+            }
+        }
+    }
+
     pub fn record_policy_event(&self, reason: &'static str, result: EventResult) {
         self.policy_events
             .get_or_create(&EventLabels {
@@ -436,9 +529,9 @@ impl Metrics {
             .inc();
     }
 
-    /// A pinned executor: `missing` when some pinned version was not in the history.
-    pub fn record_pinned_executor(&self, missing: bool) {
-        let result = if missing { "missing" } else { "pinned" };
+    /// An executor carrying a pin, by how it resolved (`pinning::Resolution::result`):
+    /// pinned, missing, forged, unverified or malformed.
+    pub fn record_pinned_executor(&self, result: &'static str) {
         self.pinned_executors
             .get_or_create(&ResultLabels { result })
             .inc();
@@ -453,6 +546,26 @@ impl Metrics {
         self.history_writes
             .get_or_create(&ResultLabels { result })
             .inc();
+    }
+
+    /// Whether this replica is ready, as `/readyz` says (set before each scrape).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
+    }
+
+    /// A new policy set went live at `unix_seconds`.
+    pub fn set_policy_set_installed(&self, unix_seconds: i64) {
+        self.policy_set_installed.set(unix_seconds);
+    }
+
+    /// The policy source showed new content at `unix_seconds`.
+    pub fn set_policy_change_seen(&self, unix_seconds: i64) {
+        self.policy_change_seen.set(unix_seconds);
+    }
+
+    /// A review waited for a slot: `review` (every review) or `large_review` (large bodies).
+    pub fn record_slot_wait(&self, slot: &'static str) {
+        self.slot_waits.get_or_create(&SlotLabels { slot }).inc();
     }
 
     /// A panic caught in a webhook handler.
@@ -486,3 +599,84 @@ impl Drop for InFlight<'_> {
 
 /// Content type of [`Metrics::encode`].
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Resident memory and CPU time of this process, read from `/proc` at each scrape, so a
+/// dashboard shows them without a node exporter or cAdvisor (and the same on a laptop).
+mod process {
+    use prometheus_client::collector::Collector;
+    use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+    use prometheus_client::metrics::counter::ConstCounter;
+    use prometheus_client::metrics::gauge::ConstGauge;
+
+    #[derive(Debug)]
+    pub(super) struct ProcessCollector;
+
+    impl Collector for ProcessCollector {
+        fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+            // Elsewhere than Linux, or /proc not mounted: the series are simply absent.
+            let Some(sample) = read() else {
+                return Ok(());
+            };
+            let rss = ConstGauge::new(sample.resident_bytes);
+            rss.encode(encoder.encode_descriptor(
+                "process_resident_memory_bytes",
+                "Resident memory of the webhook process (RSS)",
+                None,
+                rss.metric_type(),
+            )?)?;
+            let cpu = ConstCounter::new(sample.cpu_seconds);
+            cpu.encode(encoder.encode_descriptor(
+                "process_cpu_seconds",
+                "CPU time used by the webhook process (user + system)",
+                None,
+                cpu.metric_type(),
+            )?)?;
+            Ok(())
+        }
+    }
+
+    struct Sample {
+        resident_bytes: i64,
+        cpu_seconds: f64,
+    }
+
+    #[cfg(target_os = "linux")]
+    fn read() -> Option<Sample> {
+        let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+        let pages: i64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+        let page = i64::try_from(rustix::param::page_size()).ok()?;
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // The command name (field 2) may hold spaces and parentheses: count from its end.
+        let rest = &stat[stat.rfind(')')? + 1..];
+        let mut fields = rest.split_whitespace();
+        // After the name: state is field 3, utime 14 and stime 15 (proc(5)).
+        let utime: u64 = fields.nth(11)?.parse().ok()?;
+        let stime: u64 = fields.next()?.parse().ok()?;
+        let ticks = rustix::param::clock_ticks_per_second().max(1);
+        Some(Sample {
+            resident_bytes: pages.saturating_mul(page),
+            cpu_seconds: (utime + stime) as f64 / ticks as f64,
+        })
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn read() -> Option<Sample> {
+        None
+    }
+
+    #[cfg(all(test, target_os = "linux"))]
+    mod tests {
+        #[test]
+        fn this_process_has_resident_memory_and_has_used_cpu() {
+            // Burn a little CPU so that at least one clock tick is counted.
+            let start = std::time::Instant::now();
+            let mut x = 0u64;
+            while start.elapsed() < std::time::Duration::from_millis(50) {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+            let s = super::read().expect("a /proc sample");
+            assert!(s.resident_bytes > 1024 * 1024, "{}", s.resident_bytes);
+            assert!(s.cpu_seconds > 0.0);
+        }
+    }
+}

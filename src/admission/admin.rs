@@ -62,6 +62,8 @@ async fn readyz(State(s): State<AdminState>) -> Response {
 }
 
 async fn metrics_text(State(s): State<AdminState>) -> Response {
+    // Read at scrape time: an alert on "no ready replica" sees what the probe sees.
+    s.metrics.set_ready(s.health.readiness().is_ok());
     match s.metrics.encode() {
         Ok(text) => (
             StatusCode::OK,

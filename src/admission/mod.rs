@@ -3,9 +3,10 @@
 //! probes and metrics, certificate and policy hot reload, and a graceful shutdown.
 //!
 //! `spark-admission serve` with no flags serves `./policies` with certificates from
-//! `./certs` (generated on first start) on `0.0.0.0:8443`, admin on `0.0.0.0:8080`. With
-//! `--policy-namespace NS`, or `POD_NAMESPACE` set (in a cluster), policies come from the
-//! ConfigMaps of that namespace labelled `spark-admission.io/policy: "true"` instead.
+//! `./certs` (generated on first start) on `[::]:8443`, admin on `[::]:8080`, both
+//! dual-stack (IPv6 and IPv4). With `--policy-namespace NS`, or `POD_NAMESPACE` set (in a
+//! cluster), policies come from the ConfigMaps of that namespace labelled
+//! `spark-admission.io/policy: "true"` instead.
 
 mod admin;
 pub mod answer;
@@ -38,14 +39,15 @@ use crate::spark::ContainerNames;
 /// Flags of `spark-admission serve`; each one also reads the environment variable shown.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// Webhook address (HTTPS).
-    #[arg(long, env = "SPARK_ADMISSION_LISTEN", default_value = "0.0.0.0:8443")]
+    /// Webhook address (HTTPS). `[::]` listens on IPv6 and IPv4 (dual-stack); `0.0.0.0`
+    /// on IPv4 only.
+    #[arg(long, env = "SPARK_ADMISSION_LISTEN", default_value = "[::]:8443")]
     pub listen: SocketAddr,
-    /// Admin address (plain HTTP: /healthz, /readyz, /metrics).
+    /// Admin address (plain HTTP: /healthz, /readyz, /metrics); `[::]` is dual-stack.
     #[arg(
         long,
         env = "SPARK_ADMISSION_ADMIN_LISTEN",
-        default_value = "0.0.0.0:8080"
+        default_value = "[::]:8080"
     )]
     pub admin_listen: SocketAddr,
     /// Policy folder, watched for changes (*.yaml and *.yml directly in it).
@@ -185,6 +187,9 @@ pub const POD_NAMESPACE_ENV: &str = "POD_NAMESPACE";
 /// The downward-API variable with the pod's name (`fieldRef: metadata.name`), used as
 /// the `reportingInstance` of Events.
 pub const POD_NAME_ENV: &str = "POD_NAME";
+/// The downward-API variable with the pod's uid (`fieldRef: metadata.uid`): the
+/// `PolicyLoaded` Event about the replica carries it, so `kubectl describe pod` shows it.
+pub const POD_UID_ENV: &str = "POD_UID";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -359,6 +364,20 @@ fn init_logging(format: LogFormat, level: &str) -> Result<(), ServeError> {
     Ok(())
 }
 
+/// The last line `serve` prints when it stops on an error and logs are JSON: an object
+/// shaped like the log lines (`timestamp`, `level`, `message`, `target`), so a log
+/// pipeline keeps it and `kubectl describe pod` shows it as the termination message.
+pub fn fatal_json_line(error: &str) -> String {
+    serde_json::json!({
+        "timestamp": k8s_openapi::jiff::Timestamp::now().to_string(),
+        "level": "ERROR",
+        "message": "serve stopped",
+        "error": error,
+        "target": "spark_admission",
+    })
+    .to_string()
+}
+
 /// Parses `500ms`, `2s`, `1.5s`, `1m`, `1h` (a bare number is seconds).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
@@ -410,8 +429,9 @@ mod tests {
         }
         let cli = Cli::try_parse_from(["serve"]).unwrap();
         let c = cli.serve.to_config();
-        assert_eq!(c.listen, SocketAddr::from(([0, 0, 0, 0], 8443)));
-        assert_eq!(c.admin_listen, SocketAddr::from(([0, 0, 0, 0], 8080)));
+        let any = std::net::Ipv6Addr::UNSPECIFIED;
+        assert_eq!(c.listen, SocketAddr::from((any, 8443)));
+        assert_eq!(c.admin_listen, SocketAddr::from((any, 8080)));
         assert_eq!(c.policies_dir, PathBuf::from("policies"));
         assert_eq!(c.certs_dir, PathBuf::from("certs"));
         assert_eq!(c.limits.max_body_bytes, 3 * 1024 * 1024);

@@ -78,6 +78,9 @@ impl PolicyWatcher {
 
     fn apply(&mut self, changed: bool, reparsed: usize, errors: &[crate::policy::PolicyError]) {
         self.installer.changed(changed);
+        if changed {
+            self.installer.change_seen();
+        }
         self.metrics.set_policy_errors(errors.len());
         // Unchanged broken files are reported by every scan; log them only when something
         // was read again, so a broken file shows up once per edit, not once per poll.
@@ -92,7 +95,8 @@ impl PolicyWatcher {
                 for w in &set.warnings {
                     tracing::warn!(warning = w.as_str(), "policy set");
                 }
-                self.installer.install(set, errors.len());
+                // The folder source sends no Events; the install logs the same line.
+                let _ = self.installer.install(set, errors.len());
             }
             Gate::Wait | Gate::Unready => {
                 if reparsed > 0 && !errors.is_empty() {

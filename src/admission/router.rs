@@ -33,8 +33,9 @@ use super::policy_review;
 use super::review::{self, Review, AUDIT_APPLIED, AUDIT_CHECKED, AUDIT_FINDINGS};
 use crate::engine::{Engine, Validation};
 use crate::metrics::{role_label, Endpoint, Metrics, Outcome, SlowClient};
+use crate::pinning::{self, PinCheck, Unverified};
 use crate::policy::model::RuleMode;
-use crate::source::PolicyStore;
+use crate::source::{Drivers, PolicyStore};
 use crate::spark::{self, SparkRole, APP_NAME_LABEL};
 
 /// Per-request limits.
@@ -92,6 +93,8 @@ impl Limits {
 pub struct AppState {
     engine: Engine,
     store: Arc<PolicyStore>,
+    /// Where executors' pins are checked (none: the folder source, every pin unverified).
+    drivers: Drivers,
     metrics: Arc<Metrics>,
     limits: Limits,
     slots: Semaphore,
@@ -122,6 +125,7 @@ impl AppState {
         Self {
             engine,
             store,
+            drivers: Drivers::None,
             metrics,
             limits,
             slots,
@@ -132,6 +136,12 @@ impl AppState {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// Checks executors' pins against these stored drivers.
+    pub fn with_drivers(mut self, drivers: Drivers) -> Self {
+        self.drivers = drivers;
+        self
     }
 }
 
@@ -315,8 +325,16 @@ async fn serve_review(state: Arc<AppState>, endpoint: Endpoint, req: Request) ->
     };
     // The slot is taken once the body is here: a slow client never holds one, and at most
     // `max_concurrent_requests` reviews are decoded and planned at once.
-    let Ok(Ok(_slot)) = tokio::time::timeout_at(deadline, state.slots.acquire()).await else {
-        return busy("review slot");
+    let _slot = match state.slots.try_acquire() {
+        Ok(slot) => slot,
+        Err(_) => {
+            state.metrics.record_slot_wait("review");
+            let Ok(Ok(slot)) = tokio::time::timeout_at(deadline, state.slots.acquire()).await
+            else {
+                return busy("review slot");
+            };
+            slot
+        }
     };
     // Decoding and the engine are CPU work. A review of ordinary size (a Spark pod is a
     // few KiB to tens of KiB) costs well under a millisecond, less than a hop to the
@@ -327,7 +345,7 @@ async fn serve_review(state: Arc<AppState>, endpoint: Endpoint, req: Request) ->
     // the review, so a late job never reports an answer the client did not get.
     let answered = Arc::new(AtomicBool::new(false));
     if body.len() <= INLINE_BODY_BYTES {
-        let response = evaluate(&state, endpoint, &body, started, &answered);
+        let response = evaluate(&state, endpoint, &body, started, &answered).await;
         drop(body_bytes);
         return response;
     }
@@ -336,12 +354,14 @@ async fn serve_review(state: Arc<AppState>, endpoint: Endpoint, req: Request) ->
     };
     let worker = Arc::clone(&state);
     let job_answered = Arc::clone(&answered);
+    // The evaluation may wait for a driver lookup (a pinned executor): on this runtime.
+    let runtime = tokio::runtime::Handle::current();
     // The slot and the body's bytes go with the job: they are released when the
     // evaluation ends, even one that outlives its deadline.
     let mut job = tokio::task::spawn_blocking(move || {
         let _slot = large_slot;
         let _body_bytes = body_bytes;
-        evaluate(&worker, endpoint, &body, started, &job_answered)
+        runtime.block_on(evaluate(&worker, endpoint, &body, started, &job_answered))
     });
     let internal_error = |join: tokio::task::JoinError| {
         tracing::error!(endpoint = endpoint.as_str(), error = %join, "review evaluation failed");
@@ -377,6 +397,10 @@ async fn take_large_slot(
     deadline: tokio::time::Instant,
 ) -> Option<OwnedSemaphorePermit> {
     let slots = Arc::clone(&state.large_slots);
+    if let Ok(slot) = Arc::clone(&slots).try_acquire_owned() {
+        return Some(slot);
+    }
+    state.metrics.record_slot_wait("large_review");
     tokio::time::timeout_at(deadline, slots.acquire_owned())
         .await
         .ok()?
@@ -518,8 +542,9 @@ struct Decision<'a> {
     dry_run: bool,
 }
 
-/// Decodes, evaluates and encodes one review.
-fn evaluate(
+/// Decodes, evaluates and encodes one review. Only a pinned executor's driver lookup
+/// waits (on the cache, or one bounded GET); everything else is CPU work.
+async fn evaluate(
     state: &AppState,
     endpoint: Endpoint,
     body: &[u8],
@@ -553,7 +578,10 @@ fn evaluate(
             },
         ),
         Review::PodCreate(create) => match endpoint {
-            Endpoint::Mutate => mutate_pod(state, create),
+            Endpoint::Mutate => {
+                let check = check_pin(state, create).await;
+                mutate_pod(state, create, check)
+            }
             // ValidatePolicy returned above (evaluate_policy); listed for exhaustiveness.
             Endpoint::Validate | Endpoint::ValidatePolicy => validate_pod(state, create),
         },
@@ -730,25 +758,60 @@ fn app_name(pod: &k8s_openapi::api::core::v1::Pod) -> &str {
         .map_or("", String::as_str)
 }
 
-fn mutate_pod<'a>(state: &AppState, create: &'a review::PodCreate) -> (Answer, Decision<'a>) {
+/// The check of an executor's pin against its stored driver; `None` when the pod claims
+/// no pin (nothing to look up).
+async fn check_pin(state: &AppState, create: &review::PodCreate) -> Option<PinCheck> {
+    let claim = pinning::claim_of(&create.pod);
+    if !matches!(claim, pinning::Claim::Pin { .. }) {
+        return None;
+    }
+    if !state.engine.pin_jobs {
+        return Some(PinCheck::Unverified(Unverified::PinningOff));
+    }
+    Some(
+        state
+            .drivers
+            .check(&claim, &create.pod, &create.namespace)
+            .await,
+    )
+}
+
+fn mutate_pod<'a>(
+    state: &AppState,
+    create: &'a review::PodCreate,
+    check: Option<PinCheck>,
+) -> (Answer, Decision<'a>) {
     #[cfg(test)]
     if spark_admission_core::fault::injected(&create.pod, spark_admission_core::fault::PANIC) {
         panic!("fault injected by a test");
     }
     let set = state.store.snapshot();
     let mut answer = Answer::allow(create.uid.as_str());
-    // An executor carrying its driver's pin is mutated with the pinned versions;
-    // validation (validate_pod) always uses the current set.
-    let pinned = state.store.pinned(&set, &create.pod);
-    let planned = match &pinned {
-        Some(p) => {
-            state.metrics.record_pinned_executor(!p.missing.is_empty());
-            state
-                .engine
-                .mutate_pinned(&p.set, &create.pod, &create.namespace, &p.missing)
+    // A verified pin mutates with the driver's versions; any other pin changes nothing
+    // (the current set, with a warning). Validation (validate_pod) always uses the
+    // current set.
+    let claim = pinning::claim_of(&create.pod);
+    let pin = state.store.resolve_pin(
+        &set,
+        &claim,
+        check.unwrap_or(PinCheck::Unverified(Unverified::NoOwner)),
+    );
+    if let Some(result) = pin.result() {
+        state.metrics.record_pinned_executor(result);
+        if result != "pinned" {
+            tracing::warn!(
+                uid = create.uid.as_str(),
+                namespace = create.namespace.as_str(),
+                pod = create.name.as_str(),
+                result,
+                pin = pin.describe().unwrap_or_default().as_str(),
+                "executor pin not honoured as given"
+            );
         }
-        None => state.engine.mutate(&set, &create.pod, &create.namespace),
-    };
+    }
+    let planned = state
+        .engine
+        .mutate_resolved(&set, &create.pod, &create.namespace, &pin, false);
     let mutation = match planned {
         Ok(m) => m,
         Err(e) => {

@@ -30,7 +30,7 @@ use crate::engine::Engine;
 use crate::metrics::{Metrics, SlowClient};
 use crate::source::events::Reporter;
 use crate::source::history::{load_initial, run_persister, ConfigMapBackend, FileBackend};
-use crate::source::{ConfigMapWatcher, PolicyHistory, PolicyStore};
+use crate::source::{ConfigMapWatcher, DriverCache, Drivers, PolicyHistory, PolicyStore};
 use crate::spark::ContainerNames;
 
 /// Pings on idle HTTP/2 connections find dead peers; the API server keeps connections open.
@@ -88,8 +88,8 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
-            listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
-            admin_listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            listen: SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 8443)),
+            admin_listen: SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 8080)),
             policy_source: PolicySourceConfig::Folder,
             policies_dir: PathBuf::from("policies"),
             certs_dir: PathBuf::from("certs"),
@@ -182,6 +182,9 @@ impl Server {
             Some(Arc::clone(&metrics)),
         ));
         let store = Arc::new(PolicyStore::with_history(Arc::clone(&history)));
+        // Executors' pins are checked against stored drivers: only with a cluster.
+        let mut drivers = Drivers::None;
+        let mut driver_watch = None;
         let (folder_watcher, configmaps) = match &config.policy_source {
             PolicySourceConfig::Folder => {
                 if !config.policies_dir.is_dir() {
@@ -216,13 +219,20 @@ impl Server {
                 let instance = std::env::var(super::POD_NAME_ENV)
                     .ok()
                     .or_else(|| std::env::var("HOSTNAME").ok());
+                let (cache, watch) =
+                    DriverCache::new(client.clone(), config.container_names.clone());
+                drivers = Drivers::Cluster(cache);
+                driver_watch = Some(watch);
                 let backend = ConfigMapBackend::new(client.clone(), namespace);
                 let watcher = ConfigMapWatcher::new(
                     client,
                     namespace.clone(),
                     Arc::clone(&store),
                     Arc::clone(&metrics),
-                    Reporter::new(instance),
+                    Reporter::new(instance).in_pod(
+                        std::env::var(super::POD_NAMESPACE_ENV).ok(),
+                        std::env::var(super::POD_UID_ENV).ok(),
+                    ),
                 );
                 (None, Some((watcher, backend)))
             }
@@ -256,6 +266,15 @@ impl Server {
         // admin ports are up meanwhile so probes get a clear "not ready".
         // The stored version history loads first (bounded wait), so that a replica
         // started after a policy change still serves the versions running jobs pinned.
+        let driver_task = driver_watch.map(|watch| {
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = watch => {}
+                    () = stop.triggered() => {}
+                }
+            })
+        });
         let configmap_task = configmaps.map(|(watcher, backend)| {
             let stop = shutdown.clone();
             let history = Arc::clone(&history);
@@ -286,12 +305,15 @@ impl Server {
             },
         )?);
 
-        let state = Arc::new(AppState::new(
-            Engine::new(config.container_names.clone()).with_job_pinning(config.job_pinning),
-            Arc::clone(&store),
-            Arc::clone(&metrics),
-            config.limits.clone(),
-        ));
+        let state = Arc::new(
+            AppState::new(
+                Engine::new(config.container_names.clone()).with_job_pinning(config.job_pinning),
+                Arc::clone(&store),
+                Arc::clone(&metrics),
+                config.limits.clone(),
+            )
+            .with_drivers(drivers),
+        );
         let connections = Arc::new(Connections {
             acceptor: TlsAcceptor::from(Arc::new(tls_config)),
             router: match config.router_override.clone() {
@@ -355,6 +377,9 @@ impl Server {
                 }
             })
             .await;
+            if let Some(task) = driver_task {
+                let _ = task.await;
+            }
             // The ConfigMap watch ends on the same signal; a reload in progress finishes.
             if let Some(mut task) = configmap_task {
                 if tokio::time::timeout(ADMIN_STOP, &mut task).await.is_err() {
@@ -460,10 +485,46 @@ fn log_certificate(paths: &CertPaths, ensured: Ensured, loaded: &tls::LoadedCert
     }
 }
 
+/// Connections waiting to be accepted (the kernel caps it at somaxconn).
+const BACKLOG: i32 = 1024;
+
+/// Binds `addr`. The unspecified IPv6 address (`[::]`, the default) is dual-stack: it also
+/// accepts IPv4, whatever the host's `net.ipv6.bindv6only`, so probes and the Service work
+/// on IPv4, IPv6-only and dual-stack clusters alike. On a host without IPv6 it falls back
+/// to `0.0.0.0` with a warning. Any other address is bound as given (`0.0.0.0`: IPv4 only).
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|error| ServeError::Bind { addr, error })
+    let bind_error = |error| ServeError::Bind { addr, error };
+    match addr {
+        SocketAddr::V6(v6) if v6.ip().is_unspecified() => match bind_dual_stack(addr) {
+            Ok(listener) => Ok(listener),
+            Err(error) if no_ipv6(&error) => {
+                let v4 = SocketAddr::from(([0, 0, 0, 0], addr.port()));
+                tracing::warn!(%addr, fallback = %v4, error = %error, "no IPv6 on this host; listening on IPv4 only");
+                TcpListener::bind(v4).await.map_err(bind_error)
+            }
+            Err(error) => Err(bind_error(error)),
+        },
+        _ => TcpListener::bind(addr).await.map_err(bind_error),
+    }
+}
+
+fn bind_dual_stack(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_only_v6(false)?;
+    // As tokio's own bind does: a restarted server rebinds while old connections linger.
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// The host has no IPv6 at all (the kernel built or booted without it).
+fn no_ipv6(error: &std::io::Error) -> bool {
+    // EAFNOSUPPORT (97) when the family is missing, EADDRNOTAVAIL (99) when IPv6 is
+    // disabled on every interface.
+    matches!(error.raw_os_error(), Some(97 | 99))
 }
 
 fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, ServeError> {

@@ -38,6 +38,8 @@ pub const POLICY_LABEL_VALUE: &str = "true";
 pub const REASON_INVALID: &str = "PolicyInvalid";
 pub const REASON_LOADED: &str = "PolicyLoaded";
 pub const REASON_DUPLICATE: &str = "PolicyDuplicate";
+/// Every reason this source sends Events with.
+pub const EVENT_REASONS: [&str; 3] = [REASON_INVALID, REASON_LOADED, REASON_DUPLICATE];
 
 /// Events waiting to be sent; beyond this, new ones are dropped (and counted): the API
 /// server being slow must never hold up policy reloads.
@@ -334,10 +336,17 @@ struct Reloader {
     metrics: Arc<Metrics>,
     /// Duplicates already reported, so each is logged and sent as an Event once.
     reported_duplicates: BTreeSet<Duplicate>,
+    /// This replica's Pod: the `PolicyLoaded` Event of each install is about it.
+    replica: ObjectReference,
 }
 
 impl Reloader {
-    fn new(namespace: &str, store: Arc<PolicyStore>, metrics: Arc<Metrics>) -> Self {
+    fn new(
+        namespace: &str,
+        store: Arc<PolicyStore>,
+        metrics: Arc<Metrics>,
+        replica: ObjectReference,
+    ) -> Self {
         Self {
             policies: ConfigMapPolicies::new(namespace),
             installer: Installer::new(
@@ -347,6 +356,7 @@ impl Reloader {
             ),
             metrics,
             reported_duplicates: BTreeSet::new(),
+            replica,
         }
     }
 
@@ -355,6 +365,9 @@ impl Reloader {
         let ns = self.policies.namespace().to_owned();
         let update = self.policies.apply(event);
         self.installer.changed(update.changed);
+        if update.changed {
+            self.installer.change_seen();
+        }
         let errors = self.policies.errors();
         self.metrics.set_policy_errors(errors.len());
         let mut out = Vec::new();
@@ -413,7 +426,14 @@ impl Reloader {
             Gate::Install => {
                 let set = self.policies.policy_set();
                 out.extend(self.report_duplicates());
-                self.installer.install(set, errors.len());
+                let serving = self.installer.install(set, errors.len());
+                // About this replica's Pod, at start and on every change: after a rollout,
+                // `kubectl get events` says what each replica serves.
+                let mut pod = self.replica.clone();
+                if pod.namespace.is_none() {
+                    pod.namespace = Some(ns.clone());
+                }
+                out.push(PolicyEvent::normal(pod, REASON_LOADED, serving));
             }
         }
         out
@@ -532,6 +552,7 @@ impl ConfigMapWatcher {
         let mut stream = std::pin::pin!(stream);
         let mut stop = std::pin::pin!(stop);
 
+        self.metrics.init_policy_events(&EVENT_REASONS);
         let (events, queue) = mpsc::channel(EVENT_QUEUE);
         let publisher = EventPublisher::new(
             self.client.clone(),
@@ -543,6 +564,7 @@ impl ConfigMapWatcher {
             &self.namespace,
             Arc::clone(&self.store),
             Arc::clone(&self.metrics),
+            self.reporter.pod.clone(),
         )));
         let mut failing = false;
         tracing::info!(
@@ -762,7 +784,13 @@ mod tests {
     #[test]
     fn the_first_install_waits_for_a_complete_good_list() {
         let store = Arc::new(PolicyStore::new());
-        let mut r = Reloader::new("admin", Arc::clone(&store), Arc::new(Metrics::new()));
+        let replica = Reporter::new(Some("replica-1".to_owned())).pod;
+        let mut r = Reloader::new(
+            "admin",
+            Arc::clone(&store),
+            Arc::new(Metrics::new()),
+            replica,
+        );
         let broken = BROKEN.replace("NAME", "a");
         r.handle(watcher::Event::Init);
         let events = r.handle(watcher::Event::InitApply(cm(
@@ -785,5 +813,72 @@ mod tests {
         assert!(store.is_loaded());
         assert_eq!(store.snapshot().len(), 1);
         assert_eq!(events[0].reason, REASON_LOADED);
+        // The ConfigMap's Event, then the replica's: what it serves now, with versions.
+        let tag = store.snapshot().policies()[0].tag.clone();
+        let about_pod: Vec<&PolicyEvent> = events
+            .iter()
+            .filter(|e| e.regarding.kind.as_deref() == Some("Pod"))
+            .collect();
+        assert_eq!(about_pod.len(), 1);
+        assert_eq!(about_pod[0].reason, REASON_LOADED);
+        assert_eq!(about_pod[0].regarding.name.as_deref(), Some("replica-1"));
+        assert_eq!(about_pod[0].regarding.namespace.as_deref(), Some("admin"));
+        assert_eq!(about_pod[0].note, format!("serving 1 policies: {tag}"));
+    }
+
+    #[test]
+    fn every_install_from_the_first_list_on_names_what_the_replica_serves() {
+        let store = Arc::new(PolicyStore::new());
+        let replica = Reporter::new(Some("replica-1".to_owned()))
+            .in_pod(Some("spark-admission".to_owned()), Some("uid-1".to_owned()))
+            .pod;
+        let mut r = Reloader::new(
+            "admin",
+            Arc::clone(&store),
+            Arc::new(Metrics::new()),
+            replica,
+        );
+        let a = GOOD.replace("NAME", "a");
+        r.handle(watcher::Event::Init);
+        r.handle(watcher::Event::InitApply(cm("m", true, &[("a.yaml", &a)])));
+        let at_start = r.handle(watcher::Event::InitDone);
+        let pod_events = |events: &[PolicyEvent]| -> Vec<String> {
+            events
+                .iter()
+                .filter(|e| e.regarding.kind.as_deref() == Some("Pod"))
+                .map(|e| {
+                    assert_eq!(e.reason, REASON_LOADED);
+                    assert_eq!(e.regarding.namespace.as_deref(), Some("spark-admission"));
+                    assert_eq!(e.regarding.uid.as_deref(), Some("uid-1"));
+                    e.note.clone()
+                })
+                .collect()
+        };
+        let tag_a = store.snapshot().policies()[0].tag.clone();
+        assert_eq!(
+            pod_events(&at_start),
+            [format!("serving 1 policies: {tag_a}")]
+        );
+        // A broken edit installs nothing: no new PolicyLoaded about the Pod.
+        let broken = BROKEN.replace("NAME", "a");
+        let rejected = r.handle(watcher::Event::Apply(cm("m", true, &[("a.yaml", &broken)])));
+        assert!(pod_events(&rejected).is_empty());
+        // A second ConfigMap goes live: the Event lists both, with the kept version of a.
+        let b = GOOD.replace("NAME", "b");
+        let changed = r.handle(watcher::Event::Apply(cm("n", true, &[("b.yaml", &b)])));
+        let tags: Vec<String> = store
+            .snapshot()
+            .policies()
+            .iter()
+            .map(|p| p.tag.clone())
+            .collect();
+        assert_eq!(tags[0], tag_a);
+        assert_eq!(
+            pod_events(&changed),
+            [format!(
+                "serving 2 policies: {}, {} (1 rejected document(s) keep their last good version)",
+                tags[0], tags[1]
+            )]
+        );
     }
 }

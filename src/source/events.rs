@@ -27,23 +27,41 @@ const NOTE_LIMIT: usize = 1024;
 const INSTANCE_LIMIT: usize = 128;
 
 /// Who reports: the controller and this replica (the pod name).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Reporter {
     pub controller: String,
     pub instance: String,
+    /// The replica's own Pod, which Events about what this replica serves are about.
+    pub pod: ObjectReference,
 }
 
 impl Reporter {
     /// This replica: `instance` when given (the pod name), else `spark-admission`.
     pub fn new(instance: Option<String>) -> Self {
-        let mut instance = instance
+        let instance = instance
             .filter(|i| !i.is_empty())
             .unwrap_or_else(|| "spark-admission".to_owned());
+        let pod = ObjectReference {
+            api_version: Some("v1".to_owned()),
+            kind: Some("Pod".to_owned()),
+            name: Some(instance.clone()),
+            ..ObjectReference::default()
+        };
+        let mut instance = instance;
         truncate(&mut instance, INSTANCE_LIMIT);
         Self {
             controller: REPORTING_CONTROLLER.to_owned(),
             instance,
+            pod,
         }
+    }
+
+    /// The Pod's namespace (`POD_NAMESPACE`) and uid (`POD_UID`): with the uid,
+    /// `kubectl describe pod` lists the Events about it.
+    pub fn in_pod(mut self, namespace: Option<String>, uid: Option<String>) -> Self {
+        self.pod.namespace = namespace.filter(|n| !n.is_empty());
+        self.pod.uid = uid.filter(|u| !u.is_empty());
+        self
     }
 }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::matching::PolicySet;
 use crate::metrics::{Metrics, ReloadResult};
+use crate::source::history::now_secs;
 use crate::source::PolicyStore;
 
 /// What the source should do with its current state.
@@ -67,13 +68,16 @@ impl Installer {
     }
 
     /// Installs `set`; `errors` broken documents are left out of it (their last good
-    /// version, if any, is in the set).
-    pub fn install(&mut self, set: PolicySet, errors: usize) {
+    /// version, if any, is in the set). Returns what this replica now serves, in one line
+    /// (`serving 2 policies: a@1ab7e61fa9, b@…`), for the `PolicyLoaded` Event.
+    pub fn install(&mut self, set: PolicySet, errors: usize) -> String {
         let n = set.len();
         let names: Vec<String> = set.policies().iter().map(|p| p.tag.clone()).collect();
         self.store.install(set);
         self.pending = false;
         self.metrics.set_policies_loaded(n);
+        self.metrics
+            .set_policy_set_installed(i64::try_from(now_secs()).unwrap_or(i64::MAX));
         self.metrics.record_policy_reload(if errors == 0 {
             ReloadResult::Applied
         } else {
@@ -86,7 +90,35 @@ impl Installer {
             rejected = errors,
             "policies loaded"
         );
+        serving_line(&names, errors)
     }
+
+    /// Notes that the good policies changed in the source just now (to be installed next;
+    /// an alert compares it with the install time, across replicas too). What a replica
+    /// reads before its first install is not a change: a replica started later would
+    /// otherwise make every older one look stale.
+    pub fn change_seen(&self) {
+        if self.store.is_loaded() {
+            self.metrics
+                .set_policy_change_seen(i64::try_from(now_secs()).unwrap_or(i64::MAX));
+        }
+    }
+}
+
+/// `serving N policies: tag, tag` and, when some documents were rejected, how many.
+fn serving_line(tags: &[String], rejected: usize) -> String {
+    let list = if tags.is_empty() {
+        "none".to_owned()
+    } else {
+        tags.join(", ")
+    };
+    let mut line = format!("serving {} policies: {list}", tags.len());
+    if rejected > 0 {
+        line.push_str(&format!(
+            " ({rejected} rejected document(s) keep their last good version)"
+        ));
+    }
+    line
 }
 
 #[cfg(test)]
@@ -112,6 +144,29 @@ mod tests {
             i.gate(true, 1),
             Gate::Install,
             "after the first install, errors keep their last good version and the rest goes live"
+        );
+    }
+
+    #[test]
+    fn an_install_says_what_is_served_and_stamps_the_time() {
+        let metrics = Arc::new(Metrics::new());
+        let mut i = Installer::new(Arc::new(PolicyStore::new()), Arc::clone(&metrics), "t");
+        let before = i64::try_from(now_secs()).unwrap();
+        assert_eq!(
+            i.install(PolicySet::default(), 0),
+            "serving 0 policies: none"
+        );
+        let text = metrics.encode().unwrap();
+        let installed: i64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("spark_admission_policy_set_installed_timestamp_seconds "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(installed >= before, "{installed} < {before}");
+        assert_eq!(
+            serving_line(&["a@1".to_owned(), "b@2".to_owned()], 1),
+            "serving 2 policies: a@1, b@2 (1 rejected document(s) keep their last good version)"
         );
     }
 }

@@ -5,6 +5,7 @@
 //! request takes the current snapshot with one atomic load and never waits on a reload.
 
 pub mod configmap;
+pub mod drivers;
 pub mod events;
 mod folder;
 pub mod history;
@@ -12,6 +13,7 @@ pub mod install;
 mod store;
 
 pub use configmap::{ConfigMapPolicies, ConfigMapWatcher};
+pub use drivers::{DriverCache, Drivers};
 pub use folder::{load_paths, policy_files, FolderSource, ScanReport};
 pub use history::PolicyHistory;
 pub use store::PolicyStore;

@@ -6,11 +6,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use k8s_openapi::api::core::v1::Pod;
 
 use super::history::{now_secs, PolicyHistory};
 use crate::matching::PolicySet;
-use crate::pinning::{self, Pinned};
+use crate::pinning::{self, Claim, PinCheck, Pinned, Resolution};
 
 #[derive(Debug, Default)]
 pub struct PolicyStore {
@@ -53,12 +52,19 @@ impl PolicyStore {
         &self.history
     }
 
-    /// For an executor carrying its driver's pin: the versions it pinned (from `current`
-    /// or the history) and the tags not found. `None` for every other pod.
-    pub fn pinned(&self, current: &PolicySet, pod: &Pod) -> Option<Pinned> {
-        let tags = pinning::pin_of(pod)?;
-        Some(pinning::resolve(current, &tags, |tag| {
-            self.history.lookup(tag)
-        }))
+    /// The versions a verified pin names (from `current` or the history), and the tags
+    /// not found.
+    pub fn pinned(&self, current: &PolicySet, tags: &[&str]) -> Pinned {
+        pinning::resolve(current, tags, |tag| self.history.lookup(tag))
+    }
+
+    /// How a pod's pin claim resolves, given the check of it against its stored driver.
+    pub fn resolve_pin(
+        &self,
+        current: &PolicySet,
+        claim: &Claim<'_>,
+        check: PinCheck,
+    ) -> Resolution {
+        Resolution::of(current, claim, check, |tag| self.history.lookup(tag))
     }
 }

@@ -1,8 +1,11 @@
 //! Job pinning against the real API server: a driver admitted under policy v1 carries the
 //! pin in its SPARK_SUBMIT_OPTS; after the policy ConfigMap moves to v2, an executor created
-//! as Spark would (the annotation taken from the stored driver) still gets v1 — also after a
-//! restart, and from a second webhook process that only ever saw v2 (its v1 comes from the
-//! history ConfigMap) — while an executor without the pin, and a new driver, get v2.
+//! as Spark would (the annotation taken from the stored driver, an owner reference to it)
+//! still gets v1 — also after a restart, and from a second webhook process that only ever
+//! saw v2 (its v1 comes from the history ConfigMap) — while an executor without the pin, a
+//! new driver, and the same pin on an executor owned by another driver or by none get v2
+//! (the webhook reads the stored drivers: a pin is honoured only when its own driver
+//! carries it). A driver created with a pin token of its own gets the webhook's instead.
 
 use std::time::{Duration, Instant};
 
@@ -62,16 +65,28 @@ fn driver(name: &str) -> Pod {
 }
 
 /// An executor as Spark creates it; `pin` is the annotation Spark copies from the
-/// driver's `spark.kubernetes.executor.annotation.*` setting.
-fn executor(name: &str, pin: Option<&str>) -> Pod {
+/// driver's `spark.kubernetes.executor.annotation.*` setting, `owner` the stored driver
+/// its owner reference names (as Spark sets it in cluster mode).
+fn executor(name: &str, pin: Option<&str>, owner: Option<&Pod>) -> Pod {
     let mut annotations = serde_json::Map::new();
     if let Some(p) = pin {
         annotations.insert(DRIVER_POLICIES_ANNOTATION.to_owned(), json!(p));
     }
+    let owners: Vec<serde_json::Value> = owner
+        .into_iter()
+        .map(|d| {
+            json!({
+                "apiVersion": "v1", "kind": "Pod", "controller": true,
+                "name": d.metadata.name.clone().expect("driver name"),
+                "uid": d.metadata.uid.clone().expect("driver uid"),
+            })
+        })
+        .collect();
     serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {
             "name": name,
+            "ownerReferences": owners,
             "labels": {
                 "spark-role": "executor",
                 "spark-app-selector": "spark-pinning",
@@ -209,13 +224,23 @@ pub async fn executors_get_their_drivers_policy_versions_across_changes_restarts
 
     apply_version(c, "v2");
     wait_serving(&client, "v2").await;
-    let pinned = create(&client, &executor("pin-1-exec-1", Some(&pin)), "pinned").await;
+    let pinned = create(
+        &client,
+        &executor("pin-1-exec-1", Some(&pin), Some(&d1)),
+        "pinned",
+    )
+    .await;
     assert_eq!(
         label(&pinned),
         "v1",
         "the pinned executor gets its driver's version"
     );
-    let unpinned = create(&client, &executor("pin-0-exec-1", None), "unpinned").await;
+    let unpinned = create(
+        &client,
+        &executor("pin-0-exec-1", None, Some(&d1)),
+        "unpinned",
+    )
+    .await;
     assert_eq!(
         label(&unpinned),
         "v2",
@@ -229,10 +254,59 @@ pub async fn executors_get_their_drivers_policy_versions_across_changes_restarts
     assert_eq!(label(&d2), "v2");
     wait_stored(&client, &[&pin, &pin2]).await;
 
+    // The v1 pin on an executor that is not d1's vouches for nothing.
+    let forged = create(
+        &client,
+        &executor("pin-2-exec-9", Some(&pin), Some(&d2)),
+        "v1 pin on d2's executor",
+    )
+    .await;
+    assert_eq!(label(&forged), "v2", "a pin its own driver does not carry");
+    let orphan = create(
+        &client,
+        &executor("pin-x-exec-9", Some(&pin), None),
+        "v1 pin without an owner",
+    )
+    .await;
+    assert_eq!(label(&orphan), "v2", "a pin without a driver");
+    assert_eq!(
+        metric_sum(
+            &first.metrics(),
+            "spark_admission_pinned_executors_total",
+            "result=\"forged\""
+        ),
+        1.0
+    );
+
+    // A driver that brings the old pin itself gets the webhook's current one instead.
+    let mut own_pin = serde_json::to_value(driver("pin-3-driver")).expect("JSON");
+    own_pin["spec"]["containers"][0]["env"] = json!([{
+        "name": SUBMIT_OPTS_VAR,
+        "value": format!("-Dspark.a=1 -D{PIN_SPARK_CONF_KEY}={pin}")
+    }]);
+    let d3 = create(
+        &client,
+        &serde_json::from_value(own_pin).expect("Pod"),
+        "driver with its own pin token",
+    )
+    .await;
+    assert_eq!(
+        pin_of_driver(&d3),
+        pin2,
+        "the stored driver carries the webhook's pin"
+    );
+    let d3_exec = create(
+        &client,
+        &executor("pin-3-exec-1", Some(&pin), Some(&d3)),
+        "old pin under a driver that brought it",
+    )
+    .await;
+    assert_eq!(label(&d3_exec), "v2");
+
     first.restart();
     let after_restart = create(
         &client,
-        &executor("pin-1-exec-2", Some(&pin)),
+        &executor("pin-1-exec-2", Some(&pin), Some(&d1)),
         "after restart",
     )
     .await;
@@ -242,18 +316,18 @@ pub async fn executors_get_their_drivers_policy_versions_across_changes_restarts
     first.stop();
     let second_dir = env.dir.join("second");
     std::fs::create_dir_all(&second_dir).expect("second webhook folder");
-    let second = Webhook::start(c, &second_dir, Policies::ConfigMaps(UNWATCHED_NS));
+    let mut second = Webhook::start(c, &second_dir, Policies::ConfigMaps(UNWATCHED_NS));
     webhook::register(&client, &second, NS, false).await;
     let from_history = create(
         &client,
-        &executor("pin-1-exec-3", Some(&pin)),
+        &executor("pin-1-exec-3", Some(&pin), Some(&d1)),
         "second replica",
     )
     .await;
     assert_eq!(label(&from_history), "v1", "a replica started after v2");
     let from_new_driver = create(
         &client,
-        &executor("pin-2-exec-1", Some(&pin2)),
+        &executor("pin-2-exec-1", Some(&pin2), Some(&d2)),
         "new driver",
     )
     .await;
@@ -267,31 +341,10 @@ pub async fn executors_get_their_drivers_policy_versions_across_changes_restarts
         2.0
     );
 
-    // A pin naming a version nobody has: the current version, named on the pod.
-    let unknown = format!("{POLICY}@0000000000");
-    let missing = create(
-        &client,
-        &executor("pin-9-exec-1", Some(&unknown)),
-        "missing",
-    )
-    .await;
-    assert_eq!(label(&missing), "v2");
-    assert_eq!(
-        annotation(&missing, MISSING_POLICIES_ANNOTATION).as_deref(),
-        Some(unknown.as_str())
-    );
-    assert_eq!(
-        metric_sum(
-            &second.metrics(),
-            "spark_admission_pinned_executors_total",
-            "result=\"missing\""
-        ),
-        1.0
-    );
-
     // Validation never follows the pin: v2 forbids privileged containers, v1 did not,
     // and an executor pinned to v1 is still refused.
-    let mut privileged = serde_json::to_value(executor("pin-1-exec-4", Some(&pin))).expect("JSON");
+    let mut privileged =
+        serde_json::to_value(executor("pin-1-exec-4", Some(&pin), Some(&d1))).expect("JSON");
     privileged["spec"]["containers"][0]["securityContext"] = json!({"privileged": true});
     let privileged: Pod = serde_json::from_value(privileged).expect("Pod");
     let refused = Api::<Pod>::namespaced(client.clone(), NS)
@@ -301,6 +354,37 @@ pub async fn executors_get_their_drivers_policy_versions_across_changes_restarts
         Err(kube::Error::Api(s)) => assert!(s.message.contains(POLICY), "{}", s.message),
         other => panic!("a privileged executor pinned to v1 was not refused: {other:?}"),
     }
+
+    // A verified pin whose version nobody keeps any more: the history ConfigMap deleted,
+    // a third process that only knows v2. The current version, named on the pod.
+    second.stop();
+    let _ = c.kubectl(
+        &["delete", "configmap", "-n", UNWATCHED_NS, HISTORY_CONFIGMAP],
+        None,
+    );
+    let third_dir = env.dir.join("third");
+    std::fs::create_dir_all(&third_dir).expect("third webhook folder");
+    let third = Webhook::start(c, &third_dir, Policies::ConfigMaps(UNWATCHED_NS));
+    webhook::register(&client, &third, NS, false).await;
+    let missing = create(
+        &client,
+        &executor("pin-1-exec-5", Some(&pin), Some(&d1)),
+        "missing",
+    )
+    .await;
+    assert_eq!(label(&missing), "v2");
+    assert_eq!(
+        annotation(&missing, MISSING_POLICIES_ANNOTATION).as_deref(),
+        Some(pin.as_str())
+    );
+    assert_eq!(
+        metric_sum(
+            &third.metrics(),
+            "spark_admission_pinned_executors_total",
+            "result=\"missing\""
+        ),
+        1.0
+    );
 }
 
 /// The `spark.*` settings a stored driver's SPARK_SUBMIT_OPTS gives Spark, as `--conf`.
@@ -335,19 +419,43 @@ pub async fn spark_itself_gives_the_pin_to_the_executors_of_a_driver_replayed_in
     c.namespace(&client, NS, &[]).await;
     webhook::register(&client, &hook, NS, false).await;
     wait_serving(&client, "v1").await;
-    let driver = create(&client, &driver("pin-spark-driver"), "driver under v1").await;
-    let pin = pin_of_driver(&driver);
-    let conf = driver_conf(&driver);
-    apply_version(c, "v2");
-    wait_serving(&client, "v2").await;
-
+    // One v1 driver per Spark version, in the namespace its executors will be created
+    // in: Spark (given the driver's pod name, as in cluster mode) makes it their owner.
+    let mut drivers = Vec::new();
     for spark in &sparks {
         let ns = format!("{NS}-{}", spark.version.replace('.', "-"));
         c.namespace(&client, &ns, &[]).await;
+        let stored = Api::<Pod>::namespaced(client.clone(), &ns)
+            .create(&PostParams::default(), &driver("pin-spark-driver"))
+            .await
+            .unwrap_or_else(|e| panic!("driver under v1 in {ns}: {e}"));
+        drivers.push((ns, stored));
+    }
+    apply_version(c, "v2");
+    wait_serving(&client, "v2").await;
+
+    for (spark, (ns, driver)) in sparks.iter().zip(&drivers) {
+        let pin = pin_of_driver(driver);
+        let mut conf = driver_conf(driver);
+        conf.extend([
+            "--conf".to_owned(),
+            format!(
+                "spark.kubernetes.driver.pod.name={}",
+                driver.metadata.name.clone().unwrap_or_default()
+            ),
+        ]);
         // The stored driver's configuration, as its container's launcher would read it.
         let executors =
-            client_mode_executors(c, &client, spark, &env.dir, &ns, "e2e-pinned", &conf).await;
+            client_mode_executors(c, &client, spark, &env.dir, ns, "e2e-pinned", &conf).await;
         for e in &executors {
+            let owners = e.metadata.owner_references.clone().unwrap_or_default();
+            assert!(
+                owners
+                    .iter()
+                    .any(|o| o.kind == "Pod" && Some(&o.uid) == driver.metadata.uid.as_ref()),
+                "{}: Spark made the stored driver the executor's owner: {owners:?}",
+                spark.version
+            );
             assert_eq!(
                 annotation(e, DRIVER_POLICIES_ANNOTATION).as_deref(),
                 Some(pin.as_str()),
@@ -362,7 +470,7 @@ pub async fn spark_itself_gives_the_pin_to_the_executors_of_a_driver_replayed_in
             );
         }
         eprintln!(
-            "job_pinning_spark {}: {} executors created by Spark carry {pin} and got v1 while v2 is current",
+            "job_pinning_spark {}: {} executors created by Spark, owned by their stored driver, carry {pin} and got v1 while v2 is current",
             spark.version,
             executors.len()
         );

@@ -73,8 +73,9 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::
     let has_sidecar = review["request"]["object"]["spec"]["containers"]
         .as_array()
         .is_some_and(|cs| cs.iter().any(|c| c["name"] == CONTAINER));
+    let ns = review["request"]["namespace"].as_str().unwrap_or("none");
     crate::record::review(
-        &format!("{pod}-{}", if has_sidecar { "again" } else { "first" }),
+        &format!("{ns}-{pod}-{}", if has_sidecar { "again" } else { "first" }),
         &body,
     );
     let mut response = json!({"uid": uid, "allowed": true});

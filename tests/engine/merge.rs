@@ -466,25 +466,99 @@ fn classpath_entries_are_appended_to_an_existing_value() {
 }
 
 #[test]
-fn download_dependencies_use_an_init_container_without_a_shell() {
+fn download_dependencies_use_an_init_container_that_runs_as_a_numeric_non_root_user() {
     let set = policies(&policy(
         "dl",
         0,
-        "all:\n  dependencies:\n  - name: aws\n    source:\n      download:\n        urls: [\"https://repo.example.com/a/hadoop-aws.jar\"]",
+        "all:\n  dependencies:\n  - name: aws\n    source:\n      download:\n        urls:\n        - \"https://repo.example.com/a/hadoop-aws.jar\"\n        - {url: \"https://repo.example.com/b/sdk.jar?sig=1/2#x\", sha256: \"ABCDEF0123456789abcdef0123456789ABCDEF0123456789abcdef0123456789\"}",
     ));
     let (_, out) = mutate_checked(&set, &review_pod("mutate-executor-rich-1"), "spark-jobs");
     let init = &out["spec"]["initContainers"][0];
     assert_eq!(init["name"], "spark-deps-aws");
-    assert_eq!(init["command"], json!(["curl"]));
-    assert!(init["args"]
-        .as_array()
-        .unwrap()
-        .contains(&json!("https://repo.example.com/a/hadoop-aws.jar")));
+    assert_eq!(init["image"], "curlimages/curl:8.11.1");
+    // curlimages/curl names its user (`curl_user`): without a numeric runAsUser the kubelet
+    // cannot verify runAsNonRoot and refuses the container. 185 is Spark's own uid, so the
+    // files belong to the user who reads them.
+    assert_eq!(
+        init["securityContext"],
+        json!({
+            "allowPrivilegeEscalation": false,
+            "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": true,
+            "runAsNonRoot": true,
+            "runAsUser": 185,
+            "runAsGroup": 185,
+            "seccompProfile": {"type": "RuntimeDefault"}
+        })
+    );
+    let command = init["command"].as_array().unwrap();
+    assert_eq!(command.len(), 4, "{command:?}");
+    assert_eq!(command[..2], [json!("sh"), json!("-c")]);
+    let script = command[2].as_str().unwrap();
+    assert!(script.contains("--fail-early") && script.contains("sha256sum"));
+    // The policy's values are arguments, never part of the script.
+    assert!(!script.contains("repo.example.com") && !script.contains("abcdef"));
+    assert_eq!(
+        init["args"],
+        json!([
+            "/deps",
+            "https://repo.example.com/a/hadoop-aws.jar",
+            "hadoop-aws.jar",
+            "",
+            "https://repo.example.com/b/sdk.jar?sig=1/2#x",
+            "sdk.jar",
+            "abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789"
+        ])
+    );
+    assert_eq!(
+        init["volumeMounts"],
+        json!([{"name": "spark-deps-aws", "mountPath": "/deps"}])
+    );
     assert!(out["spec"]["volumes"]
         .as_array()
         .unwrap()
         .iter()
         .any(|v| v["name"] == "spark-deps-aws" && v["emptyDir"].is_object()));
+}
+
+#[test]
+fn a_download_dependency_can_name_its_own_user_and_group() {
+    let set = policies(&policy(
+        "dl",
+        0,
+        "all:\n  dependencies:\n  - name: aws\n    source:\n      download:\n        urls: [\"https://repo.example.com/a/hadoop-aws.jar\"]\n        image: registry.example.com/tools/curl:1\n        runAsUser: 1001\n        runAsGroup: 0",
+    ));
+    let (_, out) = mutate_checked(
+        &set,
+        &review_pod("mutate-driver-scala-sparkpi"),
+        "spark-jobs",
+    );
+    let sc = &out["spec"]["initContainers"][0]["securityContext"];
+    assert_eq!(sc["runAsUser"], 1001);
+    assert_eq!(sc["runAsGroup"], 0);
+    assert_eq!(sc["runAsNonRoot"], true);
+}
+
+#[test]
+fn dollars_in_download_urls_reach_curl_as_written() {
+    // The kubelet expands `$(NAME)` in args from the container's environment, which holds
+    // the service-link variables of every Service in the tenant's namespace.
+    let set = policies(&policy(
+        "dl",
+        0,
+        "all:\n  dependencies:\n  - name: aws\n    source:\n      download:\n        urls: [\"https://repo.example.com/$(KUBERNETES_SERVICE_HOST)/a$$b.jar\"]",
+    ));
+    let (_, out) = mutate_checked(
+        &set,
+        &review_pod("mutate-driver-scala-sparkpi"),
+        "spark-jobs",
+    );
+    let args = &out["spec"]["initContainers"][0]["args"];
+    assert_eq!(
+        args[1],
+        "https://repo.example.com/$$(KUBERNETES_SERVICE_HOST)/a$$$$b.jar"
+    );
+    assert_eq!(args[2], "a$$$$b.jar");
 }
 
 #[test]
@@ -1132,6 +1206,44 @@ fn an_item_whose_variable_has_no_label_on_the_pod_is_skipped_with_a_warning() {
             "{item}: {:?}",
             m.warnings
         );
+    }
+}
+
+#[test]
+fn a_tenant_label_that_is_not_a_label_value_never_reaches_a_value() {
+    // The webhook sees the pod before the API server validates its labels. Written into
+    // spark.metrics.namespace, this value would make Spark resolve another conf value
+    // (a credential) into metric names that Prometheus publishes; with a space it would
+    // become a second JVM option.
+    for bad in [
+        "${spark.hadoop.fs.s3a.secret.key}",
+        "x -Dspark.driver.extraJavaOptions=-javaagent:/tmp/a.jar",
+        "../../etc",
+    ] {
+        let mut pod = review_pod("mutate-driver-pyspark-pi");
+        pod["metadata"]["labels"]["spark-app-name"] = json!(bad);
+        let set = policies(&policy(
+            "vars",
+            0,
+            "driver:\n  sparkConf: {spark.metrics.namespace: \"${app.name}\", spark.ns: \"${namespace}\"}\n  annotations: {app: \"${app.name}\"}",
+        ));
+        let (m, out) = mutate_checked(&set, &pod, "spark-jobs");
+        assert_eq!(submit_opts(&out), ["-Dspark.ns=spark-jobs"], "{bad:?}");
+        assert!(
+            out["metadata"]["annotations"].get("app").is_none(),
+            "{bad:?}"
+        );
+        for item in [
+            "sparkConf \"spark.metrics.namespace\"",
+            "annotation \"app\"",
+        ] {
+            assert!(
+                m.warnings.iter().any(|w| w.contains(item)
+                    && w.contains("spark-app-name label is not a valid label value")),
+                "{bad:?} {item}: {:?}",
+                m.warnings
+            );
+        }
     }
 }
 

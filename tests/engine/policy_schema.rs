@@ -50,6 +50,80 @@ fn unknown_fields_wrong_kinds_and_bad_regexes_are_rejected() {
 }
 
 #[test]
+fn download_sources_are_checked_at_their_own_path() {
+    let doc = |download: &str| {
+        format!("kind: SparkPodPolicy\napiVersion: spark-admission.io/v1alpha1\nmetadata: {{name: a}}\nspec:\n  namespaces: [a]\n  all:\n    dependencies:\n    - name: aws\n      source:\n        download: {download}\n")
+    };
+    let at = "/spec/all/dependencies/0/source/download";
+    let cases = [
+        (
+            "{urls: [{url: 'https://r.example/a.jar', sha256: abc}]}",
+            format!("{at}/urls/0/sha256"),
+            "does not match",
+        ),
+        (
+            "{urls: [{url: 'https://r.example/a.jar', sha: abc}]}",
+            format!("{at}/urls/0"),
+            "sha",
+        ),
+        (
+            "{urls: [{sha256: abc}]}",
+            format!("{at}/urls/0"),
+            "\"url\" is a required property",
+        ),
+        (
+            "{urls: ['ftp://r.example/a.jar']}",
+            format!("{at}/urls/0"),
+            "does not match",
+        ),
+        (
+            "{urls: [{url: 'https://r.example/'}]}",
+            format!("{at}/urls/0/url"),
+            "does not match",
+        ),
+        ("{urls: [7]}", format!("{at}/urls/0"), "is not of type"),
+        (
+            "{urls: ['https://r.example/a.jar'], runAsUser: 0}",
+            format!("{at}/runAsUser"),
+            "minimum",
+        ),
+        (
+            "{urls: ['https://r.example/a.jar'], runAsGroup: -1}",
+            format!("{at}/runAsGroup"),
+            "minimum",
+        ),
+        (
+            "{urls: ['https://r.example/v1/a.jar', {url: 'https://r.example/v2/a.jar?x=1'}]}",
+            format!("{at}/urls/1/url"),
+            "would be saved as \"a.jar\", like urls/0",
+        ),
+        (
+            "{urls: ['https://r.example/a.jar']}\n        configMap: {name: jars}",
+            "/spec/all/dependencies/0/source".to_owned(),
+            "has more than 1 property (set exactly one of them)",
+        ),
+        (
+            "{urls: ['https://r.example/lib/..']}",
+            format!("{at}/urls/0"),
+            "has no file name",
+        ),
+    ];
+    for (download, path, needle) in cases {
+        let text = doc(download);
+        let errors = parse_documents(&PolicySource("t.yaml".into()), &text).unwrap_err();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.path == path && e.message.contains(needle)),
+            "{download}: expected {path} ({needle})\n=> {errors:?}"
+        );
+    }
+    // Both forms in one list, a checksum in either case: accepted.
+    let ok = doc("{urls: ['https://r.example/a.jar', {url: 'https://r.example/b.jar', sha256: 9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08}], runAsUser: 1000, runAsGroup: 0}");
+    parse_documents(&PolicySource("t.yaml".into()), &ok).unwrap_or_else(|e| panic!("{e:?}"));
+}
+
+#[test]
 fn check_policies_accepts_the_examples_and_rejects_a_broken_file() {
     let ok = Command::new(BIN)
         .args(["check-policies", "policies"])

@@ -22,7 +22,7 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, Container, Namespace, PodSpec, Service, ServiceAccount,
 };
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::de::DeserializeOwned;
@@ -126,6 +126,17 @@ struct Kustomization {
     replacements: Vec<Replacement>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     patches: Vec<KustomizePatch>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    config_map_generator: Vec<ConfigMapGenerator>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ConfigMapGenerator {
+    name: String,
+    namespace: String,
+    files: Vec<String>,
+    options: GeneratorOptions,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -255,6 +266,59 @@ struct IssuerRef {
 type Issuer = CertManagerObject<IssuerSpec>;
 type Certificate = CertManagerObject<CertificateSpec>;
 
+// prometheus-operator (deploy/monitoring/): the fields used, strictly.
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ServiceMonitorSpec {
+    selector: LabelSelector,
+    namespace_selector: NamespaceSelector,
+    endpoints: Vec<MonitorEndpoint>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct NamespaceSelector {
+    match_names: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct MonitorEndpoint {
+    port: String,
+    path: String,
+    interval: String,
+    scrape_timeout: String,
+}
+
+/// A PrometheusRule's spec, and a plain Prometheus rules file alike.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleGroups {
+    groups: Vec<RuleGroup>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleGroup {
+    name: String,
+    rules: Vec<AlertRule>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlertRule {
+    alert: String,
+    expr: String,
+    #[serde(default, rename = "for", skip_serializing_if = "Option::is_none")]
+    for_: Option<String>,
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+}
+
+type ServiceMonitor = CertManagerObject<ServiceMonitorSpec>;
+type PrometheusRule = CertManagerObject<RuleGroups>;
+
 /// Everything under `deploy/`, typed.
 #[derive(Default)]
 struct Manifests {
@@ -262,6 +326,8 @@ struct Manifests {
     service_accounts: Vec<ServiceAccount>,
     roles: Vec<Role>,
     role_bindings: Vec<RoleBinding>,
+    cluster_roles: Vec<ClusterRole>,
+    cluster_role_bindings: Vec<ClusterRoleBinding>,
     deployments: Vec<Deployment>,
     pdbs: Vec<PodDisruptionBudget>,
     services: Vec<Service>,
@@ -271,6 +337,10 @@ struct Manifests {
     kustomizations: Vec<(String, Kustomization)>,
     issuers: Vec<Issuer>,
     certificates: Vec<Certificate>,
+    service_monitors: Vec<ServiceMonitor>,
+    prometheus_rules: Vec<PrometheusRule>,
+    /// Plain Prometheus rules files (no apiVersion: `groups:` at the top).
+    rule_files: Vec<(String, RuleGroups)>,
 }
 
 /// Everything under `deploy/`, parsed and round-tripped once for all the tests here.
@@ -294,6 +364,12 @@ fn load() -> Manifests {
             ("rbac.authorization.k8s.io/v1", "RoleBinding") => {
                 m.role_bindings.push(roundtrip(o, &doc))
             }
+            ("rbac.authorization.k8s.io/v1", "ClusterRole") => {
+                m.cluster_roles.push(roundtrip(o, &doc))
+            }
+            ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
+                m.cluster_role_bindings.push(roundtrip(o, &doc))
+            }
             ("apps/v1", "Deployment") => m.deployments.push(roundtrip(o, &doc)),
             ("policy/v1", "PodDisruptionBudget") => m.pdbs.push(roundtrip(o, &doc)),
             ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration") => {
@@ -307,6 +383,15 @@ fn load() -> Manifests {
             }
             ("cert-manager.io/v1", "Issuer") => m.issuers.push(roundtrip(o, &doc)),
             ("cert-manager.io/v1", "Certificate") => m.certificates.push(roundtrip(o, &doc)),
+            ("monitoring.coreos.com/v1", "ServiceMonitor") => {
+                m.service_monitors.push(roundtrip(o, &doc))
+            }
+            ("monitoring.coreos.com/v1", "PrometheusRule") => {
+                m.prometheus_rules.push(roundtrip(o, &doc))
+            }
+            ("", "") if doc.get("groups").is_some() => {
+                m.rule_files.push((origin.clone(), roundtrip(o, &doc)))
+            }
             other => panic!("{origin}: no type known for {other:?}; add it to this test"),
         }
     }
@@ -413,7 +498,10 @@ fn every_yaml_under_deploy_parses_into_its_type_without_unknown_fields() {
     assert_eq!(m.deployments.len(), 1);
     assert_eq!(m.mutating.len(), 1);
     assert_eq!(m.validating.len(), 1);
-    assert_eq!(m.kustomizations.len(), 3);
+    assert_eq!(m.kustomizations.len(), 4);
+    assert_eq!(m.service_monitors.len(), 1);
+    assert_eq!(m.prometheus_rules.len(), 1);
+    assert_eq!(m.rule_files.len(), 1);
     assert_eq!(m.certificates.len(), 2);
     assert_eq!(m.issuers.len(), 2);
     assert!(!m.configmaps.is_empty());
@@ -441,6 +529,12 @@ fn kustomizations_name_files_that_exist_and_wire_the_tls_secret() {
         );
         for r in &k.resources {
             assert!(dir.join(r).exists(), "{origin}: resource {r} not found");
+        }
+        for g in &k.config_map_generator {
+            for f in &g.files {
+                let file = f.split_once('=').map_or(f.as_str(), |(_, file)| file);
+                assert!(dir.join(file).exists(), "{origin}: file {file} not found");
+            }
         }
         for p in &k.patches {
             let patch: Value = serde_saphyr::from_str(&p.patch).unwrap();
@@ -612,6 +706,31 @@ fn the_deployment_runs_serve_with_the_ports_probes_and_certificates_the_manifest
         env_field_ref(c, spark_admission::admission::POD_NAME_ENV).as_deref(),
         Some("metadata.name")
     );
+    assert_eq!(
+        env_field_ref(c, spark_admission::admission::POD_UID_ENV).as_deref(),
+        Some("metadata.uid")
+    );
+
+    // Why the webhook crashed reaches `kubectl describe pod`: its last log line.
+    assert_eq!(
+        c.termination_message_policy.as_deref(),
+        Some("FallbackToLogsOnError")
+    );
+    assert_eq!(
+        args.log_format,
+        spark_admission::admission::LogFormat::Json,
+        "the last line is JSON only with JSON logs"
+    );
+    // Both ports dual-stack: probes and the Service work on IPv6-only clusters too.
+    for (flag, addr) in [
+        ("--listen", args.listen),
+        ("--admin-listen", args.admin_listen),
+    ] {
+        assert!(
+            addr.is_ipv6() && addr.ip().is_unspecified(),
+            "{flag}={addr}: use [::] (dual-stack); 0.0.0.0 is IPv4 only"
+        );
+    }
     let pod_ns = d.metadata.namespace.clone().unwrap();
     assert_eq!(pod_ns, ns);
     assert_eq!(
@@ -675,7 +794,7 @@ fn the_deployment_runs_serve_with_the_ports_probes_and_certificates_the_manifest
 }
 
 #[test]
-fn rbac_is_namespaced_and_grants_only_what_the_watcher_and_events_use() {
+fn rbac_grants_only_what_the_watcher_events_history_and_driver_cache_use() {
     let m = manifests();
     let ns = m.namespace();
     let role = one(&m.roles, "Role");
@@ -703,7 +822,46 @@ fn rbac_is_namespaced_and_grants_only_what_the_watcher_and_events_use() {
     );
     let binding = one(&m.role_bindings, "RoleBinding");
     assert_eq!(binding.role_ref.name, role.metadata.name.clone().unwrap());
+    // Cluster-wide, only reading pods: the driver cache that verifies job pins (a watch
+    // by label selector and a GET on a miss; src/source/drivers.rs).
+    let cluster_role = one(&m.cluster_roles, "ClusterRole");
+    type Grant = (Vec<String>, Vec<String>, Vec<String>, Option<Vec<String>>);
+    let cluster_grants: Vec<Grant> = cluster_role
+        .rules
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            (
+                r.api_groups.unwrap_or_default(),
+                r.resources.unwrap_or_default(),
+                r.verbs,
+                r.resource_names,
+            )
+        })
+        .collect();
+    assert_eq!(
+        cluster_grants,
+        [(s(&[""]), s(&["pods"]), s(&["get", "list", "watch"]), None)]
+    );
+    assert_eq!(
+        spark_admission::source::drivers::DRIVER_SELECTOR,
+        "spark-role=driver"
+    );
+    let cluster_binding = one(&m.cluster_role_bindings, "ClusterRoleBinding");
+    assert_eq!(cluster_binding.role_ref.kind, "ClusterRole");
+    assert_eq!(
+        cluster_binding.role_ref.name,
+        cluster_role.metadata.name.clone().unwrap()
+    );
+    let cluster_subject = one(
+        cluster_binding.subjects.as_deref().unwrap(),
+        "ClusterRoleBinding subject",
+    );
     let sa = one(&m.service_accounts, "ServiceAccount");
+    assert_eq!(cluster_subject.kind, "ServiceAccount");
+    assert_eq!(cluster_subject.name, sa.metadata.name.clone().unwrap());
+    assert_eq!(cluster_subject.namespace.as_deref(), Some(ns.as_str()));
     let subject = one(binding.subjects.as_deref().unwrap(), "subject");
     assert_eq!(subject.kind, "ServiceAccount");
     assert_eq!(subject.name, sa.metadata.name.clone().unwrap());
@@ -955,4 +1113,74 @@ fn the_example_policy_configmap_is_labelled_and_every_key_is_a_valid_policy() {
         checked.warnings
     );
     assert_eq!(checked.policies.len(), data.len());
+}
+
+#[test]
+fn monitoring_scrapes_the_admin_port_and_selects_the_job_the_rules_and_dashboard_use() {
+    let m = manifests();
+    let ns = m.namespace();
+    let service = m.service();
+    let sm = one(&m.service_monitors, "ServiceMonitor");
+    assert_eq!(sm.metadata.namespace.as_deref(), Some(ns.as_str()));
+    assert_eq!(
+        sm.spec.namespace_selector.match_names,
+        std::slice::from_ref(&ns)
+    );
+    let svc_labels = service.metadata.labels.clone().unwrap();
+    for (k, v) in labels(&sm.spec.selector) {
+        assert_eq!(
+            svc_labels.get(&k),
+            Some(&v),
+            "the ServiceMonitor selects the Service"
+        );
+    }
+    // The endpoint is the Service port that reaches --admin-listen, where /metrics is.
+    let endpoint = one(&sm.spec.endpoints, "ServiceMonitor endpoint");
+    assert_eq!(endpoint.path, "/metrics");
+    let c = container(m.deployment());
+    let port = service
+        .spec
+        .as_ref()
+        .unwrap()
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| p.name.as_deref() == Some(endpoint.port.as_str()))
+        .expect("a Service port named as the ServiceMonitor's");
+    assert_eq!(
+        resolve_port(c, port.target_port.as_ref().unwrap()),
+        i32::from(serve_args(c).admin_listen.port())
+    );
+    // prometheus-operator names the job after the Service; every alert selects that job.
+    let job = format!("job=\"{}\"", service.metadata.name.as_deref().unwrap());
+    let (_, plain) = one(&m.rule_files, "rules file");
+    for group in &plain.groups {
+        for rule in &group.rules {
+            assert!(rule.expr.contains(&job), "{}: selects {job}", rule.alert);
+        }
+    }
+    let dashboard =
+        std::fs::read_to_string(deploy_dir().join("monitoring/grafana-dashboard.json")).unwrap();
+    assert!(dashboard.contains(&job.replace('"', "\\\"")));
+    // The PrometheusRule is the plain file, rule for rule.
+    let rule = one(&m.prometheus_rules, "PrometheusRule");
+    assert_eq!(
+        serde_json::to_value(&rule.spec).unwrap(),
+        serde_json::to_value(plain).unwrap()
+    );
+    // The dashboard ConfigMap is labelled for the Grafana sidecar.
+    let (_, k) = m
+        .kustomizations
+        .iter()
+        .find(|(o, _)| o == "monitoring/kustomization.yaml#1")
+        .unwrap();
+    let g = one(&k.config_map_generator, "configMapGenerator");
+    assert_eq!(
+        g.options
+            .labels
+            .get("grafana_dashboard")
+            .map(String::as_str),
+        Some("1")
+    );
+    assert_eq!(g.namespace, ns);
 }

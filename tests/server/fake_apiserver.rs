@@ -8,6 +8,10 @@
 //! - A watch from before [`FakeApiServer::compact`] gets an ERROR event with code 410
 //!   (Gone), which makes the client list again.
 //! - `POST /apis/events.k8s.io/v1/namespaces/{ns}/events` records the Event.
+//! - Pods, for the driver cache: `GET /api/v1/pods?labelSelector=k=v` lists and watches
+//!   cluster-wide as above, `GET /api/v1/namespaces/{ns}/pods/{name}` reads one
+//!   ([`apply_pod`](FakeApiServer::apply_pod), [`hold_pod_lists`](FakeApiServer::hold_pod_lists),
+//!   [`pod_gets`](FakeApiServer::pod_gets)).
 //!
 //! Tests drive it: [`apply`](FakeApiServer::apply), [`delete`](FakeApiServer::delete),
 //! [`drop_watches`](FakeApiServer::drop_watches), [`refuse_watches`](FakeApiServer::refuse_watches),
@@ -58,6 +62,11 @@ struct Inner {
     events: Vec<Value>,
     lists: usize,
     watches: usize,
+    /// Pods: (namespace, name) -> object; their changes, cluster-wide; their watchers.
+    pods: BTreeMap<(String, String), Value>,
+    pod_history: Vec<Change>,
+    pod_watchers: Vec<Watcher>,
+    pod_gets: usize,
 }
 
 #[derive(Clone)]
@@ -65,6 +74,8 @@ struct Shared {
     inner: Arc<Mutex<Inner>>,
     /// Lists wait while this is true.
     hold: watch::Sender<bool>,
+    /// Pod lists and watches wait while this is true.
+    hold_pods: watch::Sender<bool>,
 }
 
 pub struct FakeApiServer {
@@ -75,15 +86,19 @@ pub struct FakeApiServer {
 impl FakeApiServer {
     pub async fn start() -> Self {
         let (hold, _) = watch::channel(false);
+        let (hold_pods, _) = watch::channel(false);
         let shared = Shared {
             inner: Arc::new(Mutex::new(Inner {
                 rv: 100,
                 ..Inner::default()
             })),
             hold,
+            hold_pods,
         };
         let app = Router::new()
             .route("/api/v1/namespaces/{ns}/configmaps", get(configmaps))
+            .route("/api/v1/pods", get(pods))
+            .route("/api/v1/namespaces/{ns}/pods/{name}", get(get_pod))
             .route(
                 "/apis/events.k8s.io/v1/namespaces/{ns}/events",
                 post(create_event),
@@ -204,6 +219,58 @@ impl FakeApiServer {
             .into_iter()
             .filter(|e| e["reason"] == reason && e["regarding"]["name"] == name)
             .collect()
+    }
+
+    /// Creates or replaces a pod (metadata.name and namespace needed); returns its uid.
+    pub fn apply_pod(&self, mut object: Value) -> String {
+        let mut inner = self.shared.inner.lock().unwrap();
+        let ns = object["metadata"]["namespace"].as_str().unwrap().to_owned();
+        let name = object["metadata"]["name"].as_str().unwrap().to_owned();
+        inner.rv += 1;
+        let rv = inner.rv;
+        let key = (ns, name);
+        let old = inner.pods.get(&key).cloned();
+        let uid = match old.as_ref().and_then(|o| o["metadata"]["uid"].as_str()) {
+            Some(u) => u.to_owned(),
+            None => {
+                inner.next_uid += 1;
+                format!("00000000-0000-0000-0000-{:012}", inner.next_uid)
+            }
+        };
+        object["apiVersion"] = json!("v1");
+        object["kind"] = json!("Pod");
+        object["metadata"]["uid"] = json!(uid);
+        object["metadata"]["resourceVersion"] = json!(rv.to_string());
+        inner.pods.insert(key, object.clone());
+        let change = Change {
+            rv,
+            old,
+            new: Some(object),
+        };
+        inner
+            .pod_watchers
+            .retain(|w| match line_for(&change, &w.selector) {
+                Some(line) => w.tx.send(line).is_ok(),
+                None => !w.tx.is_closed(),
+            });
+        inner.pod_history.push(change);
+        uid
+    }
+
+    /// A stored pod.
+    pub fn pod(&self, namespace: &str, name: &str) -> Value {
+        let inner = self.shared.inner.lock().unwrap();
+        inner.pods[&(namespace.to_owned(), name.to_owned())].clone()
+    }
+
+    /// While true, pod lists wait: the driver cache stays empty and every lookup is a GET.
+    pub fn hold_pod_lists(&self, hold: bool) {
+        self.shared.hold_pods.send_replace(hold);
+    }
+
+    /// GETs of single pods received.
+    pub fn pod_gets(&self) -> usize {
+        self.shared.inner.lock().unwrap().pod_gets
     }
 
     /// (lists, watches) requests received.
@@ -371,4 +438,74 @@ async fn create_event(
         event.to_string(),
     )
         .into_response()
+}
+
+async fn pods(State(shared): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let selector = parse_selector(&q);
+    let mut hold = shared.hold_pods.subscribe();
+    let _ = hold.wait_for(|held| !*held).await;
+    let mut inner = shared.inner.lock().unwrap();
+    if q.get("watch").map(String::as_str) == Some("true") {
+        let since: u64 = q
+            .get("resourceVersion")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
+        for change in &inner.pod_history {
+            if change.rv > since {
+                if let Some(line) = line_for(change, &selector) {
+                    let _ = tx.send(line);
+                }
+            }
+        }
+        inner.pod_watchers.push(Watcher { selector, tx });
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
+        });
+        return (
+            [(header::CONTENT_TYPE, "application/json")],
+            Body::from_stream(stream),
+        )
+            .into_response();
+    }
+    let items: Vec<Value> = inner
+        .pods
+        .values()
+        .filter(|o| matches(o, &selector))
+        .cloned()
+        .collect();
+    let list = json!({
+        "apiVersion": "v1",
+        "kind": "PodList",
+        "metadata": {"resourceVersion": inner.rv.to_string()},
+        "items": items,
+    });
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        list.to_string(),
+    )
+        .into_response()
+}
+
+async fn get_pod(
+    State(shared): State<Shared>,
+    Path((ns, name)): Path<(String, String)>,
+) -> Response {
+    let mut inner = shared.inner.lock().unwrap();
+    inner.pod_gets += 1;
+    match inner.pods.get(&(ns, name.clone())) {
+        Some(pod) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            pod.to_string(),
+        )
+            .into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            [(header::CONTENT_TYPE, "application/json")],
+            json!({"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
+                   "message": format!("pods \"{name}\" not found"), "reason": "NotFound", "code": 404})
+            .to_string(),
+        )
+            .into_response(),
+    }
 }

@@ -3,15 +3,18 @@
 //! slow clients (`bad_input`), memory after bad input on the real process (`memory`), the
 //! ConfigMap source against a stand-in API server for what a real one will not do on demand
 //! (`policy_configmaps`), the policy version history and job pinning over the real fixtures
-//! (`policy_history`), and `deploy/` against the code (`deploy_manifests`).
+//! (`policy_history`), `deploy/` against the code (`deploy_manifests`), and what a real
+//! kube-apiserver did, replayed from recordings (`apiserver_recordings`).
 
 mod common;
 mod fake_apiserver;
 
+mod apiserver_recordings;
 mod bad_input;
 mod deploy_manifests;
 mod lifecycle;
 mod memory;
+mod pin_verification;
 mod policy_configmaps;
 mod policy_history;
 mod router;

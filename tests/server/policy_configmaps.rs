@@ -114,6 +114,17 @@ async fn add_change_break_fix_and_delete_a_configmap() {
     api.apply(configmap("tenant", "mine", true, &[("rogue.yaml", &rogue)]));
     let w = start_watcher(&api);
     wait_for_set(&w.store, &["alpha=a1"]).await;
+    // At start, an Event about the replica names what it serves, with versions.
+    let tag_a1 = w.store.snapshot().policies()[0].tag.clone();
+    eventually("a PolicyLoaded Event about the replica", WAIT, || async {
+        !api.events_for("PolicyLoaded", "test-replica").is_empty()
+    })
+    .await;
+    let ev = &api.events_for("PolicyLoaded", "test-replica")[0];
+    assert_eq!(ev["regarding"]["kind"], "Pod");
+    assert_eq!(ev["regarding"]["namespace"], NS);
+    assert_eq!(ev["type"], "Normal");
+    assert_eq!(ev["note"], format!("serving 1 policies: {tag_a1}"));
 
     // Add a ConfigMap.
     let b1 = policy("beta", "b1");
@@ -166,6 +177,21 @@ async fn add_change_break_fix_and_delete_a_configmap() {
     );
     eventually("a PolicyLoaded Event on team-a", WAIT, || async {
         !api.events_for("PolicyLoaded", "team-a").is_empty()
+    })
+    .await;
+
+    // Every install says so again: after the fix, both policies with their versions.
+    let tags: Vec<String> = w
+        .store
+        .snapshot()
+        .policies()
+        .iter()
+        .map(|p| p.tag.clone())
+        .collect();
+    eventually("a PolicyLoaded Event for every install", WAIT, || async {
+        api.events_for("PolicyLoaded", "test-replica")
+            .iter()
+            .any(|e| e["note"] == format!("serving 2 policies: {}", tags.join(", ")))
     })
     .await;
 

@@ -70,7 +70,7 @@ spark.stop()
 /// An env value as the kubelet hands it to the container (Kubernetes' `expansion.Expand`):
 /// `$$` is `$`, `$(NAME)` is the value of an env var defined before it (left as written
 /// when undefined or unclosed), any other `$` stays.
-fn kubelet_expand(value: &str, defined: &[(String, String)]) -> String {
+pub fn kubelet_expand(value: &str, defined: &[(String, String)]) -> String {
     let mut out = String::new();
     let mut rest = value;
     while let Some(at) = rest.find('$') {

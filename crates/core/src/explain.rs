@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use crate::engine::{Engine, Mutation, Validation, SUBMIT_OPTS_VAR};
 use crate::matching::PolicySet;
+use crate::pinning;
 use crate::policy::model::RuleMode;
 use crate::policy::CompiledPolicy;
 use crate::spark::SparkRole;
@@ -137,8 +138,17 @@ pub fn explain(
         (None, Some(ns)) if !ns.is_empty() => (ns, NamespaceOrigin::Input),
         (None, _) => (DEFAULT_NAMESPACE, NamespaceOrigin::Assumed),
     };
+    // explain reads no cluster, so a pin can never be verified here: it is ignored, as the
+    // webhook ignores any pin it cannot verify, and the note says so.
+    let claim = pinning::claim_of(&input.pod);
+    let pin = pinning::Resolution::of(
+        set,
+        &claim,
+        pinning::PinCheck::Unverified(pinning::Unverified::NoCluster),
+        |_| None,
+    );
     let mutation = engine
-        .mutate_described(set, &input.pod, namespace)
+        .mutate_resolved(set, &input.pod, namespace, &pin, true)
         .map_err(ExplainError::Engine)?;
     let mut mutated = input.pod_json.clone();
     json_patch::patch(&mut mutated, &mutation.patch)
@@ -147,7 +157,8 @@ pub fn explain(
         serde_json::from_value(mutated.clone()).map_err(|e| ExplainError::Patch(e.to_string()))?;
     let validation = engine.validate(set, &mutated_pod, namespace);
     let policies = engine.matching(set, &input.pod, namespace);
-    let notes = spark_conf_notes(&policies, &input.pod, mutation.role);
+    let mut notes = spark_conf_notes(&policies, &input.pod, mutation.role);
+    notes.extend(pin.describe());
     let matched = policies.iter().map(|p| p.tag.clone()).collect();
     Ok(Report {
         namespace: namespace.to_owned(),

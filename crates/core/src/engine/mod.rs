@@ -126,6 +126,34 @@ impl Engine {
         self.plan(set, pod, namespace, false, missing)
     }
 
+    /// `mutate` for a pod whose pin claim has been resolved ([`pinning::Resolution`]): a
+    /// verified pin's versions, otherwise the current set (so an unverified pin never
+    /// changes what the pod gets), with the pin's warning first. `detail` describes every
+    /// change, as [`Engine::mutate_described`].
+    pub fn mutate_resolved(
+        &self,
+        current: &PolicySet,
+        pod: &Pod,
+        namespace: &str,
+        pin: &pinning::Resolution,
+        detail: bool,
+    ) -> Result<Mutation, EngineError> {
+        let mut out = match pin.pinned() {
+            Some(p) => self.plan(&p.set, pod, namespace, detail, &p.missing)?,
+            None => self.plan(current, pod, namespace, detail, &[])?,
+        };
+        let name = pod
+            .metadata
+            .name
+            .as_deref()
+            .or(pod.metadata.generate_name.as_deref())
+            .unwrap_or_default();
+        if let Some(w) = pin.warning(name) {
+            out.warnings.insert(0, w);
+        }
+        Ok(out)
+    }
+
     /// `mutate`, plus a description of every change (for `explain`). The patch, warnings
     /// and policies applied are the same.
     pub fn mutate_described(
@@ -169,7 +197,21 @@ impl Engine {
         } else {
             Vec::new()
         };
-        if policies.is_empty() && pin.is_empty() && missing.is_empty() {
+        // The pin key is the webhook's own: a driver carrying one of its own (which would
+        // vouch for versions the webhook never gave it) gets it removed, checked cheaply first.
+        let foreign_pin = spark.role == SparkRole::Driver
+            && spark
+                .spark_container
+                .and_then(|i| pod.spec.as_ref()?.containers.get(i)?.env.as_ref())
+                .is_some_and(|env| {
+                    env.iter().any(|e| {
+                        e.name == SUBMIT_OPTS_VAR
+                            && e.value
+                                .as_deref()
+                                .is_some_and(|v| v.contains(pinning::PIN_SPARK_CONF_KEY))
+                    })
+                });
+        if policies.is_empty() && pin.is_empty() && missing.is_empty() && !foreign_pin {
             return Ok(out);
         }
         let mut planned = patch::working_copy(pod);
@@ -181,6 +223,9 @@ impl Engine {
             .filter_map(|s| s.image.as_ref())
             .flat_map(|i| i.rewrite.iter().map(|r| (r.from.as_str(), r.to.as_str())))
             .collect();
+        if foreign_pin {
+            remove_foreign_pin(&mut ctx, &mut planned, spark.spark_container, &pin);
+        }
         let vars = Vars {
             namespace,
             app_name: spark.app_name(),
@@ -295,6 +340,36 @@ impl Engine {
             .map(|s| set.matching(&s, namespace))
             .unwrap_or_default()
     }
+}
+
+/// Removes pin tokens the webhook did not write from the driver's `SPARK_SUBMIT_OPTS`
+/// (all of them but `pin`, this pass's own, when it is there alone).
+fn remove_foreign_pin(ctx: &mut Ctx<'_>, pod: &mut Pod, spark: Option<usize>, pin: &[String]) {
+    let (Some(idx), Some(spec)) = (spark, pod.spec.as_mut()) else {
+        return;
+    };
+    let ours = pin.join(",");
+    let keep = (!pin.is_empty()).then_some(ours.as_str());
+    let removed = spark_conf::remove_key(spec, idx, pinning::PIN_SPARK_CONF_KEY, keep);
+    if removed.is_empty() {
+        return;
+    }
+    ctx.policy = PINNING;
+    let key = pinning::PIN_SPARK_CONF_KEY;
+    ctx.change(|| {
+        (
+            format!("sparkConf[{key}]"),
+            format!(
+                "removed \"{}\" (only spark-admission sets it)",
+                removed.join("\", \"")
+            ),
+        )
+    });
+    ctx.warn(format!(
+        "spark-admission: the driver's {SUBMIT_OPTS_VAR} set {key} itself (\"{}\"); that setting is the webhook's own job pin, so it was removed{}",
+        removed.join("\", \""),
+        if pin.is_empty() { "" } else { " and replaced by the webhook's" }
+    ));
 }
 
 /// Room for every volume the matching policies may add, at once: a `Volume` is large, so

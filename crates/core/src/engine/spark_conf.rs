@@ -197,10 +197,26 @@ pub enum SplitError {
 /// backslash escapes the next character, outside quotes a backslash escapes the next
 /// character, and `""` or `''` is an empty argument. Nothing is expanded.
 pub fn split(s: &str) -> Result<Vec<String>, SplitError> {
+    split_spans(s.char_indices(), s.len()).map(|t| t.into_iter().map(|(t, _)| t).collect())
+}
+
+/// A token and the span of text it came from.
+type Spanned = (String, std::ops::Range<usize>);
+
+/// [`split`] over characters at the given positions, each token with the span of text
+/// it came from (quotes included): `end` is where the text ends.
+fn split_spans(
+    chars: impl Iterator<Item = (usize, char)>,
+    end: usize,
+) -> Result<Vec<Spanned>, SplitError> {
     let mut out = Vec::new();
     let mut opt = String::new();
+    let mut start = 0;
     let (mut in_opt, mut single, mut double, mut escape) = (false, false, false, false);
-    for c in s.chars() {
+    for (at, c) in chars {
+        if !in_opt {
+            start = at;
+        }
         if escape {
             opt.push(c);
             escape = false;
@@ -222,7 +238,7 @@ pub fn split(s: &str) -> Result<Vec<String>, SplitError> {
             }
             c if java_whitespace(c) && !single && !double => {
                 if in_opt {
-                    out.push(std::mem::take(&mut opt));
+                    out.push((std::mem::take(&mut opt), start..at));
                     in_opt = false;
                 }
             }
@@ -242,9 +258,91 @@ pub fn split(s: &str) -> Result<Vec<String>, SplitError> {
         return Err(SplitError::Backslash);
     }
     if in_opt {
-        out.push(opt);
+        out.push((opt, start..end));
     }
     Ok(out)
+}
+
+/// [`env_tokens`], each token with its span in `value` as written in the pod spec: the
+/// kubelet's `$$` is read as one `$` standing where the pair starts.
+fn env_token_spans(value: &str) -> Result<Vec<Spanned>, SplitError> {
+    let mut chars = value.char_indices().peekable();
+    let unescaped = std::iter::from_fn(move || {
+        let (at, c) = chars.next()?;
+        if c == '$' && chars.peek().is_some_and(|(_, n)| *n == '$') {
+            chars.next();
+        }
+        Some((at, c))
+    });
+    split_spans(unescaped, value.len())
+}
+
+/// Whether a token sets system property `key` (`-Dkey=…`, or `-Dkey` alone).
+fn sets_key(token: &str, key: &str) -> bool {
+    token
+        .strip_prefix("-D")
+        .and_then(|kv| kv.strip_prefix(key))
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('='))
+}
+
+/// Removes from every literal `SPARK_SUBMIT_OPTS` of the container each token setting
+/// `key`, unless the only one there is `-Dkey=keep` (an earlier pass's own). The other
+/// tokens keep their text as written (quotes, `$(NAME)` references, `$$`). Returns the
+/// values removed.
+pub(crate) fn remove_key(
+    spec: &mut PodSpec,
+    spark: usize,
+    key: &str,
+    keep: Option<&str>,
+) -> Vec<String> {
+    let Some(env) = spec.containers.get_mut(spark).and_then(|c| c.env.as_mut()) else {
+        return Vec::new();
+    };
+    let keep = keep.map(|v| format!("-D{key}={v}"));
+    let mut found: Vec<(usize, Vec<Spanned>)> = Vec::new();
+    for (i, e) in env.iter().enumerate() {
+        if e.name != SUBMIT_OPTS_VAR {
+            continue;
+        }
+        let Some(tokens) = e.value.as_deref().and_then(|v| env_token_spans(v).ok()) else {
+            continue;
+        };
+        if tokens.iter().any(|(t, _)| sets_key(t, key)) {
+            found.push((i, tokens));
+        }
+    }
+    let setting: Vec<&String> = found
+        .iter()
+        .flat_map(|(_, t)| t.iter().map(|(t, _)| t))
+        .filter(|t| sets_key(t, key))
+        .collect();
+    let first = env.iter().position(|e| e.name == SUBMIT_OPTS_VAR);
+    if setting.len() == 1
+        && keep.as_ref() == Some(setting[0])
+        && found[0].0 == first.unwrap_or(usize::MAX)
+    {
+        return Vec::new();
+    }
+    let mut removed = Vec::new();
+    for (i, tokens) in found {
+        let Some(e) = env.get_mut(i) else { continue };
+        let raw = e.value.clone().unwrap_or_default();
+        let mut kept = Vec::new();
+        for (token, span) in tokens {
+            if sets_key(&token, key) {
+                let value = token
+                    .strip_prefix("-D")
+                    .and_then(|kv| kv.strip_prefix(key))
+                    .map(|r| r.strip_prefix('=').unwrap_or(r).to_owned())
+                    .unwrap_or_default();
+                removed.push(value);
+            } else if let Some(text) = raw.get(span) {
+                kept.push(text);
+            }
+        }
+        e.value = Some(kept.join(" "));
+    }
+    removed
 }
 
 /// `Character.isWhitespace`, which the launcher splits on: Unicode space separators but

@@ -1,7 +1,8 @@
 //! Variables in policy values, rendered for one pod. A section without variables is used
 //! as loaded (no copy); a section with some is copied once and its values filled in. An
-//! item whose variable has no value on this pod (a missing label) is left out with a
-//! warning: writing it with a hole (`s3a://logs//x`) would be worse than not writing it.
+//! item whose variable has no usable value on this pod (a missing label, or one that is not
+//! a valid label value) is left out with a warning: writing it with a hole
+//! (`s3a://logs//x`) would be worse than not writing it.
 
 use std::borrow::Cow;
 use std::collections::BTreeSet;
@@ -35,7 +36,7 @@ pub(crate) fn render<'s>(
                     matches!(t.site, Site::SparkConf(_)) && vars.role == SparkRole::Executor;
                 if !unused {
                     let item = describe(&p, &t.site);
-                    warn_missing(ctx, &item, missing);
+                    warn_missing(ctx, &item, missing, vars.value(missing).is_some());
                 }
                 match &t.site {
                     Site::Label(k) => {
@@ -138,8 +139,12 @@ fn describe(p: &PodPatch, site: &Site) -> String {
     }
 }
 
-fn warn_missing(ctx: &mut Ctx<'_>, item: &str, missing: Var) {
+fn warn_missing(ctx: &mut Ctx<'_>, item: &str, missing: Var, present: bool) {
     let why = match missing.label() {
+        Some(label) if present => format!(
+            "this pod's {label} label is not a valid label value (at most 63 letters, digits, \
+             '-', '_' or '.', starting and ending with a letter or digit)"
+        ),
         Some(label) => format!("this pod has no {label} label"),
         None => "it has no value for this pod".to_owned(),
     };

@@ -6,7 +6,9 @@ use regex_automata::meta;
 use regex_automata::util::syntax;
 use sha2::{Digest, Sha256};
 
-use super::model::{DependencySource, PodPatch, ResourceValues, Rules, SparkPodPolicy};
+use super::model::{
+    DependencySource, DownloadSource, DownloadUrl, PodPatch, ResourceValues, Rules, SparkPodPolicy,
+};
 use super::template::{self, Parsed, Template};
 use super::PolicyError;
 use crate::quantity;
@@ -328,6 +330,13 @@ fn check_patch(
                     .into(),
             ));
         }
+        if let DependencySource::Download(download) = &d.source {
+            check_download(
+                download,
+                &format!("{at}/dependencies/{i}/source/download"),
+                err,
+            )?;
+        }
     }
     for (i, v) in p.volumes.iter().enumerate() {
         if v.volume.name.is_empty() {
@@ -348,6 +357,41 @@ fn check_patch(
                     "a container needs a name".into(),
                 ));
             }
+        }
+    }
+    Ok(())
+}
+
+/// Every URL needs a file name of its own in the emptyDir: the init container checks each
+/// one, and a second URL saved under the same name would replace the first unnoticed.
+fn check_download(
+    d: &DownloadSource,
+    at: &str,
+    err: &impl Fn(&str, String) -> PolicyError,
+) -> Result<(), PolicyError> {
+    let mut names: std::collections::HashMap<&str, usize> = Default::default();
+    for (j, u) in d.urls.iter().enumerate() {
+        let path = match u {
+            DownloadUrl::Plain(_) => format!("{at}/urls/{j}"),
+            DownloadUrl::Checked(_) => format!("{at}/urls/{j}/url"),
+        };
+        let Some(name) = u.file_name() else {
+            return Err(err(
+                &path,
+                format!(
+                    "\"{}\" has no file name: the file is saved under the last segment of the URL's path (before any ? or #), which must not be empty, . or ..",
+                    u.url()
+                ),
+            ));
+        };
+        if let Some(first) = names.insert(name, j) {
+            return Err(err(
+                &path,
+                format!(
+                    "\"{}\" would be saved as \"{name}\", like urls/{first}: each URL of a dependency needs its own file name (use two dependencies for two files of the same name)",
+                    u.url()
+                ),
+            ));
         }
     }
     Ok(())

@@ -327,18 +327,100 @@ pub struct ImageSource {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct DownloadSource {
-    /// http(s) URLs, each saved under its last path segment.
-    #[schemars(length(min = 1), inner(regex(pattern = r"^https?://[^\s]+/[^/\s]+$")))]
-    pub urls: Vec<String>,
-    /// Image of the init container; it must provide `curl`.
+    /// http(s) URLs, each saved under its last path segment: a URL, or `{url, sha256}` to
+    /// have the file's SHA-256 checked before Spark starts.
+    #[schemars(schema_with = "download_urls_schema")]
+    pub urls: Vec<DownloadUrl>,
+    /// Image of the init container; it must provide `sh`, `curl` and `sha256sum`.
     #[serde(default = "default_download_image")]
     pub image: String,
+    /// Numeric user the download runs as (default 185, the Spark user of Apache's images).
+    /// Numeric so that the kubelet can verify `runAsNonRoot` whatever user the image names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 2147483647))]
+    pub run_as_user: Option<i64>,
+    /// Numeric group the download runs as (default 185, the Spark group of Apache's images).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 2147483647))]
+    pub run_as_group: Option<i64>,
 }
 
 pub const DEFAULT_DOWNLOAD_IMAGE: &str = "curlimages/curl:8.11.1";
+/// The uid and gid of the `spark` user in Apache Spark's images: the files the download
+/// writes belong to the user who reads them.
+pub const DEFAULT_DOWNLOAD_USER: i64 = 185;
+pub const DEFAULT_DOWNLOAD_GROUP: i64 = 185;
 
 fn default_download_image() -> String {
     DEFAULT_DOWNLOAD_IMAGE.to_owned()
+}
+
+/// One file to download: a bare URL, or a URL with the SHA-256 its content must have.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum DownloadUrl {
+    Plain(String),
+    Checked(CheckedUrl),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckedUrl {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+impl DownloadUrl {
+    pub fn url(&self) -> &str {
+        match self {
+            DownloadUrl::Plain(url) | DownloadUrl::Checked(CheckedUrl { url, .. }) => url,
+        }
+    }
+
+    pub fn sha256(&self) -> Option<&str> {
+        match self {
+            DownloadUrl::Plain(_) => None,
+            DownloadUrl::Checked(c) => c.sha256.as_deref(),
+        }
+    }
+
+    /// The name the file is saved under: the URL path's last segment (query and fragment
+    /// left out), as curl's `--remote-name` would choose it. None when that is empty, `.`
+    /// or `..`.
+    pub fn file_name(&self) -> Option<&str> {
+        let rest = self.url().split_once("://")?.1;
+        let path = rest.split(['?', '#']).next().unwrap_or(rest);
+        let (_, name) = path.rsplit_once('/')?;
+        (!matches!(name, "" | "." | "..")).then_some(name)
+    }
+}
+
+const DOWNLOAD_URL_PATTERN: &str = r"^https?://[^\s]+/[^/\s]+$";
+
+/// Each item is a URL string or a `{url, sha256}` object. One schema with both types
+/// rather than `anyOf`: `pattern` only applies to strings and `properties` only to
+/// objects, so a mistake is reported at its own path instead of "not valid under any of
+/// the schemas".
+fn download_urls_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "minItems": 1,
+        "items": {
+            "type": ["string", "object"],
+            "pattern": DOWNLOAD_URL_PATTERN,
+            "properties": {
+                "url": { "type": "string", "pattern": DOWNLOAD_URL_PATTERN },
+                "sha256": {
+                    "description": "Expected SHA-256 of the file, 64 hex digits; the init container fails when the download differs.",
+                    "type": "string",
+                    "pattern": "^[0-9a-fA-F]{64}$"
+                }
+            },
+            "required": ["url"],
+            "additionalProperties": false
+        }
+    })
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

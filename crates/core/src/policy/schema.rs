@@ -12,7 +12,64 @@ pub fn schema_json() -> Value {
     let schema = schemars::schema_for!(SparkPodPolicy);
     let mut value = serde_json::to_value(schema).unwrap_or(Value::Null);
     strip_optional_null(&mut value);
+    flatten_one_key_choices(&mut value);
     value
+}
+
+/// serde's externally tagged enums (a dependency `source`: exactly one of `configMap`,
+/// `download`, ...) come out as `oneOf` one-key objects, and a mistake deep inside one,
+/// such as a bad `sha256`, is reported only as "not valid under any of the schemas" at the
+/// enum. The same choice as one object of optional keys with exactly one present accepts
+/// the same documents and reports each mistake at its own path.
+pub fn flatten_one_key_choices(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            if let Some(properties) = map.get("oneOf").and_then(one_key_branches) {
+                map.remove("oneOf");
+                map.insert("type".to_owned(), "object".into());
+                map.insert("properties".to_owned(), Value::Object(properties));
+                map.insert("additionalProperties".to_owned(), false.into());
+                map.insert("minProperties".to_owned(), 1.into());
+                map.insert("maxProperties".to_owned(), 1.into());
+            }
+            map.values_mut().for_each(flatten_one_key_choices);
+        }
+        Value::Array(items) => items.iter_mut().for_each(flatten_one_key_choices),
+        _ => {}
+    }
+}
+
+/// The key -> schema map of a `oneOf` whose every branch is a closed object with exactly one
+/// property, required (a branch's description moves onto its property); None otherwise.
+fn one_key_branches(one_of: &Value) -> Option<serde_json::Map<String, Value>> {
+    let mut out = serde_json::Map::new();
+    for branch in one_of.as_array()? {
+        let b = branch.as_object()?;
+        let allowed = [
+            "type",
+            "properties",
+            "required",
+            "additionalProperties",
+            "description",
+        ];
+        if b.keys().any(|k| !allowed.contains(&k.as_str()))
+            || b.get("type")? != "object"
+            || b.get("additionalProperties")? != false
+        {
+            return None;
+        }
+        let props = b.get("properties")?.as_object()?;
+        let (key, schema) = props.iter().next().filter(|_| props.len() == 1)?;
+        if b.get("required")? != &Value::Array(vec![key.clone().into()]) {
+            return None;
+        }
+        let mut schema = schema.clone();
+        if let (Some(d), Some(s)) = (b.get("description"), schema.as_object_mut()) {
+            s.entry("description").or_insert(d.clone());
+        }
+        out.insert(key.clone(), schema);
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// schemars writes `Option<T>` as `anyOf: [T, null]`; a mistake inside T then reports only
@@ -91,6 +148,9 @@ impl SchemaValidator {
                 // YAML 1.1 reads yes/no/on/off/y/n as booleans; say so where a string was expected.
                 if e.instance().is_boolean() && message.contains("\"string\"") {
                     message.push_str(" (YAML reads unquoted yes/no/y/n/on/off/true/false as booleans: quote the value)");
+                } else if message.ends_with("has more than 1 property") {
+                    // A choice flattened by `flatten_one_key_choices`.
+                    message.push_str(" (set exactly one of them)");
                 } else if e.instance().is_number() && message.contains("is not of type \"string\"") {
                     // sparkConf values, labels, env: `spark.executor.instances: 2` needs "2".
                     message.push_str(" (YAML reads an unquoted number as a number: quote the value)");

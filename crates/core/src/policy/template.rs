@@ -119,6 +119,38 @@ pub struct Vars<'a> {
     pub role: SparkRole,
 }
 
+impl Vars<'_> {
+    /// The pod's value for `var`, if it has one.
+    pub fn value(&self, var: Var) -> Option<&str> {
+        match var {
+            Var::Namespace => Some(self.namespace),
+            Var::AppName => self.app_name,
+            Var::AppId => self.app_id,
+            Var::Role => Some(self.role.as_str()),
+        }
+    }
+
+    /// The value if it may be written: not empty and, when it comes from a label, a valid
+    /// Kubernetes label value. A mutating webhook sees the pod before the API server
+    /// validates it, so a tenant's label could hold `${env:SECRET}`, spaces or `/`: Spark
+    /// would resolve the first in a metrics namespace it then publishes, and the others
+    /// would change a path or a JVM option. Such a value is treated as missing.
+    fn usable(&self, var: Var) -> Option<&str> {
+        let value = self.value(var).filter(|s| !s.is_empty())?;
+        (var.label().is_none() || is_label_value(value)).then_some(value)
+    }
+}
+
+/// Kubernetes' rule for a label value: at most 63 characters, alphanumerics with `-`, `_`
+/// and `.` inside.
+pub fn is_label_value(s: &str) -> bool {
+    let inner = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    s.len() <= 63
+        && s.chars().all(inner)
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
 impl Template {
     /// The value for this pod, or the first variable the pod has no value for: the caller
     /// skips the item rather than write a value with a hole in it.
@@ -127,18 +159,10 @@ impl Template {
         for piece in &self.0 {
             match piece {
                 Piece::Text(t) => out.push_str(t),
-                Piece::Var(v) => {
-                    let value = match v {
-                        Var::Namespace => Some(vars.namespace),
-                        Var::AppName => vars.app_name,
-                        Var::AppId => vars.app_id,
-                        Var::Role => Some(vars.role.as_str()),
-                    };
-                    match value.filter(|s| !s.is_empty()) {
-                        Some(s) => out.push_str(s),
-                        None => return Err(*v),
-                    }
-                }
+                Piece::Var(v) => match vars.usable(*v) {
+                    Some(s) => out.push_str(s),
+                    None => return Err(*v),
+                },
             }
         }
         Ok(out)
@@ -200,6 +224,36 @@ mod tests {
             panic!("a template")
         };
         assert_eq!(t.render(&vars()), Err(Var::AppId));
+    }
+
+    #[test]
+    fn a_label_that_is_not_a_label_value_is_no_value() {
+        let Parsed::Template(t) = parse("-Dns=${app.name}").unwrap() else {
+            panic!("a template")
+        };
+        for bad in [
+            "${env:SECRET}",
+            "a b",
+            "../x",
+            "a/b",
+            "-a",
+            "a.",
+            "né",
+            &"a".repeat(64),
+        ] {
+            let v = Vars {
+                app_name: Some(bad),
+                ..vars()
+            };
+            assert_eq!(t.render(&v), Err(Var::AppName), "{bad:?}");
+        }
+        for good in ["a", "pyspark-pi", "My_App.v2", &"a".repeat(63)] {
+            let v = Vars {
+                app_name: Some(good),
+                ..vars()
+            };
+            assert_eq!(t.render(&v), Ok(format!("-Dns={good}")));
+        }
     }
 
     #[test]

@@ -1,0 +1,183 @@
+//! What an on-call admin sees of a replica: why `serve` stopped (as JSON with JSON logs),
+//! both ports reachable over IPv4 and IPv6, and which policies it serves.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use hyper::StatusCode;
+use serde_json::Value;
+
+use crate::common::*;
+use crate::process::{serve_command, start_webhook, KillOnDrop, READY_TIMEOUT};
+
+/// Runs `cmd` to its end (bounded), returning (exit code, stdout, stderr).
+fn run_to_exit(mut cmd: Command) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, err) = (dir.path().join("out"), dir.path().join("err"));
+    cmd.stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap());
+    let mut child = KillOnDrop(cmd.spawn().unwrap());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < READY_TIMEOUT,
+            "serve did not stop: {}",
+            std::fs::read_to_string(&out).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (
+        status.code(),
+        std::fs::read_to_string(&out).unwrap(),
+        std::fs::read_to_string(&err).unwrap(),
+    )
+}
+
+#[test]
+fn a_fatal_serve_error_is_the_last_log_line_and_json_when_logs_are_json() {
+    // The webhook port is taken: serve starts (certificates, policies), then cannot bind.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    write_policies(
+        &dir.path().join("policies"),
+        &[("test-labels.yaml", LABEL_POLICY)],
+    );
+    let serve = |format: &str| {
+        let mut cmd = serve_command(dir.path());
+        cmd.args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--admin-listen", "127.0.0.1:0"])
+            .args(["--log-format", format]);
+        run_to_exit(cmd)
+    };
+
+    let (code, stdout, stderr) = serve("json");
+    assert_eq!(code, Some(2), "{stdout}{stderr}");
+    assert!(
+        stderr.trim().is_empty(),
+        "nothing outside the JSON log: {stderr}"
+    );
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines.len() > 1,
+        "the start-up log, then the error: {stdout}"
+    );
+    let last = lines.last().unwrap();
+    assert_eq!(last["level"], "ERROR", "{last}");
+    assert_eq!(last["message"], "serve stopped");
+    let error = last["error"].as_str().unwrap();
+    assert!(
+        error.starts_with(&format!("cannot listen on 127.0.0.1:{port}: ")),
+        "the error with its cause: {error}"
+    );
+    // Shaped like the other lines, so a log pipeline parses it the same way.
+    assert!(last["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
+    assert_eq!(last["target"], "spark_admission");
+
+    // Text logs keep the plain line on stderr.
+    let (code, _, stderr) = serve("text");
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .starts_with(&format!("error: cannot listen on 127.0.0.1:{port}: ")),
+        "{stderr}"
+    );
+    drop(taken);
+}
+
+/// `::1` can be bound on this machine (IPv6 on the loopback interface).
+fn has_ipv6_loopback() -> bool {
+    std::net::TcpListener::bind("[::1]:0").is_ok()
+}
+
+async fn a_review_is_answered(addr: SocketAddr, ca: &[u8]) {
+    let mut conn = Conn::connect(addr, ca, Proto::H1, Some("localhost"), None)
+        .await
+        .unwrap_or_else(|e| panic!("TLS to {addr}: {e}"));
+    let (status, body) = conn
+        .post("/mutate", fixture("mutate-driver-scala-sparkpi.json"))
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{addr}");
+    let response = response_of(&body);
+    assert_eq!(response["allowed"], true, "{addr}");
+    assert!(response["patch"].is_string(), "{addr}: the policy applied");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_ports_listen_on_ipv4_and_ipv6_by_default() {
+    let ipv6 = has_ipv6_loopback();
+    if !ipv6 {
+        eprintln!("no IPv6 on the loopback interface: checking the IPv4 side of [::] only");
+    }
+    // `[::]` is the default of --listen and --admin-listen (see admission::tests); a free
+    // port is passed here, the address is the default's.
+    let w = start_webhook("[::]", &["--log-format", "text"]).await;
+    let (webhook_port, admin_port) = (w.webhook.port(), w.admin.port());
+    let mut hosts = vec![std::net::IpAddr::from([127, 0, 0, 1])];
+    if ipv6 {
+        hosts.push(std::net::Ipv6Addr::LOCALHOST.into());
+    }
+    let ca = w.ca_pem();
+    for host in hosts {
+        let admin = SocketAddr::new(host, admin_port);
+        assert_eq!(
+            admin_get(admin, "/readyz").await.0,
+            StatusCode::OK,
+            "{admin}"
+        );
+        let (status, metrics) = admin_get(admin, "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(metrics.contains("spark_admission_ready 1"), "{metrics}");
+        a_review_is_answered(SocketAddr::new(host, webhook_port), &ca).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_names_the_policies_served_with_their_versions_at_start_and_on_each_change() {
+    let w = start_webhook(
+        "127.0.0.1",
+        &["--log-format", "json", "--policy-poll-interval", "200ms"],
+    )
+    .await;
+    let served = |log: &str| -> Vec<String> {
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["message"] == "policies loaded")
+            .map(|v| v["names"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let at_start = served(&w.log_text());
+    assert_eq!(at_start.len(), 1, "{}", w.log_text());
+    let tag = |s: &str| {
+        let (name, hash) = s
+            .split_once('@')
+            .unwrap_or_else(|| panic!("name@version: {s}"));
+        assert_eq!(name, "test-labels");
+        assert!(
+            hash.len() >= 8 && hash.chars().all(|c| c.is_ascii_hexdigit()),
+            "{s}"
+        );
+        hash.to_owned()
+    };
+    let first = tag(&at_start[0]);
+    write_atomic(&w.policies.join("test-labels.yaml"), LABEL_POLICY_V2);
+    eventually(
+        "a second policies loaded line",
+        Duration::from_secs(60),
+        || async { served(&w.log_text()).len() == 2 },
+    )
+    .await;
+    let second = tag(&served(&w.log_text())[1]);
+    assert_ne!(first, second, "a new version after the change");
+}
