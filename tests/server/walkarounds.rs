@@ -328,6 +328,23 @@ async fn removing_or_changing_the_labels_the_rules_key_on_is_denied() {
         .await,
     );
     assert!(message.contains("label \"spark-app-name\""), "{message}");
+    // A pod created without spark-role cannot become a Spark pod afterwards, even where
+    // no policy has rules (it was never mutated nor checked as one).
+    for policies in [&[GUARDRAILS][..], &[LABEL_POLICY][..]] {
+        let r = router(policies);
+        let mut review = update(None, |pod| {
+            pod["metadata"]["labels"]["spark-role"] = json!("driver");
+        });
+        review["request"]["oldObject"]["metadata"]["labels"]
+            .as_object_mut()
+            .unwrap()
+            .remove("spark-role");
+        let message = denied(&post(&r, "/validate", &review).await);
+        assert!(
+            message.contains("label \"spark-role\" cannot be added to an existing pod"),
+            "{message}"
+        );
+    }
     // A label no rule reads (Spark's decommission label, say) is fine.
     allowed(
         &post(

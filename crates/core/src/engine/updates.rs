@@ -7,7 +7,8 @@
 //!   updates never wait on or fail for policies written after the pod was created.
 //! - The spec changed: the pod as it will be is judged like a new one, all of it.
 //! - A label the rules find the pod by (`spark-role`, `spark-app-name`, a policy selector's
-//!   `matchLabels` key) removed or changed: refused. The webhook's objectSelector matches an
+//!   `matchLabels` key) removed or changed: refused. `spark-role` added to a pod created
+//!   without it: refused, always (it was never mutated nor checked as a Spark pod). The webhook's objectSelector matches an
 //!   UPDATE when the old or the new pod carries `spark-role`, so such an UPDATE is the last
 //!   one the webhook would see of that pod.
 
@@ -82,6 +83,20 @@ pub(crate) fn check(
         Some(s) => rules::check(&judging, s, namespace),
         None => Validation::default(),
     };
+    // A pod that was not a Spark pod becoming one: it was never mutated nor checked as one,
+    // and a driver claimed this way could vouch for executors (job pins). Spark never
+    // relabels a pod; a Spark pod is created as one.
+    let had_role = label(old, ROLE_LABEL).is_some();
+    if let (false, Some(now)) = (had_role, label(new, ROLE_LABEL)) {
+        out.findings.push(Finding {
+            policy: "spark-admission".to_owned(),
+            rule: SPARK_LABELS_RULE,
+            mode: RuleMode::Enforce,
+            message: format!(
+                "spark-admission ({SPARK_LABELS_RULE}): label \"{ROLE_LABEL}\" cannot be added to an existing pod (here \"{now}\"): a Spark pod must be created as one, so that the platform's policies apply to it"
+            ),
+        });
+    }
     if let (Some(guard), Some(old_spark)) = (strictest(&governing), &old_spark) {
         let role = old_spark.role;
         for (key, was, now) in moved {
