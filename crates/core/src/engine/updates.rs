@@ -75,7 +75,8 @@ pub(crate) fn check(
         .collect();
     let spec_changed = old.spec != new.spec;
     let labels_changed = read.iter().any(|k| label(old, k) != label(new, k));
-    if !spec_changed && !labels_changed && moved.is_empty() {
+    let role_added = label(old, ROLE_LABEL).is_none() && label(new, ROLE_LABEL).is_some();
+    if !spec_changed && !labels_changed && moved.is_empty() && !role_added {
         return None;
     }
 
@@ -86,8 +87,7 @@ pub(crate) fn check(
     // A pod that was not a Spark pod becoming one: it was never mutated nor checked as one,
     // and a driver claimed this way could vouch for executors (job pins). Spark never
     // relabels a pod; a Spark pod is created as one.
-    let had_role = label(old, ROLE_LABEL).is_some();
-    if let (false, Some(now)) = (had_role, label(new, ROLE_LABEL)) {
+    if let (true, Some(now)) = (role_added, label(new, ROLE_LABEL)) {
         out.findings.push(Finding {
             policy: "spark-admission".to_owned(),
             rule: SPARK_LABELS_RULE,
