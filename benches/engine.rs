@@ -9,6 +9,8 @@
 //!   what the figures before 3 December 2026 measured. `review/*` and `decode/*` take the
 //!   body as the API server sends it (`fixtures::as_sent`: no whitespace between tokens).
 //! - `validate/<fixture>/<N>`: `Engine::validate` on the same pods.
+//! - `update/<fixture>/{create,annotation,image}`: decode + validate of an UPDATE body that
+//!   changes an annotation (not judged) or the image (judged), against the CREATE body.
 //! - `compile/<N>`: the reload cost: `parse_documents` (YAML, schema check, compile) on the
 //!   policy files plus `PolicySet::new`.
 //! - `reload/<N>`: a full scan of a policy folder of N policies (read, parse the files over
@@ -27,7 +29,7 @@ use criterion::{BenchmarkId, Criterion};
 use k8s_openapi::api::core::v1::Pod;
 use spark_admission::admission::answer::Answer;
 use spark_admission::admission::review::{self, Review, AUDIT_APPLIED};
-use spark_admission::engine::Engine;
+use spark_admission::engine::{Deadline, Engine};
 use spark_admission::matching::PolicySet;
 use spark_admission::policy::{parse_documents, PolicySource};
 use spark_admission::source::FolderSource;
@@ -106,7 +108,9 @@ fn review_once(engine: &Engine, set: &PolicySet, body: &[u8]) -> Vec<u8> {
         panic!("fixture does not decode");
     };
     let answer = match &review {
+        // The mutating webhook never changes an UPDATE.
         Review::PassThrough { uid, .. } => Answer::allow(uid.as_str()),
+        Review::PodUpdate(update) => Answer::allow(update.new.uid.as_str()),
         Review::PodCreate(create) => {
             let mutation = engine
                 .mutate(set, &create.pod, &create.namespace)
@@ -193,6 +197,59 @@ fn bench_engine(c: &mut Criterion) {
         for (n, set) in sets.iter().filter(|(n, _)| [10, 10_000].contains(n)) {
             g.bench_with_input(BenchmarkId::from_parameter(n), set, |b, set| {
                 b.iter(|| engine.validate(black_box(set), black_box(&f.pod), ns))
+            });
+        }
+        g.finish();
+    }
+}
+
+/// An UPDATE body of the fixture's pod, as the API server sends it: oldObject the pod,
+/// object the pod after `change`.
+fn update_body(body: &[u8], change: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+    let mut v: serde_json::Value = serde_json::from_slice(body).expect("fixture is JSON");
+    let r = &mut v["request"];
+    r["operation"] = serde_json::json!("UPDATE");
+    r["oldObject"] = r["object"].clone();
+    change(&mut r["object"]);
+    serde_json::to_vec(&v).expect("JSON")
+}
+
+/// `update/<fixture>/{annotation,image}`: what `/validate` does per UPDATE body (decode,
+/// then `Engine::validate_update`) with 10 policies: an annotation (not judged) and a new
+/// image (the pod judged); `create` is the CREATE review of the same pod, for scale.
+fn bench_updates(c: &mut Criterion) {
+    let engine = Engine::default();
+    let set = policy_set(10);
+    for f in fixtures().iter() {
+        let Some(body) = &f.body else { continue };
+        let annotation = update_body(body, |o| {
+            o["metadata"]["annotations"] = serde_json::json!({"example.com/note": "x"})
+        });
+        let image = update_body(body, |o| {
+            o["spec"]["containers"][0]["image"] = serde_json::json!("apache/spark:3.5.4")
+        });
+        let mut g = c.benchmark_group(format!("update/{}", f.name));
+        for (what, body) in [
+            ("create", body),
+            ("annotation", &annotation),
+            ("image", &image),
+        ] {
+            g.bench_function(what, |b| {
+                b.iter(|| match review::decode(black_box(body)) {
+                    Ok(Review::PodUpdate(u)) => engine
+                        .validate_update(
+                            &set,
+                            &u.old,
+                            &u.new.pod,
+                            &u.new.namespace,
+                            Deadline::none(),
+                        )
+                        .map_or(0, |v| v.map_or(0, |v| v.findings.len())),
+                    Ok(Review::PodCreate(p)) => {
+                        engine.validate(&set, &p.pod, &p.namespace).findings.len()
+                    }
+                    _ => panic!("not a pod review"),
+                })
             });
         }
         g.finish();
@@ -291,6 +348,7 @@ fn bench_runtime(c: &mut Criterion) {
 fn main() {
     let mut c = configure();
     bench_engine(&mut c);
+    bench_updates(&mut c);
     bench_compile(&mut c);
     bench_runtime(&mut c);
     c.final_summary();

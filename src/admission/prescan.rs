@@ -88,6 +88,7 @@ fn count(spec: SpecScan, limits: &PodLimits) -> Option<TooLarge> {
     };
     containers("spec.containers", &spec.containers)
         .or_else(|| containers("spec.initContainers", &spec.init_containers))
+        .or_else(|| containers("spec.ephemeralContainers", &spec.ephemeral_containers))
         .or_else(|| over("spec.volumes", spec.volumes.0, limits.volumes))
         .or_else(|| over("spec.tolerations", spec.tolerations.0, limits.tolerations))
         .or_else(|| {
@@ -151,6 +152,7 @@ struct LabelsScan {
 struct SpecScan {
     containers: Option<Vec<ContainerScan>>,
     init_containers: Option<Vec<ContainerScan>>,
+    ephemeral_containers: Option<Vec<ContainerScan>>,
     #[serde(default)]
     volumes: Count,
     #[serde(default)]

@@ -127,9 +127,13 @@ fn is_core_v1(group: &str, version: &str, kind: &str, wanted: &str) -> bool {
 /// A review the webhook can answer.
 #[derive(Debug)]
 pub enum Review {
-    /// A pod being created: the only thing policies act on.
+    /// A pod being created: mutated, then validated.
     PodCreate(Box<PodCreate>),
-    /// Anything else (another kind, a subresource, another operation): allowed unchanged.
+    /// A pod being changed (`pods`, `pods/ephemeralcontainers`, `pods/resize`): validated
+    /// only, never mutated.
+    PodUpdate(Box<PodUpdate>),
+    /// Anything else (another kind, another subresource such as `status`, another
+    /// operation): allowed unchanged.
     PassThrough { uid: String, what: String },
 }
 
@@ -137,6 +141,7 @@ impl Review {
     pub fn uid(&self) -> &str {
         match self {
             Review::PodCreate(p) => &p.uid,
+            Review::PodUpdate(p) => &p.new.uid,
             Review::PassThrough { uid, .. } => uid,
         }
     }
@@ -153,6 +158,31 @@ pub struct PodCreate {
     pub pod: Pod,
 }
 
+/// An UPDATE of a pod or of one of the subresources that change what it runs.
+#[derive(Debug)]
+pub struct PodUpdate {
+    /// The pod as it will be (`request.object`), with the request's uid, namespace and name.
+    pub new: PodCreate,
+    /// The pod as it was (`request.oldObject`).
+    pub old: Pod,
+    /// `ephemeralcontainers`, `resize`, or `None` for the pod itself.
+    pub sub_resource: Option<String>,
+}
+
+/// Pod subresources whose UPDATE changes what the pod runs (images, containers,
+/// resources): judged like the pod itself. `status`, `binding` and the rest are not.
+pub const JUDGED_SUBRESOURCES: [&str; 2] = ["ephemeralcontainers", "resize"];
+
+/// Whether a pod request with this operation and subresource is judged (else passed through).
+fn is_judged(operation: &str, sub_resource: Option<&str>) -> bool {
+    match (operation, sub_resource) {
+        ("CREATE", None) => true,
+        ("UPDATE", None) => true,
+        ("UPDATE", Some(s)) => JUDGED_SUBRESOURCES.contains(&s),
+        _ => false,
+    }
+}
+
 /// Why a body is not a review we can answer (HTTP 400, the message is the reason).
 #[derive(Debug, thiserror::Error)]
 pub enum ReviewError {
@@ -160,8 +190,10 @@ pub enum ReviewError {
     Envelope(#[from] EnvelopeError),
     #[error("invalid pod admission request: {0}")]
     InvalidPodRequest(#[source] serde_json::Error),
-    #[error("a CREATE request without request.object")]
+    #[error("a CREATE or UPDATE request without request.object")]
     NoObject,
+    #[error("an UPDATE request without request.oldObject")]
+    NoOldObject,
 }
 
 /// `request` of a pod review: kube's `AdmissionRequest<Pod>` with the same required
@@ -192,7 +224,6 @@ struct PodRequest {
     #[allow(dead_code)]
     user_info: UserInfo,
     object: Option<PodIn>,
-    #[allow(dead_code)]
     old_object: Option<PodIn>,
     #[serde(default)]
     dry_run: bool,
@@ -308,8 +339,7 @@ pub fn decode(body: &[u8]) -> Result<Review, ReviewError> {
         Err(full) => {
             let head = Envelope::<RequestHead>::parse(body)?.into_request()?;
             if head.kind.is_core_v1("Pod")
-                && head.sub_resource.is_none()
-                && head.operation == "CREATE"
+                && is_judged(&head.operation, head.sub_resource.as_deref())
             {
                 return Err(ReviewError::InvalidPodRequest(full));
             }
@@ -323,10 +353,20 @@ pub fn decode(body: &[u8]) -> Result<Review, ReviewError> {
 
 fn classify(req: PodRequest) -> Result<Review, ReviewError> {
     let is_pod = is_core_v1(&req.kind.group, &req.kind.version, &req.kind.kind, "Pod");
-    if !is_pod || req.sub_resource.is_some() || req.operation != Operation::Create {
-        let what = format!("{} {}", req.kind.kind, operation_name(&req.operation));
+    let operation = operation_name(&req.operation);
+    if !is_pod || !is_judged(operation, req.sub_resource.as_deref()) {
+        let what = match &req.sub_resource {
+            Some(sub) => format!("{}/{sub} {operation}", req.kind.kind),
+            None => format!("{} {operation}", req.kind.kind),
+        };
         return Ok(Review::PassThrough { uid: req.uid, what });
     }
+    let update = req.operation == Operation::Update;
+    let old = if update {
+        Some(req.old_object.ok_or(ReviewError::NoOldObject)?.0)
+    } else {
+        None
+    };
     let pod = req.object.ok_or(ReviewError::NoObject)?.0;
     let namespace = req
         .namespace
@@ -342,13 +382,21 @@ fn classify(req: PodRequest) -> Result<Review, ReviewError> {
             .or_else(|| pod.metadata.generate_name.clone())
             .unwrap_or_default()
     };
-    Ok(Review::PodCreate(Box::new(PodCreate {
+    let create = PodCreate {
         uid: req.uid,
         namespace,
         name,
         dry_run: req.dry_run,
         pod,
-    })))
+    };
+    Ok(match old {
+        Some(old) => Review::PodUpdate(Box::new(PodUpdate {
+            new: create,
+            old,
+            sub_resource: req.sub_resource,
+        })),
+        None => Review::PodCreate(Box::new(create)),
+    })
 }
 
 fn operation_name(op: &Operation) -> &'static str {
@@ -402,6 +450,7 @@ mod tests {
     fn outcome(r: &Result<Review, ReviewError>) -> &'static str {
         match r {
             Ok(Review::PodCreate(_)) => "pod",
+            Ok(Review::PodUpdate(_)) => "update",
             Ok(Review::PassThrough { .. }) => "pass",
             Err(ReviewError::Envelope(EnvelopeError::NotJson(_))) => "NotJson",
             Err(ReviewError::Envelope(EnvelopeError::NotUtf8(_))) => "NotUtf8",
@@ -410,6 +459,7 @@ mod tests {
             Err(ReviewError::Envelope(EnvelopeError::NoRequest)) => "NoRequest",
             Err(ReviewError::InvalidPodRequest(_)) => "InvalidPodRequest",
             Err(ReviewError::NoObject) => "NoObject",
+            Err(ReviewError::NoOldObject) => "NoOldObject",
         }
     }
 

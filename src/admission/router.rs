@@ -32,7 +32,7 @@ use super::parse_duration;
 use super::policy_review;
 use super::prescan;
 use super::review::{self, Review, AUDIT_APPLIED, AUDIT_CHECKED, AUDIT_FINDINGS};
-use crate::engine::{Deadline, Engine, EngineError};
+use crate::engine::{Deadline, Engine, EngineError, Validation};
 use crate::metrics::{role_label, Endpoint, Metrics, Outcome, SlowClient};
 use crate::pinning::{self, PinCheck, Unverified};
 use crate::policy::model::RuleMode;
@@ -648,6 +648,26 @@ async fn evaluate(
             // ValidatePolicy returned above (evaluate_policy); listed for exhaustiveness.
             Endpoint::Validate | Endpoint::ValidatePolicy => validate_pod(state, create, deadline),
         },
+        Review::PodUpdate(update) => match endpoint {
+            // Mutation is CREATE-only: an UPDATE sent to /mutate (a misconfigured
+            // webhook) is allowed unchanged, never patched.
+            Endpoint::Mutate => (
+                Answer::allow(update.new.uid.as_str()),
+                Decision {
+                    role: None,
+                    outcome: Outcome::Unchanged,
+                    namespace: &update.new.namespace,
+                    pod: &update.new.name,
+                    app: app_name(&update.new.pod),
+                    policies: String::new(),
+                    ops: 0,
+                    dry_run: update.new.dry_run,
+                },
+            ),
+            Endpoint::Validate | Endpoint::ValidatePolicy => {
+                validate_update(state, update, deadline)
+            }
+        },
     };
     if answered_late(answered, endpoint) {
         return plain(StatusCode::SERVICE_UNAVAILABLE, String::new());
@@ -1018,7 +1038,48 @@ fn validate_pod<'a>(
         Ok(v) => v,
         Err(e) => return refuse_pod(answer, create, &e),
     };
-    let mut answer = answer;
+    judged(create, &validation)
+}
+
+/// An UPDATE: judged only when it changes what the rules read (`Engine::validate_update`);
+/// otherwise allowed at once, as for finalizer and annotation updates.
+fn validate_update<'a>(
+    state: &AppState,
+    update: &'a review::PodUpdate,
+    deadline: Instant,
+) -> (Answer, Decision<'a>) {
+    let new = &update.new;
+    let set = state.store.snapshot();
+    let answer = Answer::allow(new.uid.as_str());
+    match state.engine.validate_update(
+        &set,
+        &update.old,
+        &new.pod,
+        &new.namespace,
+        Deadline::at(deadline),
+    ) {
+        Err(e) => refuse_pod(answer, new, &e),
+        Ok(Some(validation)) => judged(new, &validation),
+        Ok(None) => (
+            answer,
+            Decision {
+                role: spark::role_of(&new.pod).ok(),
+                outcome: Outcome::Unchanged,
+                namespace: &new.namespace,
+                pod: &new.name,
+                app: app_name(&new.pod),
+                policies: String::new(),
+                ops: 0,
+                dry_run: new.dry_run,
+            },
+        ),
+    }
+}
+
+/// The answer to a judged pod: denied for an enforced finding, warnings and audit
+/// annotations for the others.
+fn judged<'a>(create: &'a review::PodCreate, validation: &Validation) -> (Answer, Decision<'a>) {
+    let mut answer = Answer::allow(create.uid.as_str());
     answer.warnings = validation
         .with_mode(RuleMode::Warn)
         .map(|f| f.message.clone())

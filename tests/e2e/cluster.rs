@@ -152,6 +152,8 @@ impl Cluster {
                 "--enable-admission-plugins=MutatingAdmissionWebhook,ValidatingAdmissionWebhook"
                     .into(),
                 "--allow-privileged=true".into(),
+                // In-place resize (pods/resize) is a gate in 1.32, on by default from 1.33.
+                "--feature-gates=InPlacePodVerticalScaling=true".into(),
                 "--endpoint-reconciler-type=none".into(),
                 "--profiling=false".into(),
                 "--v=1".into(),

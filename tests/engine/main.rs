@@ -13,6 +13,7 @@ mod merge;
 mod pin_props;
 mod policy_schema;
 mod props;
+mod resource_props;
 
 // The fuzz targets' own checks, replayed here without cargo-fuzz.
 #[path = "../../fuzz/fuzz_targets/common.rs"]

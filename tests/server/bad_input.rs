@@ -87,8 +87,11 @@ async fn other_operations_and_old_object_only_reviews_are_allowed_unchanged() {
     for op in ["DELETE", "CONNECT", "UPDATE"] {
         let mut r = review();
         r["request"]["operation"] = json!(op);
-        if op == "DELETE" {
-            r["request"]["oldObject"] = r["request"]["object"].take();
+        match op {
+            "DELETE" => r["request"]["oldObject"] = r["request"]["object"].take(),
+            // As the API server sends an UPDATE: the pod before and after.
+            "UPDATE" => r["request"]["oldObject"] = r["request"]["object"].clone(),
+            _ => {}
         }
         let (status, text) = post(&s, Proto::H2, to_bytes(&r)).await;
         assert_eq!(status, StatusCode::OK, "{op}: {text}");
@@ -97,6 +100,12 @@ async fn other_operations_and_old_object_only_reviews_are_allowed_unchanged() {
         assert!(resp.get("patch").is_none(), "{op}: no patch");
         assert_eq!(resp["uid"], r["request"]["uid"]);
     }
+    // An UPDATE of a pod without oldObject is not one the API server sends: refused.
+    let mut r = review();
+    r["request"]["operation"] = json!("UPDATE");
+    let (status, text) = post(&s, Proto::H2, to_bytes(&r)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert!(text.contains("without request.oldObject"), "{text}");
 }
 
 #[tokio::test]

@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tower::ServiceExt;
 
+use spark_admission::admission::review::JUDGED_SUBRESOURCES;
 use spark_admission::admission::{
     webhook_router, AppState, Limits, PolicySourceConfig, ServeArgs, MUTATE_PATH, VALIDATE_PATH,
     VALIDATE_POLICY_PATH,
@@ -890,7 +891,19 @@ fn rbac_grants_only_what_the_watcher_events_history_and_driver_cache_use() {
     }
 }
 
+/// An UPDATE review of a Spark pod (or of its subresource `sub`) with no `oldObject`.
+fn update_without_old_object(sub: Option<&str>) -> String {
+    let sub = sub.map_or(String::new(), |s| format!(r#""subResource":"{s}","#));
+    format!(
+        r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{"uid":"u","kind":{{"group":"","version":"v1","kind":"Pod"}},"resource":{{"group":"","version":"v1","resource":"pods"}},{sub}"namespace":"team-a","operation":"UPDATE","userInfo":{{}},"object":{{"metadata":{{"labels":{{"spark-role":"driver"}}}},"spec":{{"containers":[]}}}}}}}}"#
+    )
+}
+
 fn router_status(path: &str) -> StatusCode {
+    router_review_status(path, "{}")
+}
+
+fn router_review_status(path: &str, body: &str) -> StatusCode {
     let store = Arc::new(PolicyStore::new());
     store.install(PolicySet::default());
     let state = Arc::new(AppState::new(
@@ -906,7 +919,7 @@ fn router_status(path: &str) -> StatusCode {
     runtime.block_on(async {
         let req = Request::post(path)
             .header("content-type", "application/json")
-            .body(Body::from("{}"))
+            .body(Body::from(body.to_owned()))
             .unwrap();
         webhook_router(state).oneshot(req).await.unwrap().status()
     })
@@ -923,11 +936,12 @@ fn check_client(config: &WebhookClientConfig, service: &Service, path: &str) {
     assert_eq!(router_status(path), StatusCode::BAD_REQUEST, "{path}");
 }
 
-fn check_rules(rules: &Option<Vec<RuleWithOperations>>, resource: &str, ops: &[&str]) {
+fn check_rules(rules: &Option<Vec<RuleWithOperations>>, resources: &[&str], ops: &[&str]) {
     let rule = one(rules.as_deref().unwrap(), "rule");
     assert_eq!(rule.api_groups.as_deref(), Some(&["".to_owned()][..]));
     assert_eq!(rule.api_versions.as_deref(), Some(&["v1".to_owned()][..]));
-    assert_eq!(rule.resources.as_deref(), Some(&[resource.to_owned()][..]));
+    let resources: Vec<String> = resources.iter().map(|r| (*r).to_owned()).collect();
+    assert_eq!(rule.resources.as_deref(), Some(&resources[..]));
     let ops: Vec<String> = ops.iter().map(|o| (*o).to_owned()).collect();
     assert_eq!(rule.operations.as_deref(), Some(&ops[..]));
     assert_eq!(rule.scope.as_deref(), Some("Namespaced"));
@@ -961,7 +975,7 @@ fn spark_pod_selectors(object: &LabelSelector, namespace: &LabelSelector, own_ns
 /// What the mutating and the validating pod webhook must both say. A macro because their
 /// k8s-openapi types differ while these fields are the same.
 macro_rules! check_pod_webhook {
-    ($w:expr, $service:expr, $path:expr, $own_ns:expr) => {{
+    ($w:expr, $service:expr, $path:expr, $own_ns:expr, $resources:expr, $ops:expr) => {{
         let w = $w;
         assert_eq!(w.admission_review_versions, ["v1"], "{}", $path);
         assert_eq!(w.side_effects, "None", "{}", $path);
@@ -969,7 +983,7 @@ macro_rules! check_pod_webhook {
         assert_eq!(w.failure_policy.as_deref(), Some("Fail"), "{}", $path);
         assert_eq!(w.match_policy.as_deref(), Some("Equivalent"), "{}", $path);
         check_client(&w.client_config, $service, $path);
-        check_rules(&w.rules, "pods", &["CREATE"]);
+        check_rules(&w.rules, $resources, $ops);
         spark_pod_selectors(
             w.object_selector.as_ref().unwrap(),
             w.namespace_selector.as_ref().unwrap(),
@@ -991,19 +1005,59 @@ fn webhook_configurations_match_the_router_the_service_and_the_labels() {
         one(&m.mutating, "mutating").webhooks.as_deref().unwrap(),
         "webhook",
     );
-    check_pod_webhook!(mutating, service, MUTATE_PATH, &ns);
+    // Mutation is CREATE-only: a running pod is never patched.
+    check_pod_webhook!(mutating, service, MUTATE_PATH, &ns, &["pods"], &["CREATE"]);
     assert_eq!(mutating.reinvocation_policy.as_deref(), Some("IfNeeded"));
 
     let validating = one(&m.validating, "validating")
         .webhooks
         .as_deref()
         .unwrap();
-    assert_eq!(validating.len(), 2);
-    let pods = validating
-        .iter()
-        .find(|w| w.client_config.service.as_ref().unwrap().path.as_deref() == Some(VALIDATE_PATH))
-        .expect("a validating webhook for pods");
-    check_pod_webhook!(pods, service, VALIDATE_PATH, &ns);
+    assert_eq!(validating.len(), 3);
+    let for_operation = |op: &str| {
+        let found: Vec<_> = validating
+            .iter()
+            .filter(|w| {
+                w.rules
+                    .iter()
+                    .flatten()
+                    .any(|r| r.operations.iter().flatten().any(|o| o == op))
+                    && w.client_config.service.as_ref().unwrap().path.as_deref()
+                        == Some(VALIDATE_PATH)
+            })
+            .collect();
+        *one(&found, op)
+    };
+    check_pod_webhook!(
+        for_operation("CREATE"),
+        service,
+        VALIDATE_PATH,
+        &ns,
+        &["pods"],
+        &["CREATE"]
+    );
+    // Every UPDATE that can change what a Spark pod runs, and exactly the subresources the
+    // review path judges (the rest of a pod's subresources, status first, are not sent).
+    let mut judged = vec!["pods".to_owned()];
+    judged.extend(JUDGED_SUBRESOURCES.iter().map(|s| format!("pods/{s}")));
+    let judged: Vec<&str> = judged.iter().map(String::as_str).collect();
+    let updates = for_operation("UPDATE");
+    check_pod_webhook!(updates, service, VALIDATE_PATH, &ns, &judged, &["UPDATE"]);
+    // Each resource of the rule is judged by the router: an UPDATE of it without
+    // oldObject is refused as malformed (a pass-through would be allowed).
+    for resource in &judged {
+        let sub = resource.strip_prefix("pods/");
+        assert_eq!(
+            router_review_status(VALIDATE_PATH, &update_without_old_object(sub)),
+            StatusCode::BAD_REQUEST,
+            "{resource}"
+        );
+    }
+    assert_eq!(
+        router_review_status(VALIDATE_PATH, &update_without_old_object(Some("status"))),
+        StatusCode::OK,
+        "pods/status is passed through"
+    );
 
     let policies = validating
         .iter()
@@ -1016,7 +1070,7 @@ fn webhook_configurations_match_the_router_the_service_and_the_labels() {
     // Ignore: a fix must be appliable while every replica is unready.
     assert_eq!(policies.failure_policy.as_deref(), Some("Ignore"));
     check_client(&policies.client_config, service, VALIDATE_POLICY_PATH);
-    check_rules(&policies.rules, "configmaps", &["CREATE", "UPDATE"]);
+    check_rules(&policies.rules, &["configmaps"], &["CREATE", "UPDATE"]);
     assert_eq!(
         labels(policies.object_selector.as_ref().unwrap()),
         BTreeMap::from([(POLICY_LABEL.to_owned(), POLICY_LABEL_VALUE.to_owned())])
@@ -1030,7 +1084,7 @@ fn webhook_configurations_match_the_router_the_service_and_the_labels() {
     names.push(mutating.name.as_str());
     names.sort();
     names.dedup();
-    assert_eq!(names.len(), 3);
+    assert_eq!(names.len(), 4);
     assert!(names.iter().all(|n| n.ends_with(".spark-admission.io")));
 }
 

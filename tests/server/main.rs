@@ -23,3 +23,4 @@ mod policy_history;
 mod router;
 mod tls;
 mod validate_policy;
+mod walkarounds;

@@ -248,8 +248,10 @@ async fn other_operations_and_kinds_are_allowed_unchanged() {
         assert!(resp.get("patch").is_none());
     }
 
+    // An UPDATE, as the API server sends it (with oldObject), is never mutated.
     let mut update = fixture_json("mutate-driver-rich.json");
     update["request"]["operation"] = json!("UPDATE");
+    update["request"]["oldObject"] = update["request"]["object"].clone();
     let resp = review(&f.router, "/mutate", &update).await;
     assert_eq!(resp["allowed"], true);
     assert!(resp.get("patch").is_none());

@@ -16,6 +16,9 @@ pub fn parse(q: &str) -> Option<f64> {
     let value: f64 = number.parse().ok()?;
     let scale = match suffix {
         "" => 1.0,
+        // The API server writes tiny quantities with these suffixes (canonical form).
+        "n" => 1e-9,
+        "u" => 1e-6,
         "m" => 1e-3,
         "k" => 1e3,
         "M" => 1e6,
@@ -52,6 +55,8 @@ mod tests {
         assert_eq!(parse("1G"), Some(1e9));
         assert_eq!(parse("2e3"), Some(2000.0));
         assert_eq!(parse("1E"), Some(1e18));
+        assert_eq!(parse("1500n"), Some(1500e-9));
+        assert_eq!(parse("2u"), Some(2e-6));
     }
 
     #[test]

@@ -103,6 +103,17 @@ pub(crate) fn check(pod: &Pod, limits: &PodLimits) -> Result<(), TooLarge> {
             check_container(c, limits, kind, i)?;
         }
     }
+    // Ephemeral containers arrive by UPDATE (`kubectl debug`), and the rules read them too.
+    at_most(
+        spec.ephemeral_containers.as_ref(),
+        limits.containers,
+        || "spec.ephemeralContainers".to_owned(),
+    )?;
+    for (i, c) in spec.ephemeral_containers.iter().flatten().enumerate() {
+        at_most(c.env.as_ref(), limits.env, || {
+            format!("spec.ephemeralContainers[{i}].env")
+        })?;
+    }
     at_most(spec.volumes.as_ref(), limits.volumes, || {
         "spec.volumes".to_owned()
     })?;
@@ -281,6 +292,28 @@ mod tests {
         assert_eq!(
             check(&pod_with(1000, 5000), &PodLimits::unlimited()),
             Ok(())
+        );
+    }
+
+    #[test]
+    fn ephemeral_containers_added_by_update_are_counted_too() {
+        use k8s_openapi::api::core::v1::EphemeralContainer;
+        let l = PodLimits::default();
+        let mut pod = pod_with(1, 0);
+        let debug = EphemeralContainer {
+            name: "debugger".to_owned(),
+            ..EphemeralContainer::default()
+        };
+        if let Some(spec) = pod.spec.as_mut() {
+            spec.ephemeral_containers = Some(vec![debug.clone(); l.containers]);
+        }
+        assert_eq!(check(&pod, &l), Ok(()));
+        if let Some(spec) = pod.spec.as_mut() {
+            spec.ephemeral_containers = Some(vec![debug; l.containers + 1]);
+        }
+        assert_eq!(
+            check(&pod, &l).map_err(|e| e.field),
+            Err("spec.ephemeralContainers".to_owned())
         );
     }
 }

@@ -52,6 +52,15 @@ pub(crate) fn merge_container(
 ) {
     let same = list.iter().position(|e| e.name == c.name);
     let key = format!("{field}/{}", c.name);
+    if same
+        .and_then(|i| list.get(i))
+        .is_some_and(|e| is_ours_after_admission(ctx, e, c))
+    {
+        // Our own container, back on the API server's reinvocation: nothing to do, and
+        // nothing to tell the submitter, who did not write it.
+        let _ = ctx.claim(key);
+        return;
+    }
     let shown = || format!("{field}[{}]", c.name);
     if ctx.decide(key, shown, same.and_then(|i| list.get(i)), c, |c| {
         json(&c.image)
@@ -61,4 +70,46 @@ pub(crate) fn merge_container(
             None => list.push(c.clone()),
         }
     }
+}
+
+/// Whether `existing` is `wanted` as this webhook added it, after the API server and the
+/// later steps of the chain had their turn: defaulted `imagePullPolicy` and
+/// `terminationMessagePath`/`Policy`, the service account token mount, LimitRange
+/// defaults for resources it did not set, mounts added for every container, and the
+/// policies' image rewrites. Anything the submitter could have written differently (a
+/// command, an argument, a mount of ours missing, another image) makes it theirs.
+fn is_ours_after_admission(ctx: &Ctx<'_>, existing: &Container, wanted: &Container) -> bool {
+    if existing == wanted {
+        return true;
+    }
+    let mut e = existing.clone();
+    if wanted.image_pull_policy.is_none() {
+        e.image_pull_policy = None;
+    }
+    if wanted.termination_message_path.is_none() {
+        e.termination_message_path = None;
+    }
+    if wanted.termination_message_policy.is_none() {
+        e.termination_message_policy = None;
+    }
+    if wanted.resources.is_none() {
+        e.resources = None;
+    }
+    let mounts = wanted.volume_mounts.as_deref().unwrap_or_default();
+    let has_all = mounts
+        .iter()
+        .all(|m| e.volume_mounts.iter().flatten().any(|x| x == m));
+    if has_all {
+        e.volume_mounts = wanted.volume_mounts.clone();
+    }
+    if let (Some(have), Some(want)) = (e.image.as_deref(), wanted.image.as_deref()) {
+        let rewritten = ctx.image_rewrites.iter().any(|(from, to)| {
+            want.strip_prefix(from)
+                .is_some_and(|rest| have.strip_prefix(to) == Some(rest))
+        });
+        if rewritten {
+            e.image = wanted.image.clone();
+        }
+    }
+    e == *wanted
 }

@@ -49,6 +49,9 @@ pub(crate) struct Ctx<'p> {
     /// sparkConf entries (policy, key, value) in policy order, written once all policies
     /// are known (see `spark_conf`).
     pub spark_conf: Vec<(&'p str, String, String)>,
+    /// Image rewrites (from, to) of the matching policies, to recognise a container this
+    /// webhook added and rewrote on an earlier pass.
+    pub image_rewrites: Vec<(&'p str, &'p str)>,
 }
 
 impl<'p> Ctx<'p> {
@@ -66,6 +69,7 @@ impl<'p> Ctx<'p> {
             watch: Watch::new(deadline),
             mounts_for_all: Vec::new(),
             spark_conf: Vec::new(),
+            image_rewrites: Vec::new(),
         }
     }
 

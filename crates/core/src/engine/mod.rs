@@ -13,6 +13,7 @@ mod context;
 mod deadline;
 mod dependencies;
 mod env;
+mod footprint;
 mod images;
 mod memory_raise;
 mod metadata;
@@ -23,6 +24,7 @@ mod rules;
 mod scheduling;
 mod security;
 mod spark_conf;
+mod updates;
 mod variables;
 mod volumes;
 
@@ -35,6 +37,7 @@ pub use deadline::Deadline;
 pub use rules::{Finding, Validation};
 /// What Spark's launcher reads from a `SPARK_SUBMIT_OPTS` value as written in a pod spec.
 pub use spark_conf::{env_tokens as submit_opts_tokens, SUBMIT_OPTS_VAR};
+pub use updates::SPARK_LABELS_RULE;
 
 use crate::matching::PolicySet;
 use crate::memory_on_oom::RememberedMemory;
@@ -287,6 +290,12 @@ impl Engine {
         }
         let mut planned = patch::working_copy(pod);
         reserve_volumes(&mut planned, &policies, spark.role);
+        ctx.image_rewrites = policies
+            .iter()
+            .flat_map(|p| p.patches_for(spark.role))
+            .filter_map(|s| s.image.as_ref())
+            .flat_map(|i| i.rewrite.iter().map(|r| (r.from.as_str(), r.to.as_str())))
+            .collect();
         if foreign_pin {
             remove_foreign_pin(&mut ctx, &mut planned, spark.spark_container, &pin);
         }
@@ -420,6 +429,30 @@ impl Engine {
             return Err(EngineError::Deadline);
         }
         let validation = rules::check(&policies, &spark, namespace);
+        if deadline.passed() {
+            return Err(EngineError::Deadline);
+        }
+        Ok(validation)
+    }
+
+    /// Checks an UPDATE of a pod (`pods`, `pods/ephemeralcontainers`, `pods/resize`): the
+    /// pod as it will be, and the labels the rules find it by. `Ok(None)` when nothing the
+    /// rules read changed: allowed without judging (see `updates`). The new pod is held to
+    /// [`PodLimits`] (an ephemeral container is one more container) and to `deadline`, as
+    /// a created one is.
+    pub fn validate_update(
+        &self,
+        set: &PolicySet,
+        old: &Pod,
+        new: &Pod,
+        namespace: &str,
+        deadline: Deadline,
+    ) -> Result<Option<Validation>, EngineError> {
+        bounds::check(new, &self.limits)?;
+        if deadline.passed() {
+            return Err(EngineError::Deadline);
+        }
+        let validation = updates::check(set, &self.container_names, old, new, namespace);
         if deadline.passed() {
             return Err(EngineError::Deadline);
         }

@@ -1,8 +1,13 @@
 //! Validation rules: what a Spark pod may not do, with messages a data engineer can act on
 //! (which Spark setting to change), naming the policy, the rule, the value and the limit.
 
-use k8s_openapi::api::core::v1::{Container, Pod};
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Pod, SecurityContext};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde::Serialize;
+
+use super::footprint::{self, Kind};
 
 use crate::policy::model::{RuleMode, Rules};
 use crate::policy::{CompiledPolicy, CompiledRules, Pattern};
@@ -64,6 +69,37 @@ pub(crate) fn check(
     out
 }
 
+/// Where in the pod a container is listed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Place {
+    Container,
+    Init,
+    Ephemeral,
+}
+
+/// What the rules read of a container, whatever list it is in.
+struct AnyContainer<'a> {
+    place: Place,
+    name: &'a str,
+    image: Option<&'a str>,
+    security: Option<&'a SecurityContext>,
+}
+
+impl AnyContainer<'_> {
+    /// `"name"`, marked when it is not a regular container.
+    fn shown(&self) -> String {
+        match self.place {
+            Place::Container => format!("\"{}\"", self.name),
+            Place::Init => format!("\"{}\" (init)", self.name),
+            Place::Ephemeral => format!("\"{}\" (ephemeral)", self.name),
+        }
+    }
+
+    fn is_spark(&self, spark: &SparkPod<'_>) -> bool {
+        self.place == Place::Container && spark.container().is_some_and(|c| c.name == self.name)
+    }
+}
+
 struct Checker<'a, 'b> {
     policy: &'a str,
     mode: RuleMode,
@@ -86,12 +122,34 @@ impl Checker<'_, '_> {
         self.spark.pod
     }
 
-    fn all_containers(&self) -> impl Iterator<Item = &Container> {
+    /// Every container that can run in the pod: regular, init and ephemeral (added later
+    /// through `pods/ephemeralcontainers`, e.g. by `kubectl debug`).
+    fn all_containers(&self) -> impl Iterator<Item = AnyContainer<'_>> {
         let spec = self.pod().spec.as_ref();
         spec.into_iter().flat_map(|s| {
-            s.containers
+            let regular = s.containers.iter().map(|c| AnyContainer {
+                place: Place::Container,
+                name: &c.name,
+                image: c.image.as_deref(),
+                security: c.security_context.as_ref(),
+            });
+            let init = s.init_containers.iter().flatten().map(|c| AnyContainer {
+                place: Place::Init,
+                name: &c.name,
+                image: c.image.as_deref(),
+                security: c.security_context.as_ref(),
+            });
+            let ephemeral = s
+                .ephemeral_containers
                 .iter()
-                .chain(s.init_containers.iter().flatten())
+                .flatten()
+                .map(|c| AnyContainer {
+                    place: Place::Ephemeral,
+                    name: &c.name,
+                    image: c.image.as_deref(),
+                    security: c.security_context.as_ref(),
+                });
+            regular.chain(init).chain(ephemeral)
         })
     }
 
@@ -111,8 +169,8 @@ impl Checker<'_, '_> {
             self.check_images(globs, r.allowed_images.as_deref().unwrap_or_default());
         }
         if let Some(max) = r.max_resources.as_ref().and_then(|m| m.for_role(role)) {
-            self.check_max_resources(&max.requests, "requests");
-            self.check_max_resources(&max.limits, "limits");
+            self.check_max_resources(&max.requests, Kind::Requests);
+            self.check_max_resources(&max.limits, Kind::Limits);
         }
         for label in &r.required_labels {
             if self.spark.label(label).is_none() {
@@ -130,26 +188,21 @@ impl Checker<'_, '_> {
         if r.forbid_privileged {
             let names: Vec<String> = self
                 .all_containers()
-                .filter(|c| c.security_context.as_ref().and_then(|s| s.privileged) == Some(true))
-                .map(|c| format!("\"{}\"", c.name))
+                .filter(|c| c.security.and_then(|s| s.privileged) == Some(true))
+                .map(|c| c.shown())
                 .collect();
             if !names.is_empty() {
                 self.report(
                     "forbidPrivileged",
-                    format!("container {} runs privileged, which is not allowed in namespace {}; remove privileged: true from the pod template", names.join(", "), self.namespace),
+                    format!("container {} runs privileged, which is not allowed in namespace {}; remove privileged: true from the pod template (or from the ephemeral container: kubectl debug --profile=sysadmin sets it)", names.join(", "), self.namespace),
                 );
             }
         }
         if r.forbid_privilege_escalation {
             let names: Vec<String> = self
                 .all_containers()
-                .filter(|c| {
-                    c.security_context
-                        .as_ref()
-                        .and_then(|s| s.allow_privilege_escalation)
-                        != Some(false)
-                })
-                .map(|c| format!("\"{}\"", c.name))
+                .filter(|c| c.security.and_then(|s| s.allow_privilege_escalation) != Some(false))
+                .map(|c| c.shown())
                 .collect();
             if !names.is_empty() {
                 self.report(
@@ -205,16 +258,16 @@ impl Checker<'_, '_> {
     }
 
     fn check_images(&mut self, globs: &[Pattern], patterns: &[String]) {
-        let bad: Vec<(String, String)> = self
+        let bad: Vec<(String, bool, String)> = self
             .all_containers()
             .filter_map(|c| {
-                let image = c.image.as_deref().unwrap_or("");
+                let image = c.image.unwrap_or("");
                 (!globs.iter().any(|g| g.is_match(image)))
-                    .then(|| (c.name.clone(), image.to_owned()))
+                    .then(|| (c.shown(), c.is_spark(self.spark), image.to_owned()))
             })
             .collect();
-        for (name, image) in bad {
-            let hint = if Some(name.as_str()) == self.spark.container().map(|c| c.name.as_str()) {
+        for (name, is_spark, image) in bad {
+            let hint = if is_spark {
                 format!(
                     "; set spark.kubernetes.{}.container.image to an allowed image",
                     self.spark.role
@@ -225,50 +278,75 @@ impl Checker<'_, '_> {
             self.report(
                 "allowedImages",
                 format!(
-                    "container \"{name}\" uses image \"{image}\", which is not allowed here (allowed: {}){hint}",
+                    "container {name} uses image \"{image}\", which is not allowed here (allowed: {}){hint}",
                     patterns.join(", ")
                 ),
             );
         }
     }
 
-    fn check_max_resources(
-        &mut self,
-        max: &std::collections::BTreeMap<
-            String,
-            k8s_openapi::apimachinery::pkg::api::resource::Quantity,
-        >,
-        kind: &str,
-    ) {
-        let Some(container) = self.spark.container() else {
+    /// The whole pod, counted as the scheduler counts it (see `footprint`): a renamed Spark
+    /// container, a second container or an init container cannot carry resources past the cap.
+    fn check_max_resources(&mut self, max: &BTreeMap<String, Quantity>, kind: Kind) {
+        let Some(spec) = self.pod().spec.as_ref() else {
             return;
         };
         let role = self.spark.role;
-        let actual = container.resources.as_ref().and_then(|r| match kind {
-            "requests" => r.requests.as_ref(),
-            _ => r.limits.as_ref(),
-        });
+        let spark_name = self.spark.container().map(|c| c.name.as_str());
         let mut problems = Vec::new();
         for (resource, limit) in max {
-            let Some(have) = actual.and_then(|a| a.get(resource)) else {
+            let Some(l) = quantity::parse(&limit.0) else {
                 continue;
             };
-            let (Some(h), Some(l)) = (quantity::parse(&have.0), quantity::parse(&limit.0)) else {
+            let Some(total) = footprint::total(spec, kind, resource) else {
                 continue;
             };
-            if h > l {
-                problems.push((resource.clone(), have.0.clone(), limit.0.clone()));
+            if footprint::exceeds(total.value, l) {
+                problems.push((resource.clone(), total, limit.0.clone()));
             }
         }
-        for (resource, have, limit) in problems {
-            self.report(
-                "maxResources",
+        let kind_name = kind.as_str();
+        for (resource, total, limit) in problems {
+            let have = footprint::show(&resource, &total);
+            let spark_alone = matches!(total.parts.as_slice(), [p] if p.container.is_some() && p.container.as_deref() == spark_name);
+            let message = if spark_alone {
                 format!(
-                    "the {role} asks for {resource} {have} ({kind}), above the {limit} allowed for {role}s in namespace {}; {}",
+                    "the {role} asks for {resource} {have} ({kind_name}), above the {limit} allowed for {role}s in namespace {}; {}",
                     self.namespace,
-                    spark_setting_hint(role, &resource, kind)
-                ),
-            );
+                    spark_setting_hint(role, &resource, kind_name)
+                )
+            } else {
+                let parts: Vec<String> = total
+                    .parts
+                    .iter()
+                    .map(|p| format!("{} {}", p.who, p.quantity))
+                    .collect();
+                let spark_counted = total
+                    .parts
+                    .iter()
+                    .any(|p| p.container.is_some() && p.container.as_deref() == spark_name);
+                let hint = if spark_counted {
+                    format!(
+                        "{}, or the other containers' {kind_name} in the pod template",
+                        spark_setting_hint(role, &resource, kind_name)
+                    )
+                } else {
+                    format!(
+                        "lower the {kind_name} of {} in the pod template",
+                        if total.parts.len() == 1 {
+                            "that container"
+                        } else {
+                            "those containers"
+                        }
+                    )
+                };
+                format!(
+                    "the {role} pod asks for {resource} {have} ({kind_name}, counted as the scheduler does: {}), above the {limit} allowed for {role}s in namespace {}; {hint}",
+                    parts.join(" + "),
+                    self.namespace,
+                )
+            };
+            self.report("maxResources", message);
         }
     }
 

@@ -45,7 +45,7 @@ pub(crate) fn to_volume_mount(m: &Mount, volume: &str) -> VolumeMount {
 pub(crate) fn add_volume(ctx: &mut Ctx<'_>, spec: &mut PodSpec, volume: &Volume) -> bool {
     let list = spec.volumes.get_or_insert_with(Vec::new);
     match list.iter().find(|v| v.name == volume.name) {
-        Some(existing) if existing == volume => true,
+        Some(existing) if is_ours_after_admission(existing, volume) => true,
         Some(existing) => {
             let by = ctx
                 .claimed_by_other(&format!("volume/{}", volume.name))
@@ -104,4 +104,45 @@ pub(crate) fn apply_mounts_for_all(ctx: &mut Ctx<'_>, spec: &mut PodSpec) {
             add_mount(ctx, c, &mount);
         }
     }
+}
+
+/// Whether `existing` is `wanted` as added on an earlier pass, after the API server
+/// defaulted what the policy left unset (`defaultMode: 420`, an image volume's
+/// `pullPolicy`, a hostPath's `type`): the reinvocation pass must neither warn nor skip it.
+fn is_ours_after_admission(existing: &Volume, wanted: &Volume) -> bool {
+    if existing == wanted {
+        return true;
+    }
+    let mut e = existing.clone();
+    if let (Some(have), Some(want)) = (e.config_map.as_mut(), wanted.config_map.as_ref()) {
+        if want.default_mode.is_none() {
+            have.default_mode = None;
+        }
+    }
+    if let (Some(have), Some(want)) = (e.secret.as_mut(), wanted.secret.as_ref()) {
+        if want.default_mode.is_none() {
+            have.default_mode = None;
+        }
+    }
+    if let (Some(have), Some(want)) = (e.projected.as_mut(), wanted.projected.as_ref()) {
+        if want.default_mode.is_none() {
+            have.default_mode = None;
+        }
+    }
+    if let (Some(have), Some(want)) = (e.downward_api.as_mut(), wanted.downward_api.as_ref()) {
+        if want.default_mode.is_none() {
+            have.default_mode = None;
+        }
+    }
+    if let (Some(have), Some(want)) = (e.image.as_mut(), wanted.image.as_ref()) {
+        if want.pull_policy.is_none() {
+            have.pull_policy = None;
+        }
+    }
+    if let (Some(have), Some(want)) = (e.host_path.as_mut(), wanted.host_path.as_ref()) {
+        if want.type_.is_none() {
+            have.type_ = None;
+        }
+    }
+    e == *wanted
 }

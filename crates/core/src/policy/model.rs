@@ -488,10 +488,12 @@ pub struct Rules {
     /// enforce: deny the pod; warn: allow with a warning to the submitter; audit: allow, record in the audit log.
     #[serde(default)]
     pub mode: RuleMode,
-    /// Image globs every container image must match, e.g. `registry.corp/spark/*`.
+    /// Image globs every container image must match (containers, init and ephemeral
+    /// containers), e.g. `registry.corp/spark/*`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_images: Option<Vec<String>>,
-    /// Upper bounds for the Spark container's requests and limits, per role.
+    /// Upper bounds for what the whole pod reserves, per role: every container, init
+    /// containers and sidecars as the scheduler counts them, and pod-level resources.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_resources: Option<MaxResources>,
     /// Label keys every Spark pod must carry.
@@ -500,10 +502,10 @@ pub struct Rules {
     /// Volume source types not allowed, by their field name: hostPath, emptyDir, nfs, ...
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub forbidden_volume_types: Vec<String>,
-    /// No container may run privileged.
+    /// No container (init and ephemeral included) may run privileged.
     #[serde(default)]
     pub forbid_privileged: bool,
-    /// Every container must set allowPrivilegeEscalation: false.
+    /// Every container (init and ephemeral included) must set allowPrivilegeEscalation: false.
     #[serde(default)]
     pub forbid_privilege_escalation: bool,
     /// No hostNetwork, hostPID or hostIPC.
