@@ -103,6 +103,13 @@ fn a_second_pass_over_every_pod_the_api_server_stored_changes_nothing() {
                 "{test}/{name}: a second pass over what the API server stored would change {:?}",
                 again.patch
             );
+            // Nor does it warn about what it added itself, back with the API server's
+            // defaults: a warning on every pod teaches people to ignore warnings.
+            assert!(
+                again.warnings.is_empty(),
+                "{test}/{name}: the second pass warns {:?}",
+                again.warnings
+            );
             // The API server's own tolerations survived our patch.
             let tolerations = stored["spec"]["tolerations"].to_string();
             for key in [
