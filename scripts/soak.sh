@@ -116,7 +116,7 @@ certs_reloaded=$(python3 -c "import urllib.request; print(''.join(l for l in url
 echo "soak: load generator exit $status; fresh-connection runs failed: $handshake_failures"
 echo "soak: server alive at the end (same pid $server): $alive"
 echo "soak: server RSS idle ${rss_idle} KiB, warmed up under load ${rss_start} KiB, end ${rss_end} KiB ($samples samples)"
-printf '%s' "$certs_reloaded"
+printf '%s\n' "$certs_reloaded"
 if [ "$status" -ne 0 ] || [ "$handshake_failures" -ne 0 ] || [ "$alive" != yes ]; then
   echo "soak: FAILED"; tail -20 "$work/server.log"; exit 1
 fi
