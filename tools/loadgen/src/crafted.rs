@@ -32,8 +32,8 @@ use spark_admission_testkit::fixtures::as_sent;
 use tokio::task::JoinSet;
 
 use crate::client::{self, Proto};
-use crate::spawn::{ServerOptions, Spawned};
-use crate::{default_fixtures, load, review_bodies, server_bin, suite};
+use crate::spawn::target;
+use crate::{default_fixtures, load, review_bodies, suite};
 
 /// The review every crafted body starts from: an executor whose application the benchmark
 /// policy `gpu-executors` matches (required node affinity, GPU limits).
@@ -291,30 +291,14 @@ pub async fn flood(args: FloodArgs) -> anyhow::Result<()> {
         bail!("--rate must be positive");
     }
     let (_, ordinary) = review_bodies(&default_fixtures(), "/mutate")?;
-    let mut started = None;
-    let (addr, ca_pem) = match &args.url {
-        Some(url) => {
-            let ca = std::fs::read(&args.ca)
-                .with_context(|| format!("reading {}", args.ca.display()))?;
-            (crate::resolve(url)?, ca)
-        }
-        None => {
-            let s = Spawned::start(
-                &server_bin(args.server_bin.clone())?,
-                ServerOptions {
-                    label: "crafted-flood",
-                    baseline: false,
-                    policies: policies::files(100, 50),
-                    log: None,
-                    extra_args: args.server_args.clone(),
-                },
-            )
-            .await?;
-            let out = (s.addr, s.ca_pem.clone());
-            started = Some(s);
-            out
-        }
-    };
+    let (addr, ca_pem, started) = target(
+        args.url.as_deref(),
+        &args.ca,
+        "crafted-flood",
+        args.server_bin.clone(),
+        args.server_args.clone(),
+    )
+    .await?;
     let mut crafted = Vec::new();
     for i in 0..args.attackers {
         let shape = if i % 2 == 0 {

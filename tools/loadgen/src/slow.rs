@@ -24,9 +24,8 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsConnector;
 
 use crate::client::{self, Proto};
-use crate::spawn::{ServerOptions, Spawned};
-use crate::{default_fixtures, load, review_bodies, server_bin, suite};
-use spark_admission_testkit::bench_policies as policies;
+use crate::spawn::target;
+use crate::{default_fixtures, load, review_bodies, suite};
 
 #[derive(Args)]
 pub struct SlowArgs {
@@ -81,30 +80,14 @@ struct SlowCounts {
 
 pub async fn slow_clients(args: SlowArgs) -> anyhow::Result<()> {
     let (_, bodies) = review_bodies(&default_fixtures(), "/mutate")?;
-    let mut started = None;
-    let (addr, ca_pem) = match &args.url {
-        Some(url) => {
-            let ca = std::fs::read(&args.ca)
-                .with_context(|| format!("reading {}", args.ca.display()))?;
-            (crate::resolve(url)?, ca)
-        }
-        None => {
-            let s = Spawned::start(
-                &server_bin(args.server_bin.clone())?,
-                ServerOptions {
-                    label: "slow-clients",
-                    baseline: false,
-                    policies: policies::files(100, 50),
-                    log: None,
-                    extra_args: args.server_args.clone(),
-                },
-            )
-            .await?;
-            let out = (s.addr, s.ca_pem.clone());
-            started = Some(s);
-            out
-        }
-    };
+    let (addr, ca_pem, started) = target(
+        args.url.as_deref(),
+        &args.ca,
+        "slow-clients",
+        args.server_bin.clone(),
+        args.server_args.clone(),
+    )
+    .await?;
     println!(
         "{} slow clients against {addr} (half announcing {} bytes, half {}; one byte every {:?}), then {} real reviews, one every {:?}, each due within {:?}",
         args.clients,

@@ -197,3 +197,31 @@ impl Drop for Spawned {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The server a measurement drives: the one at `url` (its certificate chaining to `ca`), or
+/// one started here from `bin` with the 100-policy benchmark set, kept running while the
+/// returned `Spawned` lives.
+pub async fn target(
+    url: Option<&str>,
+    ca: &Path,
+    label: &'static str,
+    bin: Option<PathBuf>,
+    extra_args: Vec<String>,
+) -> anyhow::Result<(SocketAddr, Vec<u8>, Option<Spawned>)> {
+    if let Some(url) = url {
+        let ca = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+        return Ok((crate::resolve(url)?, ca, None));
+    }
+    let s = Spawned::start(
+        &crate::server_bin(bin)?,
+        ServerOptions {
+            label,
+            baseline: false,
+            policies: spark_admission_testkit::bench_policies::files(100, 50),
+            log: None,
+            extra_args,
+        },
+    )
+    .await?;
+    Ok((s.addr, s.ca_pem.clone(), Some(s)))
+}
