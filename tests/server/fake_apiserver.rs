@@ -280,8 +280,15 @@ fn matches(object: &Value, selector: &Option<(String, String)>) -> bool {
 
 /// The watch event a client with `selector` sees for a change, if any.
 fn line_for(change: &Change, selector: &Option<(String, String)>) -> Option<Bytes> {
-    let was = change.old.as_ref().is_some_and(|o| matches(o, selector));
-    let is = change.new.as_ref().is_some_and(|o| matches(o, selector));
+    watch_line(change, |o| matches(o, selector))
+}
+
+/// The watch event a client sees for a change, given which objects its selectors match:
+/// ADDED or DELETED when the change moves an object into or out of them, as from a real
+/// API server.
+fn watch_line(change: &Change, selected: impl Fn(&Value) -> bool) -> Option<Bytes> {
+    let was = change.old.as_ref().is_some_and(&selected);
+    let is = change.new.as_ref().is_some_and(&selected);
     let (kind, mut object) = match (was, is) {
         (false, true) => ("ADDED", change.new.clone()?),
         (true, true) => ("MODIFIED", change.new.clone()?),
@@ -452,24 +459,7 @@ fn pod_matches(pod: &Value, labels: &str, fields: &str) -> bool {
 }
 
 fn pod_line(change: &Change, labels: &str, fields: &str) -> Option<Bytes> {
-    let was = change
-        .old
-        .as_ref()
-        .is_some_and(|o| pod_matches(o, labels, fields));
-    let is = change
-        .new
-        .as_ref()
-        .is_some_and(|o| pod_matches(o, labels, fields));
-    let (kind, mut object) = match (was, is) {
-        (false, true) => ("ADDED", change.new.clone()?),
-        (true, true) => ("MODIFIED", change.new.clone()?),
-        (true, false) => ("DELETED", change.new.clone().or(change.old.clone())?),
-        (false, false) => return None,
-    };
-    object["metadata"]["resourceVersion"] = json!(change.rv.to_string());
-    let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).ok()?;
-    line.push(b'\n');
-    Some(Bytes::from(line))
+    watch_line(change, |o| pod_matches(o, labels, fields))
 }
 
 impl FakeApiServer {
