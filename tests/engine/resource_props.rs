@@ -115,10 +115,20 @@ proptest! {
         let mut split = cs.clone();
         let (name, cpu, mem, place) = split[i].clone();
         let (cpu_a, mem_a) = (cpu * share / 100, mem * share / 100);
-        split[i] = (name.clone(), cpu - cpu_a, mem - mem_a, place);
-        let part_place = if sidecar { 2 } else { 0 };
+        // Split only when both parts ask for something: taking a share off and adding no
+        // part (a share rounding to 0) would lower the pod's total, which is no split.
         if cpu_a > 0 && mem_a > 0 {
-            split.push((format!("{name}-part"), cpu_a, mem_a, part_place));
+            split[i] = (name.clone(), cpu - cpu_a, mem - mem_a, place);
+            let part = format!("{name}-part");
+            if place == 2 {
+                // A sidecar's part starts where it did: before the same init containers,
+                // which run beside every sidecar started earlier.
+                split.insert(i + 1, (part, cpu_a, mem_a, 2));
+            } else {
+                // A regular container's part, as a regular container or as a sidecar started
+                // after every init container: either runs only beside the others.
+                split.push((part, cpu_a, mem_a, if sidecar { 2 } else { 0 }));
+            }
         }
         prop_assert_eq!(before, over(cap_cpu, cap_mem, &pod(&split)));
     }
