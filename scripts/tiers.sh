@@ -10,7 +10,11 @@ awk -v extra="$(printf '%s\n' "$@")" '
   # "Running tests/e2e/main.rs (target/debug/deps/e2e-0123abcd)" or "Running unittests src/lib.rs (…/spark_admission_core-…)"
   /^ *Running / {
     bin = $NF; gsub(/[()]/, "", bin); sub(/.*\//, "", bin); sub(/-[0-9a-f]+$/, "", bin)
-    if ($2 == "unittests") target = "unit " bin; else target = $2
+    # An integration test path is relative to its package: name the package when it is not
+    # the webhook (cargo runs the unit tests of a package before its integration tests).
+    if ($2 == "unittests") { target = "unit " bin; pkg = bin }
+    else if (pkg != "" && pkg != "spark_admission") target = pkg " " $2
+    else target = $2
     next
   }
   /^ *Doc-tests / { target = "doctests " $2; next }

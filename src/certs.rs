@@ -22,8 +22,9 @@ pub const CA_KEY_FILE: &str = "ca.key";
 pub const TLS_CERT_FILE: &str = "tls.crt";
 pub const TLS_KEY_FILE: &str = "tls.key";
 
-/// Names every serving certificate carries, so a local `serve` answers curl out of the box.
-pub const DEFAULT_NAMES: [&str; 2] = ["localhost", "127.0.0.1"];
+/// Names every serving certificate carries, so a local `serve` answers curl out of the box
+/// (`localhost` resolves to `::1` first on many machines).
+pub const DEFAULT_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 
 const SERVING_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
 const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
@@ -136,7 +137,7 @@ pub enum Ensured {
     Generated,
 }
 
-/// `localhost`, `127.0.0.1` and the extra names, without duplicates, in that order.
+/// [`DEFAULT_NAMES`] and the extra names, without duplicates, in that order.
 pub fn subject_names(extra: &[String]) -> Vec<String> {
     let mut names: Vec<String> = DEFAULT_NAMES.iter().map(|s| (*s).to_owned()).collect();
     for n in extra {

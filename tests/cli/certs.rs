@@ -66,11 +66,13 @@ fn renew_issues_a_new_serving_certificate_under_the_same_ca() {
         "{:?}",
         loaded.names
     );
-    assert!(
-        loaded.names.iter().any(|n| n == "127.0.0.1"),
-        "{:?}",
-        loaded.names
-    );
+    for local in ["localhost", "127.0.0.1", "::1"] {
+        assert!(
+            loaded.names.iter().any(|n| n == local),
+            "{local} missing: {:?}",
+            loaded.names
+        );
+    }
 }
 
 #[test]
