@@ -1,10 +1,8 @@
 //! The engine's tests, one binary: the merge rules (`merge`), the golden fixtures
 //! (`golden`), properties over generated policies × the real pods (`props`), every input
 //! the fuzzers ever found (`fuzz_regressions`), the policy format and its schema
-//! (`policy_schema`), and the download init container run with curl and runc
-//! (`download_exec`). They need no server and no cluster.
+//! (`policy_schema`). They need no server and no cluster.
 
-mod download_exec;
 mod engine_support;
 mod fuzz_regressions;
 mod golden;

@@ -496,12 +496,14 @@ fn download_dependencies_use_an_init_container_that_runs_as_a_numeric_non_root_u
     assert_eq!(command[..2], [json!("sh"), json!("-c")]);
     let script = command[2].as_str().unwrap();
     assert!(script.contains("--fail-early") && script.contains("sha256sum"));
+    assert!(script.contains("--speed-time \"$stall\""), "{script}");
     // The policy's values are arguments, never part of the script.
     assert!(!script.contains("repo.example.com") && !script.contains("abcdef"));
     assert_eq!(
         init["args"],
         json!([
             "/deps",
+            "60",
             "https://repo.example.com/a/hadoop-aws.jar",
             "hadoop-aws.jar",
             "",
@@ -555,10 +557,10 @@ fn dollars_in_download_urls_reach_curl_as_written() {
     );
     let args = &out["spec"]["initContainers"][0]["args"];
     assert_eq!(
-        args[1],
+        args[2],
         "https://repo.example.com/$$(KUBERNETES_SERVICE_HOST)/a$$$$b.jar"
     );
-    assert_eq!(args[2], "a$$$$b.jar");
+    assert_eq!(args[3], "a$$$$b.jar");
 }
 
 #[test]

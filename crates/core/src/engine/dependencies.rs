@@ -19,7 +19,7 @@ use super::volumes::{add_mount, add_volume};
 use super::Ctx;
 use crate::policy::model::{
     Dependency, DependencySource, DownloadSource, PodPatch, DEFAULT_DOWNLOAD_GROUP,
-    DEFAULT_DOWNLOAD_USER,
+    DEFAULT_DOWNLOAD_STALL_SECONDS, DEFAULT_DOWNLOAD_USER,
 };
 use crate::spark::SparkRole;
 
@@ -129,11 +129,13 @@ fn apply_one(
 /// URLs, file names and checksums reach it only as positional arguments, never as script.
 /// It holds no `$(` and no `$$`, so the kubelet's `$(NAME)` expansion of command and args
 /// leaves it as written. `--fail-early`: without it curl exits with the status of the last
-/// transfer only, and an earlier failed URL went unnoticed.
+/// transfer only, and an earlier failed URL went unnoticed. `--speed-time`: a transfer that
+/// receives nothing for that long fails (exit 28) instead of keeping the pod in Init.
 const DOWNLOAD_SCRIPT: &str = r#"set -eu
 umask 022
 dir=$1
-shift
+stall=$2
+shift 2
 # "$@": for each file its URL, its file name and its SHA-256 (empty: not checked).
 fetch() {
   set -- "$@" --
@@ -143,7 +145,8 @@ fetch() {
   done
   shift
   curl --disable --fail --fail-early --silent --show-error --location --globoff \
-    --proto =http,https --proto-redir =http,https --retry 3 "$@"
+    --proto =http,https --proto-redir =http,https --retry 3 \
+    --connect-timeout "$stall" --speed-limit 1 --speed-time "$stall" "$@"
 }
 fetch "$@"
 failed=0
@@ -177,7 +180,10 @@ const DOWNLOAD_SCRIPT_NAME: &str = "spark-admission-download";
 fn download_container(volume: &str, d: &DownloadSource) -> Option<Container> {
     // Every `$` doubled: the kubelet expands `$(NAME)` in args from the container's
     // environment, service links included, which a tenant can name.
-    let mut args = vec![DOWNLOAD_DIR.to_owned()];
+    let stall = d
+        .stall_timeout_seconds
+        .unwrap_or(DEFAULT_DOWNLOAD_STALL_SECONDS);
+    let mut args = vec![DOWNLOAD_DIR.to_owned(), stall.to_string()];
     for u in &d.urls {
         args.push(env_escape(u.url()));
         args.push(env_escape(u.file_name()?));

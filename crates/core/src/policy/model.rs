@@ -380,6 +380,12 @@ pub struct DownloadSource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 2147483647))]
     pub run_as_group: Option<i64>,
+    /// Seconds a connection may take to open, and a transfer may go without receiving a
+    /// byte, before the try fails (default 60). Without it a stalled repository keeps the pod
+    /// in Init for ever; with it the pod fails and Spark replaces the executor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub stall_timeout_seconds: Option<u32>,
 }
 
 pub const DEFAULT_DOWNLOAD_IMAGE: &str = "curlimages/curl:8.11.1";
@@ -387,6 +393,8 @@ pub const DEFAULT_DOWNLOAD_IMAGE: &str = "curlimages/curl:8.11.1";
 /// writes belong to the user who reads them.
 pub const DEFAULT_DOWNLOAD_USER: i64 = 185;
 pub const DEFAULT_DOWNLOAD_GROUP: i64 = 185;
+/// A repository that sends nothing for a minute is not coming back within a pod's start.
+pub const DEFAULT_DOWNLOAD_STALL_SECONDS: u32 = 60;
 
 fn default_download_image() -> String {
     DEFAULT_DOWNLOAD_IMAGE.to_owned()

@@ -11,8 +11,8 @@
 //!
 //! Each runs under the host's `sh` (dash on Debian) and, when present, busybox's `sh` and
 //! `sha256sum`: curlimages/curl is Alpine, whose shell and tools are busybox.
-//! Tools: curl and runc (Debian packages `curl`, `runc`, `busybox`). Under `CI=true` a missing
-//! one fails the test; elsewhere the test says what is missing and returns.
+//! Tools: root, curl, runc and busybox (Debian packages `curl`, `runc`, `busybox`): without
+//! them the tier is skipped with one line, and fails when `SPARK_ADMISSION_CONTAINERS=required`.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -34,6 +34,11 @@ const HEADER: &str = "apiVersion: spark-admission.io/v1alpha1\nkind: SparkPodPol
 /// Far above what a local transfer of a few bytes takes; only a hang reaches it.
 const RUN_LIMIT: Duration = Duration::from_secs(120);
 
+/// Paths under this one stall after the headers (see [`serve`]).
+const STALL_PREFIX: &str = "/stall/";
+/// How long a stalled connection is held open: longer than any stall timeout tested.
+const STALL_HOLD: Duration = Duration::from_secs(60);
+
 /// A service-link variable, as the kubelet puts one in every container's environment for
 /// each Service of the namespace: a tenant chooses its name and value.
 const TENANT_VAR: (&str, &str) = ("EVIL_SERVICE_HOST", "attacker.example");
@@ -53,7 +58,9 @@ impl Repo {
         // Lives as long as the test binary: it only ever answers loopback requests.
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let _ = serve(stream, &files);
+                let files = Arc::clone(&files);
+                // One thread a connection: a stalled one must not hold up curl's retries.
+                std::thread::spawn(move || serve(stream, &files));
             }
         });
         Repo { port }
@@ -77,6 +84,17 @@ fn serve(stream: TcpStream, files: &BTreeMap<String, Vec<u8>>) -> std::io::Resul
     }
     let path = request_line.split(' ').nth(1).unwrap_or("");
     let mut out = stream;
+    if path.starts_with(STALL_PREFIX) {
+        // A repository that accepted the request and stopped sending: headers and the first
+        // bytes of a body, then nothing while the connection stays open.
+        write!(
+            out,
+            "HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\nConnection: close\r\n\r\nPK"
+        )?;
+        out.flush()?;
+        std::thread::sleep(STALL_HOLD);
+        return Ok(());
+    }
     match files.get(path) {
         Some(body) => {
             write!(
@@ -105,9 +123,14 @@ struct Planned {
 
 /// The download init container the engine adds to a real driver for these `urls` items.
 fn planned(urls: &[String]) -> Planned {
+    planned_with(urls, "")
+}
+
+/// The same, with more `download` settings (YAML lines at the `urls:` indentation).
+fn planned_with(urls: &[String], settings: &str) -> Planned {
     let items: String = urls.iter().map(|u| format!("          - {u}\n")).collect();
     let yaml = format!(
-        "{HEADER}metadata: {{name: dl}}\nspec:\n  namespaces: [spark-jobs]\n  all:\n    dependencies:\n    - name: jars\n      source:\n        download:\n          urls:\n{items}"
+        "{HEADER}metadata: {{name: dl}}\nspec:\n  namespaces: [spark-jobs]\n  all:\n    dependencies:\n    - name: jars\n      source:\n        download:\n{settings}          urls:\n{items}"
     );
     let set = policies(&yaml);
     let (_, out) = mutate_checked(
@@ -175,8 +198,7 @@ fn kubelet_expand(input: &str, env: &BTreeMap<String, String>) -> String {
     out
 }
 
-#[test]
-fn kubelet_expansion_as_specified() {
+pub fn kubelet_expansion_as_specified() {
     let env = BTreeMap::from([("A".to_owned(), "1".to_owned())]);
     for (input, expected) in [
         ("$(A)", "1"),
@@ -212,7 +234,9 @@ enum Shell {
     Busybox,
 }
 
-struct Tools {
+/// What the tier runs the container with: every shell, and runc when it can.
+#[derive(Clone)]
+pub struct Tools {
     shells: Vec<Shell>,
     runc: Option<PathBuf>,
     busybox: Option<PathBuf>,
@@ -226,46 +250,31 @@ fn which(name: &str) -> Option<PathBuf> {
     })
 }
 
-/// The tools this test needs, or None (after saying what is missing) outside CI.
-fn tools() -> Option<Tools> {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    let mut missing = Vec::new();
-    for tool in ["curl", "sh", "sha256sum", "runc", "busybox"] {
-        if which(tool).is_none() {
-            missing.push(tool);
-        }
+/// The tools of this tier, or what is missing: all of them, so that a run that passed ran
+/// the container every way (a kubelet's runc, Alpine's busybox, Debian's dash).
+pub fn tools() -> Result<Tools, String> {
+    let mut missing: Vec<&str> = ["curl", "sh", "sha256sum", "runc", "busybox"]
+        .into_iter()
+        .filter(|t| which(t).is_none())
+        .collect();
+    if !std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0) {
+        missing.push("root (runc runs the container as a kubelet would)");
     }
-    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
-    if !missing.is_empty() || !root {
-        let what = if root {
-            format!("missing {}", missing.join(", "))
-        } else {
-            "not root: runc needs root to run the container as a kubelet would".to_owned()
-        };
-        assert!(
-            !ci,
-            "download execution test: {what} (Debian packages curl, runc, busybox)"
-        );
-        eprintln!("download execution test not run fully: {what}");
-        if which("curl").is_none() || which("sh").is_none() || which("sha256sum").is_none() {
-            return None;
-        }
+    if !missing.is_empty() {
+        return Err(format!("missing {}", missing.join(", ")));
     }
-    let busybox = which("busybox");
-    let mut shells = vec![Shell::Host];
-    if busybox.is_some() {
-        shells.push(Shell::Busybox);
-    }
-    Some(Tools {
-        shells,
-        runc: which("runc").filter(|_| root),
-        busybox,
+    Ok(Tools {
+        shells: vec![Shell::Host, Shell::Busybox],
+        runc: which("runc"),
+        busybox: which("busybox"),
     })
 }
 
 /// What came of one run: the exit status, the emptyDir's files, what the script said.
 struct Outcome {
     status: ExitStatus,
+    /// From the start of the process (or of runc) to its exit.
+    elapsed: Duration,
     files: BTreeMap<String, Vec<u8>>,
     owners: Vec<(u32, u32, u32)>,
     stderr: String,
@@ -282,7 +291,7 @@ impl Outcome {
     }
 }
 
-fn wait_bounded(mut child: Child, on_timeout: impl FnOnce()) -> (ExitStatus, String) {
+fn wait_bounded(mut child: Child, on_timeout: impl FnOnce()) -> (ExitStatus, String, Duration) {
     let mut stderr = child.stderr.take().expect("stderr piped");
     let reader = std::thread::spawn(move || {
         let mut text = String::new();
@@ -301,7 +310,7 @@ fn wait_bounded(mut child: Child, on_timeout: impl FnOnce()) -> (ExitStatus, Str
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    (status, reader.join().unwrap_or_default())
+    (status, reader.join().unwrap_or_default(), start.elapsed())
 }
 
 fn empty_dir(parent: &Path) -> PathBuf {
@@ -312,7 +321,7 @@ fn empty_dir(parent: &Path) -> PathBuf {
     dir
 }
 
-fn collect(dir: &Path, status: ExitStatus, stderr: String) -> Outcome {
+fn collect(dir: &Path, status: ExitStatus, stderr: String, elapsed: Duration) -> Outcome {
     let mut files = BTreeMap::new();
     let mut owners = Vec::new();
     for entry in std::fs::read_dir(dir).expect("read emptyDir").flatten() {
@@ -325,6 +334,7 @@ fn collect(dir: &Path, status: ExitStatus, stderr: String) -> Outcome {
     }
     Outcome {
         status,
+        elapsed,
         files,
         owners,
         stderr,
@@ -374,8 +384,8 @@ fn run_process(p: &Planned, tools: &Tools, shell: Shell) -> Outcome {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("start {}: {e}", command[0]));
-    let (status, stderr) = wait_bounded(child, || {});
-    collect(&dir, status, stderr)
+    let (status, stderr, elapsed) = wait_bounded(child, || {});
+    collect(&dir, status, stderr, elapsed)
 }
 
 static RUNS: AtomicUsize = AtomicUsize::new(0);
@@ -484,7 +494,7 @@ fn run_runc(p: &Planned, tools: &Tools, runc: &Path, shell: Shell) -> Outcome {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start runc");
-    let (status, stderr) = wait_bounded(child, || {
+    let (status, stderr, elapsed) = wait_bounded(child, || {
         let _ = Command::new(runc)
             .arg("--root")
             .arg(&state)
@@ -495,22 +505,38 @@ fn run_runc(p: &Planned, tools: &Tools, runc: &Path, shell: Shell) -> Outcome {
         !stderr.contains("runc run failed"),
         "runc could not start the container: {stderr}"
     );
-    collect(&dir, status, stderr)
+    collect(&dir, status, stderr, elapsed)
 }
 
 /// Runs the planned container every way this machine allows.
 fn run_everywhere(p: &Planned, tools: &Tools, check: impl Fn(&str, &Outcome)) {
-    for &shell in &tools.shells {
-        let how = format!("process, {shell:?} sh");
-        let out = run_process(p, tools, shell);
-        eprintln!("{how}: exit {:?}", out.status.code());
-        check(&how, &out);
-        if let Some(runc) = &tools.runc {
-            let how = format!("runc, {shell:?} sh");
-            let out = run_runc(p, tools, runc, shell);
-            eprintln!("{how}: exit {:?}", out.status.code());
-            check(&how, &out);
+    // The runs are independent (own folders, own runc ids): at once, so a test waiting on
+    // curl's timeouts waits once, not once a run. Checked in a fixed order afterwards.
+    let outcomes: Vec<(String, Outcome)> = std::thread::scope(|scope| {
+        let mut runs = Vec::new();
+        for &shell in &tools.shells {
+            runs.push(scope.spawn(move || {
+                (
+                    format!("process, {shell:?} sh"),
+                    run_process(p, tools, shell),
+                )
+            }));
+            if let Some(runc) = &tools.runc {
+                runs.push(scope.spawn(move || {
+                    (
+                        format!("runc, {shell:?} sh"),
+                        run_runc(p, tools, runc, shell),
+                    )
+                }));
+            }
         }
+        runs.into_iter()
+            .map(|run| run.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
+    for (how, out) in &outcomes {
+        eprintln!("{how}: exit {:?}", out.status.code());
+        check(how, out);
     }
 }
 
@@ -535,9 +561,7 @@ fn repo() -> (Repo, Vec<u8>, Vec<u8>) {
 
 // ---------------------------------------------------------------- the cases
 
-#[test]
-fn every_url_fine_gives_exit_0_and_every_file_readable_by_spark() {
-    let Some(tools) = tools() else { return };
+pub fn every_url_fine_gives_exit_0_and_every_file_readable_by_spark(tools: Tools) {
     let (repo, aws, sdk) = repo();
     let p = planned(&[
         format!(
@@ -567,9 +591,7 @@ fn every_url_fine_gives_exit_0_and_every_file_readable_by_spark() {
     });
 }
 
-#[test]
-fn one_url_answering_404_fails_the_container_wherever_it_is_in_the_list() {
-    let Some(tools) = tools() else { return };
+pub fn one_url_answering_404_fails_the_container_wherever_it_is_in_the_list(tools: Tools) {
     let (repo, _, _) = repo();
     let ok = format!("\"{}\"", repo.url("/maven2/hadoop-aws-3.3.4.jar"));
     let missing = format!("\"{}\"", repo.url("/maven2/missing-1.0.jar"));
@@ -590,9 +612,7 @@ fn one_url_answering_404_fails_the_container_wherever_it_is_in_the_list() {
     }
 }
 
-#[test]
-fn a_checksum_mismatch_fails_the_container() {
-    let Some(tools) = tools() else { return };
+pub fn a_checksum_mismatch_fails_the_container(tools: Tools) {
     let (repo, _, sdk) = repo();
     let wrong = sha256(b"another jar");
     let p = planned(&[
@@ -624,9 +644,7 @@ fn a_checksum_mismatch_fails_the_container() {
     });
 }
 
-#[test]
-fn an_empty_download_fails_the_container() {
-    let Some(tools) = tools() else { return };
+pub fn an_empty_download_fails_the_container(tools: Tools) {
     let (repo, _, _) = repo();
     let p = planned(&[
         format!("\"{}\"", repo.url("/maven2/hadoop-aws-3.3.4.jar")),
@@ -642,9 +660,7 @@ fn an_empty_download_fails_the_container() {
     });
 }
 
-#[test]
-fn a_tenant_variable_cannot_change_what_the_container_runs() {
-    let Some(tools) = tools() else { return };
+pub fn a_tenant_variable_cannot_change_what_the_container_runs(tools: Tools) {
     let (repo, _, _) = repo();
     // An admin URL that happens to contain `$(NAME)`: the kubelet would substitute a
     // tenant's service-link variable into it (here: fetch /xattacker.example/odd.jar)
@@ -659,6 +675,33 @@ fn a_tenant_variable_cannot_change_what_the_container_runs() {
             out.files,
             BTreeMap::from([("odd.jar".to_owned(), b"odd".to_vec())]),
             "{how}"
+        );
+    });
+}
+
+pub fn a_stalled_repository_fails_the_container_after_the_stall_timeout(tools: Tools) {
+    let (repo, _, _) = repo();
+    let stall_secs = 1;
+    let p = planned_with(
+        &[
+            format!("\"{}\"", repo.url("/maven2/hadoop-aws-3.3.4.jar")),
+            format!("\"{}\"", repo.url("/stall/aws-sdk-bundle.jar")),
+        ],
+        &format!("          stallTimeoutSeconds: {stall_secs}\n"),
+    );
+    run_everywhere(&p, &tools, |how, out| {
+        // 28 is curl's status for a timeout: each of the 4 tries (3 retries) gave up after
+        // `stall_secs` without a byte, instead of waiting for the server for ever.
+        assert_eq!(out.status.code(), Some(28), "{how}: {}", out.describe());
+        assert!(
+            out.stderr.contains("(28)"),
+            "{how}: curl says why: {}",
+            out.describe()
+        );
+        assert!(
+            out.elapsed >= Duration::from_secs(stall_secs),
+            "{how}: gave up after {:?}, before the stall timeout",
+            out.elapsed
         );
     });
 }
