@@ -28,10 +28,10 @@ use http_body_util::BodyExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::answer::Answer;
-use super::parse_duration;
 use super::policy_review;
 use super::prescan;
 use super::review::{self, Review, AUDIT_APPLIED, AUDIT_CHECKED, AUDIT_FINDINGS};
+use crate::duration::parse_duration;
 use crate::engine::{Deadline, Engine, EngineError, Validation};
 use crate::metrics::{role_label, Endpoint, Metrics, Outcome, SlowClient};
 use crate::pinning::{self, PinCheck, Unverified};

@@ -22,12 +22,12 @@ use tower::ServiceExt;
 use super::admin::{admin_router, Health};
 use super::policies::PolicyWatcher;
 use super::router::{webhook_router, AppState, Limits};
-use super::shutdown::ShutdownHandle;
 use super::tls::{self, CertReloader, CertResolver};
 use super::ServeError;
 use crate::certs::{self, CertPaths, Ensured};
 use crate::engine::Engine;
 use crate::metrics::{Metrics, SlowClient};
+use crate::shutdown::ShutdownHandle;
 use crate::source::events::Reporter;
 use crate::source::history::{load_initial, run_persister, ConfigMapBackend, FileBackend};
 use crate::source::{ConfigMapWatcher, DriverCache, Drivers, PolicyHistory, PolicyStore};
@@ -41,7 +41,7 @@ const HISTORY_TICK: Duration = Duration::from_secs(300);
 /// How long the admin port may take to close once the webhook has drained.
 const ADMIN_STOP: Duration = Duration::from_secs(2);
 
-/// Everything `serve` needs; [`ServeArgs`](super::ServeArgs) maps flags onto it.
+/// Everything `serve` needs; `crate::cli::ServeArgs` maps flags onto it.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// Webhook address (TLS).
