@@ -11,24 +11,32 @@
 
 mod admin;
 pub mod answer;
+mod body;
+mod decision;
+mod handlers;
 mod patch_json;
+mod pins;
+mod pods;
 mod policies;
 pub mod policy_review;
 pub mod prescan;
+mod refusal;
 pub mod review;
-mod router;
+mod schedule;
 mod server;
+mod service;
+mod state;
 pub mod tls;
+mod update;
 
 use std::net::SocketAddr;
 
 pub use crate::shutdown::ShutdownHandle;
 pub use admin::{admin_router, Health};
+pub use handlers::{webhook_router, MUTATE_PATH, VALIDATE_PATH, VALIDATE_POLICY_PATH};
 pub use policies::PolicyWatcher;
-pub use router::{
-    webhook_router, AppState, Limits, MUTATE_PATH, VALIDATE_PATH, VALIDATE_POLICY_PATH,
-};
 pub use server::{PolicySourceConfig, Server, ServerConfig};
+pub use state::{AppState, Limits};
 
 use crate::certs::CertsError;
 

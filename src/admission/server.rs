@@ -20,8 +20,9 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use super::admin::{admin_router, Health};
+use super::handlers::webhook_router;
 use super::policies::PolicyWatcher;
-use super::router::{webhook_router, AppState, Limits};
+use super::state::{AppState, Limits};
 use super::tls::{self, CertReloader, CertResolver};
 use super::ServeError;
 use crate::certs::{self, CertPaths, Ensured};
