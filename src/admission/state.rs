@@ -8,9 +8,9 @@ use tokio::sync::Semaphore;
 
 use crate::duration::parse_duration;
 use crate::engine::Engine;
+use crate::memory::MemoryState;
 use crate::metrics::Metrics;
 use crate::source::{Drivers, PolicyStore};
-use crate::memory::MemoryState;
 
 /// Per-request limits.
 #[derive(Debug, Clone)]

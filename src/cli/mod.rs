@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use serve::{
     fatal_json_line, run, run_with_router, HistoryArgs, LimitArgs, LogFormat, PolicySourceArg,
-    ServeArgs,
+    ServeArgs, ServeCommandError,
 };
 
 #[derive(Debug, Parser)]

@@ -234,23 +234,34 @@ impl ServeArgs {
     }
 }
 
+/// Why `serve` stopped: its own set-up (logging, the runtime), or the server's stage.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeCommandError {
+    #[error("invalid --log-level: {0}")]
+    LogLevel(String),
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] std::io::Error),
+    #[error(transparent)]
+    Server(#[from] ServeError),
+}
+
 /// `spark-admission serve`: runs until SIGTERM or Ctrl-C, then drains and returns.
-pub fn run(args: ServeArgs) -> Result<(), ServeError> {
+pub fn run(args: ServeArgs) -> Result<(), ServeCommandError> {
     run_with_router(args, None)
 }
 
 /// [`run`], serving `router` on the TLS listener instead of the webhook's when given
 /// (see [`ServerConfig::router_override`]).
-pub fn run_with_router(args: ServeArgs, router: Option<axum::Router>) -> Result<(), ServeError> {
+pub fn run_with_router(
+    args: ServeArgs,
+    router: Option<axum::Router>,
+) -> Result<(), ServeCommandError> {
     init_logging(args.log_format, &args.log_level)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("spark-admission")
         .build()
-        .map_err(|error| ServeError::Start {
-            what: "async runtime",
-            error,
-        })?;
+        .map_err(ServeCommandError::Runtime)?;
     let config = ServerConfig {
         router_override: router,
         ..args.to_config()
@@ -263,12 +274,13 @@ pub fn run_with_router(args: ServeArgs, router: Option<axum::Router>) -> Result<
             handle.trigger();
         });
         server.wait().await
-    })
+    })?;
+    Ok(())
 }
 
-fn init_logging(format: LogFormat, level: &str) -> Result<(), ServeError> {
+fn init_logging(format: LogFormat, level: &str) -> Result<(), ServeCommandError> {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .map_err(|e| ServeError::LogLevel(format!("{level:?}: {e}")))?;
+        .map_err(|e| ServeCommandError::LogLevel(format!("{level:?}: {e}")))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stdout);
