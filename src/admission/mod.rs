@@ -8,6 +8,13 @@
 //! cluster), policies come from the ConfigMaps of that namespace labelled
 //! `spark-admission.io/policy: "true"` instead. The flags live with the CLI
 //! (`crate::cli::ServeArgs`), which maps them onto a [`ServerConfig`].
+//!
+//! A review travels `handlers` (HTTP in and out) → `body` (read within its deadline) →
+//! `schedule` (a slot; inline, or on the blocking pool when large) → `service` (decode →
+//! recognise → plan or judge → answer), which hands a pod's CREATE to `pods` (with `pins`)
+//! and its UPDATE to `update`. A review is refused in one way, a `refusal::Refusal`;
+//! what an answered one leads to is its `decision::Decision`. The `server` starts in
+//! stages (certificates → policy sources → bind → serve).
 
 mod admin;
 pub mod answer;
@@ -35,15 +42,6 @@ pub use handlers::{webhook_router, MUTATE_PATH, VALIDATE_PATH, VALIDATE_POLICY_P
 pub use policies::PolicyWatcher;
 pub use server::{
     BindError, PolicySourceConfig, PolicyStartError, ServeError, Server, ServerConfig, SpawnError,
-    TlsStartError,
+    TlsStartError, POD_NAMESPACE_ENV, POD_NAME_ENV, POD_UID_ENV,
 };
 pub use state::{AppState, Limits};
-
-/// The downward-API variable with the pod's namespace (`fieldRef: metadata.namespace`).
-pub const POD_NAMESPACE_ENV: &str = "POD_NAMESPACE";
-/// The downward-API variable with the pod's name (`fieldRef: metadata.name`), used as
-/// the `reportingInstance` of Events.
-pub const POD_NAME_ENV: &str = "POD_NAME";
-/// The downward-API variable with the pod's uid (`fieldRef: metadata.uid`): the
-/// `PolicyLoaded` Event about the replica carries it, so `kubectl describe pod` shows it.
-pub const POD_UID_ENV: &str = "POD_UID";

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::admission::Limits;
+use crate::admission::state::Limits;
 use crate::memory::MemoryConfig;
 use crate::source::history::{DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES};
 use crate::spark::ContainerNames;

@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 
 pub use config::{PolicySourceConfig, ServerConfig};
 pub use error::{BindError, PolicyStartError, ServeError, SpawnError, TlsStartError};
+pub use sources::{POD_NAMESPACE_ENV, POD_NAME_ENV, POD_UID_ENV};
 
 use super::tls::CertResolver;
 use crate::metrics::Metrics;

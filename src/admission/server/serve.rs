@@ -19,7 +19,8 @@ use super::error::SpawnError;
 use super::sources::Sources;
 use super::watchers::{review_state, start_watchers, Watchers};
 use super::Server;
-use crate::admission::{admin_router, webhook_router, Health};
+use crate::admission::admin::{admin_router, Health};
+use crate::admission::handlers::webhook_router;
 use crate::metrics::Metrics;
 use crate::shutdown::ShutdownHandle;
 

@@ -9,12 +9,20 @@ use futures::FutureExt;
 
 use super::config::{PolicySourceConfig, ServerConfig};
 use super::error::PolicyStartError;
-use crate::admission::PolicyWatcher;
-use crate::admission::{POD_NAMESPACE_ENV, POD_NAME_ENV, POD_UID_ENV};
+use crate::admission::policies::PolicyWatcher;
 use crate::metrics::Metrics;
 use crate::source::events::Reporter;
 use crate::source::history::{load_initial, ConfigMapBackend, FileBackend};
 use crate::source::{ConfigMapWatcher, DriverCache, PolicyHistory, PolicyStore};
+
+/// The downward-API variable with the pod's namespace (`fieldRef: metadata.namespace`).
+pub const POD_NAMESPACE_ENV: &str = "POD_NAMESPACE";
+/// The downward-API variable with the pod's name (`fieldRef: metadata.name`), used as
+/// the `reportingInstance` of Events.
+pub const POD_NAME_ENV: &str = "POD_NAME";
+/// The downward-API variable with the pod's uid (`fieldRef: metadata.uid`): the
+/// `PolicyLoaded` Event about the replica carries it, so `kubectl describe pod` shows it.
+pub const POD_UID_ENV: &str = "POD_UID";
 
 /// The policy store and what fills it, not yet running.
 pub(super) struct Sources {
