@@ -10,15 +10,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{Request, State};
-use axum::http::StatusCode;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use futures::FutureExt;
 
 use super::body;
-use super::refusal::{plain, Refusal};
+use super::refusal::Refusal;
 use super::schedule;
 use super::state::{AppState, Clock};
 use crate::metrics::{Endpoint, Metrics, Outcome};
@@ -71,10 +70,7 @@ async fn catch_panic(State(metrics): State<Arc<Metrics>>, req: Request, next: Ne
         panic = what,
         "webhook handler panicked; answered 500"
     );
-    plain(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal error in spark-admission while evaluating the review".to_owned(),
-    )
+    Refusal::panicked().into_response()
 }
 
 /// The webhook paths, as the webhook configurations in `deploy/` name them.
@@ -132,7 +128,7 @@ mod tests {
     use crate::policy::{parse_documents, PolicySource};
     use crate::source::PolicyStore;
     use axum::body::Body;
-    use axum::http::header;
+    use axum::http::{header, StatusCode};
     use http_body_util::BodyExt;
     use serde_json::Value;
     use std::time::Duration;

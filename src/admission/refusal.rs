@@ -138,6 +138,15 @@ impl Refusal {
         )
     }
 
+    /// A handler panicked (counted and logged where it is caught).
+    pub(super) fn panicked() -> Self {
+        Self::request(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Outcome::Error,
+            "internal error in spark-admission while evaluating the review".to_owned(),
+        )
+    }
+
     pub(super) fn unencodable(uid: &str, error: impl Display) -> Self {
         tracing::error!(uid, error = %error, "cannot encode the admission response");
         Self::request(
@@ -329,7 +338,7 @@ fn denial(uid: &str, code: u16, reason: &str, message: String) -> Answer {
 }
 
 /// A one-line plain-text error body.
-pub(super) fn plain(status: StatusCode, mut reason: String) -> Response {
+fn plain(status: StatusCode, mut reason: String) -> Response {
     reason.push('\n');
     (
         status,
