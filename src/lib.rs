@@ -14,8 +14,10 @@ pub use spark_admission_core::{
 pub mod admission;
 pub mod certs;
 pub mod cli;
+pub mod duration;
 pub mod error_chain;
 pub mod memory;
 pub mod metrics;
 pub mod policytest;
+pub mod shutdown;
 pub mod source;

@@ -4,10 +4,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 
-use spark_admission::admission::LogFormat;
 use spark_admission::cli::{
-    CheckPoliciesArgs, Cli, Command, ExplainArgs, OutputFormat, SchemaArgs, SchemaKind, TestArgs,
-    TestOutput,
+    CheckPoliciesArgs, Cli, Command, ExplainArgs, LogFormat, OutputFormat, SchemaArgs, SchemaKind,
+    TestArgs, TestOutput,
 };
 use spark_admission::engine::Engine;
 use spark_admission::explain::{explain_remembering, read_input, render_table};
@@ -30,7 +29,7 @@ fn main() -> ExitCode {
     // termination message (FallbackToLogsOnError) then carry why it stopped.
     let json_errors = matches!(&cli.command, Command::Serve(a) if a.log_format == LogFormat::Json);
     let result = match cli.command {
-        Command::Serve(args) => spark_admission::admission::run(args)
+        Command::Serve(args) => spark_admission::cli::run(args)
             .map(|()| ExitCode::SUCCESS)
             .map_err(anyhow::Error::from),
         Command::Certs(args) => spark_admission::certs::run(args)
@@ -47,7 +46,7 @@ fn main() -> ExitCode {
             // On stdout, after the log lines it belongs with.
             println!(
                 "{}",
-                spark_admission::admission::fatal_json_line(&format!("{e:#}"))
+                spark_admission::cli::fatal_json_line(&format!("{e:#}"))
             );
             ExitCode::from(2)
         }

@@ -8,8 +8,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-use super::shutdown::ShutdownHandle;
 use crate::metrics::{Metrics, CONTENT_TYPE};
+use crate::shutdown::ShutdownHandle;
 use crate::source::PolicyStore;
 
 /// What readiness depends on.

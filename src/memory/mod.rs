@@ -344,7 +344,7 @@ pub fn start(
     namespace: &str,
     policies: Arc<crate::source::PolicyStore>,
     metrics: Arc<Metrics>,
-    shutdown: &crate::admission::ShutdownHandle,
+    shutdown: &crate::shutdown::ShutdownHandle,
 ) -> Arc<MemoryState> {
     let state = Arc::new(MemoryState::new(config.clone(), names, Some(metrics)));
     let (queue, queued) = tokio::sync::mpsc::channel(QUEUE);

@@ -32,10 +32,10 @@ use tower::ServiceExt;
 
 use spark_admission::admission::review::JUDGED_SUBRESOURCES;
 use spark_admission::admission::{
-    webhook_router, AppState, Limits, PolicySourceConfig, ServeArgs, MUTATE_PATH, VALIDATE_PATH,
+    webhook_router, AppState, Limits, PolicySourceConfig, MUTATE_PATH, VALIDATE_PATH,
     VALIDATE_POLICY_PATH,
 };
-use spark_admission::cli::{Cli, Command};
+use spark_admission::cli::{Cli, Command, ServeArgs};
 use spark_admission::engine::Engine;
 use spark_admission::matching::PolicySet;
 use spark_admission::metrics::Metrics;
@@ -718,7 +718,7 @@ fn the_deployment_runs_serve_with_the_ports_probes_and_certificates_the_manifest
     );
     assert_eq!(
         args.log_format,
-        spark_admission::admission::LogFormat::Json,
+        spark_admission::cli::LogFormat::Json,
         "the last line is JSON only with JSON logs"
     );
     // Both ports dual-stack: probes and the Service work on IPv6-only clusters too.

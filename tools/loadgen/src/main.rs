@@ -34,7 +34,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use hyper::body::Bytes;
-use spark_admission::admission::parse_duration;
+use spark_admission::duration::parse_duration;
 use spark_admission_testkit::bench_policies as policies;
 use spark_admission_testkit::fixtures::as_sent;
 
@@ -66,7 +66,7 @@ enum Cmd {
     Policies(PoliciesArgs),
     /// The webhook's TLS listener and HTTP stack answering a fixed `allowed: true` (the
     /// baseline the suite measures against); takes `spark-admission serve`'s flags.
-    NoopServer(spark_admission::admission::ServeArgs),
+    NoopServer(spark_admission::cli::ServeArgs),
     /// Slow clients trickling bodies while real reviews must be answered within 2 s.
     SlowClients(slow::SlowArgs),
     /// Prints a fixture AdmissionReview as the API server sends it (no indentation).
@@ -152,7 +152,7 @@ fn main() -> ExitCode {
     let cli = match cli.command {
         Cmd::NoopServer(args) => {
             let router = noop::noop_router(args.limits.max_body_bytes);
-            return match spark_admission::admission::run_with_router(args, Some(router)) {
+            return match spark_admission::cli::run_with_router(args, Some(router)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e}");

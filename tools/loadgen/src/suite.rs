@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use clap::Args;
 use serde::{Deserialize, Serialize};
-use spark_admission::admission::parse_duration;
+use spark_admission::duration::parse_duration;
 
 use crate::client::{self, Proto};
 use crate::load::{self, Load, Stats};

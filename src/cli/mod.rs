@@ -1,8 +1,15 @@
 //! Command-line interface: every flag also reads an environment variable.
 
+mod serve;
+
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub use serve::{
+    fatal_json_line, run, run_with_router, HistoryArgs, LimitArgs, LogFormat, PolicySourceArg,
+    ServeArgs, ServeCommandError,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -18,7 +25,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the webhook (defaults: ./policies, ./certs generated on first start, :8443 and admin :8080).
-    Serve(crate::admission::ServeArgs),
+    Serve(ServeArgs),
     /// Write a CA and serving certificate for a cluster install and print the caBundle.
     Certs(crate::certs::CertsArgs),
     /// Show what the policies would do to a pod or AdmissionReview (exit 0 allowed, 1 denied, 2 bad input).
