@@ -102,6 +102,8 @@ pub struct ServeArgs {
         next_help_heading = "Job pinning and the policy version history"
     )]
     pub history: Box<HistoryArgs>,
+    #[command(flatten, next_help_heading = "OOM-aware memory")]
+    pub memory: Box<crate::memory::MemoryArgs>,
 }
 
 /// Job pinning and the version history it reads (see README, "Job pinning").
@@ -114,7 +116,7 @@ pub struct HistoryArgs {
     /// How long a policy version is kept after it stopped being current, e.g. 7d, 36h.
     #[arg(long, env = "SPARK_ADMISSION_POLICY_HISTORY_MAX_AGE", default_value = "7d", value_parser = parse_duration)]
     pub policy_history_max_age: Duration,
-    /// Bound of the stored history in bytes (the ConfigMap must stay under the API's
+    /// Bound of each history ConfigMap's data in bytes (it must stay under the API's
     /// 1 MiB); the oldest retired versions leave first.
     #[arg(long, env = "SPARK_ADMISSION_POLICY_HISTORY_MAX_BYTES", default_value_t = crate::source::history::DEFAULT_MAX_BYTES as u64, value_parser = clap::value_parser!(u64).range(1..=crate::source::history::MAX_STORABLE_BYTES as u64))]
     pub policy_history_max_bytes: u64,
@@ -122,8 +124,12 @@ pub struct HistoryArgs {
     /// without the older versions.
     #[arg(long, env = "SPARK_ADMISSION_POLICY_HISTORY_LOAD_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub policy_history_load_timeout: Duration,
-    /// Folder source: keep the version history in this folder across restarts (one JSON
-    /// file). Without it the folder source keeps the history in memory only.
+    /// How many ConfigMaps (folder source: files) the history is spread over, each within
+    /// --policy-history-max-bytes (1 to 64).
+    #[arg(long, env = "SPARK_ADMISSION_POLICY_HISTORY_CONFIGMAPS", default_value_t = crate::source::history::DEFAULT_CONFIGMAPS as u64, value_parser = clap::value_parser!(u64).range(1..=crate::source::history::MAX_CONFIGMAPS as u64))]
+    pub policy_history_configmaps: u64,
+    /// Folder source: keep the version history in this folder across restarts (JSON
+    /// files). Without it the folder source keeps the history in memory only.
     #[arg(long, env = "SPARK_ADMISSION_POLICY_HISTORY_DIR")]
     pub policy_history_dir: Option<PathBuf>,
 }
@@ -261,8 +267,10 @@ impl ServeArgs {
                 .unwrap_or(crate::source::history::DEFAULT_MAX_BYTES),
             history_load_timeout: self.history.policy_history_load_timeout,
             history_dir: self.history.policy_history_dir.clone(),
+            history_configmaps: usize::try_from(self.history.policy_history_configmaps)
+                .unwrap_or(crate::source::history::DEFAULT_CONFIGMAPS),
             router_override: None,
-            memory: crate::memory::MemoryConfig::default(),
+            memory: self.memory.to_config(),
         }
     }
 }
@@ -301,6 +309,8 @@ pub enum ServeError {
         #[source]
         error: std::io::Error,
     },
+    #[error("invalid settings: {0}")]
+    Settings(String),
     #[error("invalid --log-level: {0}")]
     LogLevel(String),
     #[error("server task failed: {0}")]

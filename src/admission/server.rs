@@ -79,6 +79,8 @@ pub struct ServerConfig {
     pub history_load_timeout: Duration,
     /// Folder source: where the version history is kept across restarts (none: memory).
     pub history_dir: Option<PathBuf>,
+    /// How many ConfigMaps (or files) the version history is spread over.
+    pub history_configmaps: usize,
     /// Serve this router on the TLS listener instead of the webhook's: for tools that
     /// measure the listener and HTTP stack alone (tools/loadgen's no-op server). `serve`
     /// never sets it.
@@ -111,6 +113,7 @@ impl Default for ServerConfig {
             history_max_bytes: crate::source::history::DEFAULT_MAX_BYTES,
             history_load_timeout: Duration::from_secs(5),
             history_dir: None,
+            history_configmaps: crate::source::history::DEFAULT_CONFIGMAPS,
             router_override: None,
             memory: crate::memory::MemoryConfig::default(),
         }
@@ -179,17 +182,28 @@ impl Server {
             Arc::clone(&provider),
         )?;
 
-        let history = Arc::new(PolicyHistory::new(
-            config.history_max_age,
-            config.history_max_bytes,
-            Some(Arc::clone(&metrics)),
-        ));
+        config
+            .memory
+            .validate()
+            .map_err(|e| ServeError::Settings(e.to_string()))?;
+        let history = Arc::new(
+            PolicyHistory::new(
+                config.history_max_age,
+                config.history_max_bytes,
+                Some(Arc::clone(&metrics)),
+            )
+            .with_configmaps(config.history_configmaps)
+            .map_err(|e| ServeError::Settings(e.to_string()))?,
+        );
+        // What readiness waits for besides the policies (ConfigMap source only).
+        let mut gates = Vec::new();
         let store = Arc::new(PolicyStore::with_history(Arc::clone(&history)));
         // Executors' pins are checked against stored drivers: only with a cluster.
         let mut drivers = Drivers::None;
         let mut driver_watch = None;
         // OOM-aware memory needs the cluster: the state ConfigMaps and the pod watch.
         let mut memory = None;
+        let mut history_watch = None;
         let (folder_watcher, configmaps) = match &config.policy_source {
             PolicySourceConfig::Folder => {
                 if !config.policies_dir.is_dir() {
@@ -230,6 +244,12 @@ impl Server {
                 driver_watch = Some(watch);
                 let backend = ConfigMapBackend::new(client.clone(), namespace);
                 memory = Some((client.clone(), namespace.clone()));
+                // Versions other replicas store arrive by watch, not by a periodic re-read.
+                gates.push(super::admin::ReadyGate {
+                    waiting: "policy version history not listed",
+                    done: history.listed_flag(),
+                });
+                history_watch = Some(kube::Api::namespaced(client.clone(), namespace));
                 let watcher = ConfigMapWatcher::new(
                     client,
                     namespace.clone(),
@@ -281,6 +301,14 @@ impl Server {
                 }
             })
         });
+        if let Some(api) = history_watch {
+            let stop = shutdown.clone();
+            tokio::spawn(crate::source::history::run_watch(
+                Arc::clone(&history),
+                api,
+                async move { stop.triggered().await },
+            ));
+        }
         let configmap_task = configmaps.map(|(watcher, backend)| {
             let stop = shutdown.clone();
             let history = Arc::clone(&history);
@@ -312,7 +340,10 @@ impl Server {
         )?);
 
         let mut state = AppState::new(
-            Engine::new(config.container_names.clone()).with_job_pinning(config.job_pinning),
+            // Pins only where they can be verified (stored drivers): elsewhere every
+            // driver's pin, `none` included, would only earn its executors a warning.
+            Engine::new(config.container_names.clone())
+                .with_job_pinning(config.job_pinning && matches!(drivers, Drivers::Cluster(_))),
             Arc::clone(&store),
             Arc::clone(&metrics),
             config.limits.clone(),
@@ -328,6 +359,10 @@ impl Server {
                 Arc::clone(&metrics),
                 &shutdown,
             );
+            gates.push(super::admin::ReadyGate {
+                waiting: "memory state not listed",
+                done: memory.listed_flag(),
+            });
             state = state.with_memory(memory);
         }
         let state = Arc::new(state);
@@ -344,6 +379,7 @@ impl Server {
         let health = Health {
             store: Arc::clone(&store),
             shutdown: shutdown.clone(),
+            gates,
         };
         let (admin_stop, admin_stopped) = oneshot::channel::<()>();
         let admin = tokio::spawn(

@@ -57,6 +57,90 @@ impl Default for MemoryConfig {
     }
 }
 
+/// The most ConfigMaps the state may be spread over.
+pub const MAX_SHARDS: usize = 64;
+/// The largest byte bound of one ConfigMap: its data plus metadata must stay under the
+/// API server's 1 MiB.
+pub const MAX_SHARD_BYTES: usize = 1000 * 1024;
+/// The smallest byte bound of one ConfigMap: room for a few entries.
+pub const MIN_SHARD_BYTES: usize = 1024;
+
+impl MemoryConfig {
+    /// Refuses bounds that cannot hold: each error names the flag and what it accepts.
+    pub fn validate(&self) -> Result<(), BoundsError> {
+        if !(1..=MAX_SHARDS).contains(&self.shards) {
+            return Err(BoundsError(format!(
+                "--memory-state-configmaps must be 1 to {MAX_SHARDS}, not {}",
+                self.shards
+            )));
+        }
+        if self.max_entries == 0 || self.max_per_namespace == 0 {
+            return Err(BoundsError(
+                "--memory-state-max-entries and --memory-state-max-entries-per-namespace must be at least 1".to_owned(),
+            ));
+        }
+        if self.max_per_namespace > self.max_entries {
+            return Err(BoundsError(format!(
+                "--memory-state-max-entries-per-namespace ({}) is larger than --memory-state-max-entries ({}): one namespace could then crowd out every other",
+                self.max_per_namespace, self.max_entries
+            )));
+        }
+        if !(MIN_SHARD_BYTES..=MAX_SHARD_BYTES).contains(&self.max_shard_bytes) {
+            return Err(BoundsError(format!(
+                "--memory-state-max-bytes must be {MIN_SHARD_BYTES} to {MAX_SHARD_BYTES} (a ConfigMap must stay under the API server's 1 MiB), not {}",
+                self.max_shard_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Bounds of the memory state that make no sense.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BoundsError(String);
+
+/// Flags of `serve` for the memory state (see README, "When an executor runs out of memory").
+#[derive(Debug, Clone, clap::Args)]
+pub struct MemoryArgs {
+    /// Raises remembered at most, over every namespace; the oldest OOMs leave first.
+    #[arg(
+        long,
+        env = "SPARK_ADMISSION_MEMORY_STATE_MAX_ENTRIES",
+        default_value_t = 20_000
+    )]
+    pub memory_state_max_entries: usize,
+    /// Raises one namespace may hold at most: a flood in one namespace evicts only its own.
+    #[arg(
+        long,
+        env = "SPARK_ADMISSION_MEMORY_STATE_MAX_ENTRIES_PER_NAMESPACE",
+        default_value_t = 2_000
+    )]
+    pub memory_state_max_entries_per_namespace: usize,
+    /// Bytes of one state ConfigMap's data at most (1024 to 1024000).
+    #[arg(long, env = "SPARK_ADMISSION_MEMORY_STATE_MAX_BYTES", default_value_t = 512 * 1024)]
+    pub memory_state_max_bytes: usize,
+    /// How many ConfigMaps the state is spread over (1 to 64).
+    #[arg(
+        long,
+        env = "SPARK_ADMISSION_MEMORY_STATE_CONFIGMAPS",
+        default_value_t = 8
+    )]
+    pub memory_state_configmaps: usize,
+}
+
+impl MemoryArgs {
+    /// The bounds as given; [`MemoryConfig::validate`] checks them at start.
+    pub fn to_config(&self) -> MemoryConfig {
+        MemoryConfig {
+            shards: self.memory_state_configmaps,
+            max_entries: self.memory_state_max_entries,
+            max_per_namespace: self.memory_state_max_entries_per_namespace,
+            max_shard_bytes: self.memory_state_max_bytes,
+        }
+    }
+}
+
 /// One state ConfigMap as last read or written.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Shard {
@@ -92,6 +176,9 @@ pub struct MemoryState {
     names: ContainerNames,
     shards: Vec<ArcSwap<Shard>>,
     metrics: Option<Arc<Metrics>>,
+    /// Set once the watch has listed the state ConfigMaps: readiness waits for it, or a
+    /// fresh replica would admit a pod without a raise another replica remembered.
+    listed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl MemoryState {
@@ -108,7 +195,23 @@ impl MemoryState {
             names,
             shards,
             metrics,
+            listed: Arc::default(),
         }
+    }
+
+    /// Whether the state ConfigMaps have been listed once.
+    pub fn is_listed(&self) -> bool {
+        self.listed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The flag [`Self::is_listed`] reads, for readiness.
+    pub fn listed_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        Arc::clone(&self.listed)
+    }
+
+    pub fn mark_listed(&self) {
+        self.listed
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     pub fn config(&self) -> &MemoryConfig {
@@ -416,6 +519,51 @@ mod tests {
             entries: entries.into_iter().collect(),
             bytes,
         }
+    }
+
+    #[test]
+    fn the_flags_default_to_the_documented_bounds_and_nonsense_is_refused() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            memory: MemoryArgs,
+        }
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("serve").chain(args.iter().copied()))
+                .map(|c| c.memory.to_config())
+        };
+        let defaults = parse(&[]).unwrap();
+        assert_eq!(defaults, MemoryConfig::default());
+        assert!(defaults.validate().is_ok());
+        let err = |args: &[&str]| match parse(args) {
+            Ok(c) => c.validate().unwrap_err().to_string(),
+            Err(e) => e.to_string(),
+        };
+        assert!(err(&["--memory-state-configmaps", "0"]).contains("1 to 64"));
+        assert!(err(&["--memory-state-configmaps", "65"]).contains("1 to 64"));
+        assert!(err(&["--memory-state-max-bytes", "2000000"]).contains("1 MiB"));
+        assert!(err(&["--memory-state-max-bytes", "10"]).contains("1024 to"));
+        assert!(err(&["--memory-state-max-entries", "0"]).contains("at least 1"));
+        assert!(err(&["--memory-state-max-entries", "100"]).contains("crowd out"));
+        assert!(err(&["--memory-state-max-entries", "-3"]).contains("-3"));
+        let small = parse(&[
+            "--memory-state-max-entries=100",
+            "--memory-state-max-entries-per-namespace=10",
+            "--memory-state-max-bytes=4096",
+            "--memory-state-configmaps=2",
+        ])
+        .unwrap();
+        assert!(small.validate().is_ok());
+        assert_eq!(
+            (
+                small.shards,
+                small.max_entries,
+                small.max_per_namespace,
+                small.max_shard_bytes
+            ),
+            (2, 100, 10, 4096)
+        );
     }
 
     #[test]

@@ -1203,4 +1203,9 @@ fn the_role_lets_the_webhook_update_every_memory_state_shard() {
         let shard = spark_admission::memory::MemoryState::shard_name(i);
         assert!(names.contains(&shard), "{shard} missing from the Role");
     }
+    // And every ConfigMap of the policy version history, as spread by default.
+    for i in 0..spark_admission::source::history::DEFAULT_CONFIGMAPS {
+        let part = spark_admission::source::history::shard_name(i);
+        assert!(names.contains(&part), "{part} missing from the Role");
+    }
 }

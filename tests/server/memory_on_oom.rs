@@ -407,3 +407,71 @@ async fn the_bounds_hold_under_a_flood_of_oomkilled_pods() {
     );
     server.shutdown().await.unwrap();
 }
+
+/// Starts a server without waiting for it to be ready.
+async fn start_unready(api: &FakeApiServer) -> (Server, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::test_config(dir.path());
+    config.policy_source = PolicySourceConfig::ConfigMaps {
+        namespace: NS.to_owned(),
+    };
+    let server = Server::start_with_client(config, Some(api.client()))
+        .await
+        .unwrap();
+    (server, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_replica_is_not_ready_before_it_has_listed_the_memory_state_and_the_history() {
+    let _turn = common::heavy_test_turn().await;
+    let api = FakeApiServer::start().await;
+    api.apply(configmap(NS, "oom", true, &[("oom.yaml", POLICY)]));
+    let (first, dir) = start(&api, MemoryConfig::default()).await;
+    api.apply_pod(ended_executor(
+        "team-a",
+        "app-a",
+        4,
+        "OOMKilled",
+        now() - 30,
+    ));
+    eventually("the raise is remembered", WAIT, || async {
+        admitted_memory(&first, &dir, "team-a", "app-a").await.0 == "4320Mi"
+    })
+    .await;
+    first.shutdown().await.unwrap();
+
+    // A fresh replica whose lists of the state and of the history do not come back yet:
+    // policies loaded, but it must not take traffic, or it would admit app-a's next
+    // executor without the raise.
+    for (label, reason) in [
+        (STATE_LABEL, "memory state not listed"),
+        (
+            spark_admission::source::history::HISTORY_LABEL,
+            "policy version history not listed",
+        ),
+    ] {
+        api.hold_lists_selecting(Some(label));
+        let (fresh, dir) = start_unready(&api).await;
+        eventually(&format!("not ready: {reason}"), WAIT, || async {
+            let (status, body) = common::admin_get(fresh.admin_addr(), "/readyz").await;
+            status == StatusCode::SERVICE_UNAVAILABLE && body.contains(reason)
+        })
+        .await;
+        // Still not ready a while later: nothing but the list makes it ready.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (status, body) = common::admin_get(fresh.admin_addr(), "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(fresh.store().is_loaded(), "the policies are loaded");
+        api.hold_lists_selecting(None);
+        eventually("ready once listed", WAIT, || async {
+            common::admin_get(fresh.admin_addr(), "/readyz").await.0 == StatusCode::OK
+        })
+        .await;
+        // Ready means it serves the remembered raise from the first review on.
+        assert_eq!(
+            admitted_memory(&fresh, &dir, "team-a", "app-a").await.0,
+            "4320Mi"
+        );
+        fresh.shutdown().await.unwrap();
+    }
+}
