@@ -7,12 +7,14 @@
 //! - [`configmaps`] writes raises into a few ConfigMaps in the webhook's namespace
 //!   (optimistic concurrency on `resourceVersion`) and watches them, so a replica that
 //!   did not see the OOM applies the raise as soon as the API server tells it;
-//! - [`MemoryState`] is what a review reads: one lock-free lookup per pod.
+//! - [`MemoryState`] is what a review reads: one lock-free lookup per pod;
+//! - [`events`] writes one Event on each raised pod once the API server has stored it.
 //!
 //! The state is bounded in entries (overall and per namespace) and in bytes per ConfigMap;
 //! the oldest OOMs go first.
 
 pub mod configmaps;
+pub mod events;
 pub mod pods;
 
 use std::collections::{BTreeMap, HashMap};
@@ -449,7 +451,11 @@ pub fn start(
     metrics: Arc<Metrics>,
     shutdown: &crate::admission::ShutdownHandle,
 ) -> Arc<MemoryState> {
-    let state = Arc::new(MemoryState::new(config.clone(), names, Some(metrics)));
+    let state = Arc::new(MemoryState::new(
+        config.clone(),
+        names,
+        Some(Arc::clone(&metrics)),
+    ));
     let (queue, queued) = tokio::sync::mpsc::channel(QUEUE);
     let stop = shutdown.clone();
     tokio::spawn(configmaps::run_watch(
@@ -462,6 +468,18 @@ pub fn start(
         Arc::clone(&state),
         configmaps::ShardStore::new(client.clone(), namespace),
         queued,
+        async move { stop.triggered().await },
+    ));
+    let stop = shutdown.clone();
+    let instance = std::env::var(crate::admission::POD_NAME_ENV)
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok());
+    tokio::spawn(events::run(
+        Arc::clone(&state),
+        Arc::clone(&policies),
+        client.clone(),
+        crate::source::events::Reporter::new(instance),
+        metrics,
         async move { stop.triggered().await },
     ));
     let stop = shutdown.clone();

@@ -412,7 +412,21 @@ async fn create_event(
     if event["metadata"]["namespace"] != ns.as_str() {
         return (StatusCode::BAD_REQUEST, "namespace mismatch").into_response();
     }
-    shared.inner.lock().unwrap().events.push(event.clone());
+    let mut inner = shared.inner.lock().unwrap();
+    // Names are unique per namespace, as in the real API server.
+    let name = &event["metadata"]["name"];
+    if inner.events.iter().any(|e| {
+        e["metadata"]["namespace"] == event["metadata"]["namespace"]
+            && e["metadata"]["name"] == *name
+    }) {
+        return status(
+            StatusCode::CONFLICT,
+            "AlreadyExists",
+            format!("events.events.k8s.io {name} already exists"),
+        );
+    }
+    inner.events.push(event.clone());
+    drop(inner);
     (
         StatusCode::CREATED,
         [(header::CONTENT_TYPE, "application/json")],

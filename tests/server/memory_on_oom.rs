@@ -195,14 +195,18 @@ async fn an_oomkilled_executor_of_app_a_makes_as_next_executor_bigger_not_bs() {
     let (entries, _) = state(&api, 8);
     let keys: Vec<&String> = entries.keys().collect();
     assert_eq!(keys, ["team-a/executor/name:app-a"]);
-    // The watch asked only for ended Spark pods (beside it, the job-pinning driver cache
-    // asks for drivers only).
+    // The watch asked only for ended Spark pods, the Event writer only for pending ones
+    // (beside them, the job-pinning driver cache asks for drivers only).
     let selectors = api.pod_selectors();
     let ended = ("spark-role".to_owned(), "status.phase=Failed".to_owned());
+    let pending = ("spark-role".to_owned(), "status.phase=Pending".to_owned());
     let drivers = (DRIVER_SELECTOR.to_owned(), String::new());
     assert!(selectors.contains(&ended), "{selectors:?}");
     for s in &selectors {
-        assert!(*s == ended || *s == drivers, "a pod list for {s:?}");
+        assert!(
+            *s == ended || *s == pending || *s == drivers,
+            "a pod list for {s:?}"
+        );
     }
 
     // A second OOM in the same job (the raised executor) raises once more.
@@ -474,4 +478,114 @@ async fn a_fresh_replica_is_not_ready_before_it_has_listed_the_memory_state_and_
         );
         fresh.shutdown().await.unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raised_pod_gets_one_event_once_stored_and_a_flood_of_them_is_rate_limited() {
+    use spark_admission::memory::events::{BURST, RATE_PER_SECOND, REASON};
+    let _turn = common::heavy_test_turn().await;
+    let api = FakeApiServer::start().await;
+    api.apply(configmap(NS, "oom", true, &[("oom.yaml", POLICY)]));
+    let (server, dir) = start(&api, MemoryConfig::default()).await;
+    api.apply_pod(ended_executor(
+        "team-a",
+        "app-a",
+        4,
+        "OOMKilled",
+        now() - 30,
+    ));
+    eventually("the raise is remembered", WAIT, || async {
+        admitted_memory(&server, &dir, "team-a", "app-a").await.0 == "4320Mi"
+    })
+    .await;
+
+    // The admitted pod as the API server stores it: a uid, pending.
+    let (_, mut raised) = admitted_memory(&server, &dir, "team-a", "app-a").await;
+    raised["metadata"]["name"] = json!("app-a-exec-9");
+    raised["status"] = json!({"phase": "Pending"});
+    let uid = api.apply_pod(raised.clone());
+    eventually("an Event on the raised pod", WAIT, || async {
+        !api.events_for(REASON, "app-a-exec-9").is_empty()
+    })
+    .await;
+    let events = api.events_for(REASON, "app-a-exec-9");
+    assert_eq!(events.len(), 1, "{events:?}");
+    let ev = &events[0];
+    assert_eq!(ev["metadata"]["namespace"], "team-a");
+    assert_eq!(ev["regarding"]["uid"], uid.as_str());
+    assert_eq!(ev["regarding"]["kind"], "Pod");
+    assert_eq!(ev["type"], "Normal");
+    let note = ev["note"].as_str().unwrap();
+    assert!(
+        note.contains("3456Mi to 4320Mi") && note.contains("app-a-exec-4"),
+        "{note}"
+    );
+
+    // Updates while pending, and a second replica listing the same pod: still one.
+    raised["status"]["conditions"] = json!([{"type": "PodScheduled", "status": "False"}]);
+    api.apply_pod(raised.clone());
+    let (second, _dir2) = start(&api, MemoryConfig::default()).await;
+    // A submitter's own annotation on a pod of an application without a raise: nothing.
+    let mut forged = raised.clone();
+    forged["metadata"]["name"] = json!("app-b-exec-1");
+    forged["metadata"]["uid"] = json!("forged-uid");
+    forged["metadata"]["labels"]["spark-app-name"] = json!("app-b");
+    api.apply_pod(forged);
+    // A marker pod after both: once its Event is there, the watches have passed the others.
+    let mut marker = raised.clone();
+    marker["metadata"]["name"] = json!("app-a-exec-10");
+    marker["metadata"]["uid"] = json!("marker-uid");
+    api.apply_pod(marker);
+    eventually("the marker's Event", WAIT, || async {
+        !api.events_for(REASON, "app-a-exec-10").is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(api.events_for(REASON, "app-a-exec-9").len(), 1);
+    assert_eq!(api.events_for(REASON, "app-a-exec-10").len(), 1);
+    assert!(api.events_for(REASON, "app-b-exec-1").is_empty());
+    second.shutdown().await.unwrap();
+
+    // A flood of raised pods: one replica writes at most its burst and rate.
+    let flood = 200;
+    let started = std::time::Instant::now();
+    for i in 0..flood {
+        let mut p = raised.clone();
+        p["metadata"]["name"] = json!(format!("app-a-flood-{i}"));
+        p["metadata"]["uid"] = json!(format!("flood-{i}"));
+        api.apply_pod(p);
+    }
+    let count = || {
+        api.events()
+            .iter()
+            .filter(|e| e["reason"] == REASON)
+            .filter(|e| {
+                e["regarding"]["name"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("app-a-flood-")
+            })
+            .count()
+    };
+    eventually("some flood Events", WAIT, || async { count() > 0 }).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let allowed = BURST + RATE_PER_SECOND * (started.elapsed().as_secs_f64() + 1.0);
+    let written = count();
+    eprintln!("{flood} raised pods: {written} Events, at most {allowed:.0} allowed");
+    assert!(
+        (written as f64) <= allowed,
+        "{written} Events over {allowed}"
+    );
+    assert!(written < flood);
+    let (_, metrics) = common::admin_get(server.admin_addr(), "/metrics").await;
+    let dropped = metrics
+        .lines()
+        .find(|l| l.contains(REASON) && l.contains("result=\"dropped\""))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        !dropped.ends_with(" 0"),
+        "dropped Events counted: {dropped}"
+    );
+    server.shutdown().await.unwrap();
 }
