@@ -285,6 +285,13 @@ impl MemoryState {
         self.report_size();
     }
 
+    /// Counts an OOMKilled pod the watch saw (`memory_ooms_total`).
+    pub fn record_oom(&self, role: crate::spark::SparkRole, result: crate::metrics::OomResult) {
+        if let Some(m) = &self.metrics {
+            m.record_memory_oom(role, result);
+        }
+    }
+
     /// Entries and bytes over all shards.
     pub fn size(&self) -> (usize, usize) {
         self.shards.iter().fold((0, 0), |(n, b), s| {

@@ -589,3 +589,59 @@ async fn a_raised_pod_gets_one_event_once_stored_and_a_flood_of_them_is_rate_lim
     );
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oom_already_at_max_is_counted_once_apart_from_raises() {
+    let _turn = common::heavy_test_turn().await;
+    let api = FakeApiServer::start().await;
+    api.apply(configmap(NS, "oom", true, &[("oom.yaml", POLICY)]));
+    // The captured executor asks for 3456Mi: at this max, no raise can follow.
+    let at_max = "apiVersion: spark-admission.io/v1alpha1\nkind: SparkPodPolicy\nmetadata: {name: oom-capped}\nspec:\n  namespaces: [team-max]\n  executor:\n    memoryOnOOM: {step: 25%, max: 3456Mi}\n";
+    api.apply(configmap(NS, "capped", true, &[("capped.yaml", at_max)]));
+    let (server, dir) = start(&api, MemoryConfig::default()).await;
+    let count = |result: &'static str| {
+        let addr = server.admin_addr();
+        async move {
+            let (_, text) = common::admin_get(addr, "/metrics").await;
+            metric(
+                &text,
+                &format!(
+                    "spark_admission_memory_ooms_total{{role=\"executor\",result=\"{result}\"}}"
+                ),
+            )
+            .unwrap_or_default()
+        }
+    };
+    assert_eq!(count("at_max").await, "0");
+    let t = now();
+    api.apply_pod(ended_executor("team-max", "app-m", 1, "OOMKilled", t));
+    api.apply_pod(ended_executor("team-a", "app-a", 1, "OOMKilled", t));
+    eventually("counted at max", WAIT, || async {
+        count("at_max").await == "1"
+    })
+    .await;
+    eventually("counted raised", WAIT, || async {
+        count("raised").await == "1"
+    })
+    .await;
+    assert_eq!(
+        admitted_memory(&server, &dir, "team-max", "app-m").await.0,
+        "3456Mi",
+        "never above max"
+    );
+    // The same pods again (a later update of their status, as a relist would deliver
+    // them) count neither again; the marker after them shows the watch has passed them.
+    let mut again = ended_executor("team-max", "app-m", 1, "OOMKilled", t);
+    again["metadata"]["annotations"] = json!({"touched": "1"});
+    api.apply_pod(again);
+    api.apply_pod(ended_executor("team-a", "app-a", 1, "OOMKilled", t));
+    api.apply_pod(ended_executor("team-max", "app-n", 1, "OOMKilled", now()));
+    eventually("the marker counted", WAIT, || async {
+        count("at_max").await == "2"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(count("at_max").await, "2");
+    assert_eq!(count("raised").await, "1");
+    server.shutdown().await.unwrap();
+}
