@@ -16,7 +16,7 @@ use serde_json::json;
 
 use spark_admission::engine::{submit_opts_tokens, SUBMIT_OPTS_VAR};
 use spark_admission::pinning::{
-    DRIVER_POLICIES_ANNOTATION, MISSING_POLICIES_ANNOTATION, PIN_SPARK_CONF_KEY,
+    DRIVER_POLICIES_ANNOTATION, MISSING_POLICIES_ANNOTATION, PIN_NONE, PIN_SPARK_CONF_KEY,
 };
 use spark_admission::source::history::HISTORY_LABEL;
 
@@ -216,10 +216,34 @@ pub async fn executors_get_their_drivers_policy_versions_across_changes_restarts
         ],
         None,
     );
-    apply_version(c, "v1");
     let mut first = Webhook::start(c, &env.dir, Policies::ConfigMaps(UNWATCHED_NS));
     webhook::register(&client, &first, NS, false).await;
+
+    // A job started while no executor policy applies pins "none": the policy added while
+    // it runs stays out of its executors; on an executor of no stored driver, "none"
+    // removes nothing.
+    let d0 = create(&client, &driver("nopin-driver"), "driver under no policy").await;
+    assert_eq!(pin_of_driver(&d0), PIN_NONE);
+    apply_version(c, "v1");
     wait_serving(&client, "v1").await;
+    let e0 = create(
+        &client,
+        &executor("nopin-exec-1", Some(PIN_NONE), Some(&d0)),
+        "executor of the job without policy",
+    )
+    .await;
+    assert_eq!(label(&e0), "", "the policy added mid-job reached the job");
+    let stray = create(
+        &client,
+        &executor("nopin-exec-2", Some(PIN_NONE), None),
+        "\"none\" without a driver",
+    )
+    .await;
+    assert_eq!(
+        label(&stray),
+        "v1",
+        "an unverified \"none\" removed a policy"
+    );
 
     let d1 = create(&client, &driver("pin-1-driver"), "driver under v1").await;
     assert_eq!(label(&d1), "v1");
