@@ -19,8 +19,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{ObjectMeta, PostParams};
+use kube::runtime::watcher::{self, watcher, Event};
+use kube::runtime::WatchStreamExt;
 use kube::Api;
 use serde::{Deserialize, Serialize};
 
@@ -560,10 +563,6 @@ pub async fn run_watch(
     api: Api<ConfigMap>,
     stop: impl Future<Output = ()>,
 ) {
-    use futures::StreamExt;
-    use kube::runtime::watcher::{self, watcher, Event};
-    use kube::runtime::WatchStreamExt;
-
     let config = watcher::Config::default().labels(&format!("{HISTORY_LABEL}=true"));
     let stream = watcher(api, config).default_backoff();
     let mut stream = std::pin::pin!(stream);
