@@ -691,8 +691,33 @@ mod process {
 #[derive(Debug)]
 struct MemoryMetrics {
     raises: Family<RoleLabels, Counter>,
+    ooms: Family<OomLabels, Counter>,
     entries: Gauge,
     bytes: Gauge,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OomLabels {
+    role: &'static str,
+    result: &'static str,
+}
+
+/// What followed an OOMKilled Spark pod where `memoryOnOOM` applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OomResult {
+    /// A new raise was remembered for its application.
+    Raised,
+    /// It already had the policy's `max`: no further raise; the job may keep failing.
+    AtMax,
+}
+
+impl OomResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OomResult::Raised => "raised",
+            OomResult::AtMax => "at_max",
+        }
+    }
 }
 
 impl MemoryMetrics {
@@ -703,6 +728,27 @@ impl MemoryMetrics {
             "Spark pods admitted with more memory after an OOMKilled pod of their application, by role",
             raises.clone(),
         );
+        let ooms = Family::<OomLabels, Counter>::default();
+        registry.register(
+            "memory_ooms",
+            "OOMKilled Spark pods this replica saw where memoryOnOOM applies, by role and result: raised (a raise remembered) or at_max (already at the policy's max)",
+            ooms.clone(),
+        );
+        // From 0, so that increase() sees the first one (and dashboards find the series).
+        for role in [SparkRole::Driver, SparkRole::Executor] {
+            raises
+                .get_or_create(&RoleLabels {
+                    role: role.as_str(),
+                })
+                .inc_by(0);
+            for result in [OomResult::Raised, OomResult::AtMax] {
+                ooms.get_or_create(&OomLabels {
+                    role: role.as_str(),
+                    result: result.as_str(),
+                })
+                .inc_by(0);
+            }
+        }
         let entries = Gauge::default();
         registry.register(
             "memory_state_entries",
@@ -717,6 +763,7 @@ impl MemoryMetrics {
         );
         Self {
             raises,
+            ooms,
             entries,
             bytes,
         }
@@ -730,6 +777,17 @@ impl Metrics {
             .raises
             .get_or_create(&RoleLabels {
                 role: role_label(role),
+            })
+            .inc();
+    }
+
+    /// An OOMKilled Spark pod seen by the pod watch, where memoryOnOOM applies.
+    pub fn record_memory_oom(&self, role: SparkRole, result: OomResult) {
+        self.memory
+            .ooms
+            .get_or_create(&OomLabels {
+                role: role.as_str(),
+                result: result.as_str(),
             })
             .inc();
     }

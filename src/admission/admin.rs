@@ -17,6 +17,17 @@ use crate::source::PolicyStore;
 pub struct Health {
     pub store: Arc<PolicyStore>,
     pub shutdown: ShutdownHandle,
+    /// State read from the cluster that a review needs, each ready once listed.
+    pub gates: Vec<ReadyGate>,
+}
+
+/// One piece of state readiness waits for: a replica serving before its first list
+/// would admit pods without what other replicas already know.
+#[derive(Debug, Clone)]
+pub struct ReadyGate {
+    /// Says why not ready, e.g. "memory state not listed".
+    pub waiting: &'static str,
+    pub done: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Health {
@@ -26,6 +37,12 @@ impl Health {
             Err("shutting down")
         } else if !self.store.is_loaded() {
             Err("policies not loaded")
+        } else if let Some(g) = self
+            .gates
+            .iter()
+            .find(|g| !g.done.load(std::sync::atomic::Ordering::Acquire))
+        {
+            Err(g.waiting)
         } else {
             Ok(())
         }

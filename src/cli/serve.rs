@@ -11,6 +11,7 @@ use crate::admission::{
     Limits, PolicySourceConfig, ServeError, Server, ServerConfig, POD_NAMESPACE_ENV,
 };
 use crate::duration::parse_duration;
+use crate::memory::MemoryConfig;
 use crate::spark::ContainerNames;
 
 /// Flags of `spark-admission serve`; each one also reads the environment variable shown.
@@ -78,6 +79,8 @@ pub struct ServeArgs {
         next_help_heading = "Job pinning and the policy version history"
     )]
     pub history: Box<HistoryArgs>,
+    #[command(flatten, next_help_heading = "OOM-aware memory")]
+    pub memory: Box<MemoryArgs>,
 }
 
 /// Job pinning and the version history it reads (see README, "Job pinning").
@@ -90,7 +93,7 @@ pub struct HistoryArgs {
     /// How long a policy version is kept after it stopped being current, e.g. 7d, 36h.
     #[arg(long, env = "SPARK_ADMISSION_POLICY_HISTORY_MAX_AGE", default_value = "7d", value_parser = parse_duration)]
     pub policy_history_max_age: Duration,
-    /// Bound of the stored history in bytes (the ConfigMap must stay under the API's
+    /// Bound of each history ConfigMap's data in bytes (it must stay under the API's
     /// 1 MiB); the oldest retired versions leave first.
     #[arg(long, env = "SPARK_ADMISSION_POLICY_HISTORY_MAX_BYTES", default_value_t = crate::source::history::DEFAULT_MAX_BYTES as u64, value_parser = clap::value_parser!(u64).range(1..=crate::source::history::MAX_STORABLE_BYTES as u64))]
     pub policy_history_max_bytes: u64,
@@ -98,10 +101,55 @@ pub struct HistoryArgs {
     /// without the older versions.
     #[arg(long, env = "SPARK_ADMISSION_POLICY_HISTORY_LOAD_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub policy_history_load_timeout: Duration,
-    /// Folder source: keep the version history in this folder across restarts (one JSON
-    /// file). Without it the folder source keeps the history in memory only.
+    /// How many ConfigMaps (folder source: files) the history is spread over, each within
+    /// --policy-history-max-bytes (1 to 64).
+    #[arg(long, env = "SPARK_ADMISSION_POLICY_HISTORY_CONFIGMAPS", default_value_t = crate::source::history::DEFAULT_CONFIGMAPS as u64, value_parser = clap::value_parser!(u64).range(1..=crate::source::history::MAX_CONFIGMAPS as u64))]
+    pub policy_history_configmaps: u64,
+    /// Folder source: keep the version history in this folder across restarts (JSON
+    /// files). Without it the folder source keeps the history in memory only.
     #[arg(long, env = "SPARK_ADMISSION_POLICY_HISTORY_DIR")]
     pub policy_history_dir: Option<PathBuf>,
+}
+
+/// Flags of `serve` for the memory state (see README, "When an executor runs out of memory").
+#[derive(Debug, Clone, Args)]
+pub struct MemoryArgs {
+    /// Raises remembered at most, over every namespace; the oldest OOMs leave first.
+    #[arg(
+        long,
+        env = "SPARK_ADMISSION_MEMORY_STATE_MAX_ENTRIES",
+        default_value_t = 20_000
+    )]
+    pub memory_state_max_entries: usize,
+    /// Raises one namespace may hold at most: a flood in one namespace evicts only its own.
+    #[arg(
+        long,
+        env = "SPARK_ADMISSION_MEMORY_STATE_MAX_ENTRIES_PER_NAMESPACE",
+        default_value_t = 2_000
+    )]
+    pub memory_state_max_entries_per_namespace: usize,
+    /// Bytes of one state ConfigMap's data at most (1024 to 1024000).
+    #[arg(long, env = "SPARK_ADMISSION_MEMORY_STATE_MAX_BYTES", default_value_t = 512 * 1024)]
+    pub memory_state_max_bytes: usize,
+    /// How many ConfigMaps the state is spread over (1 to 64).
+    #[arg(
+        long,
+        env = "SPARK_ADMISSION_MEMORY_STATE_CONFIGMAPS",
+        default_value_t = 8
+    )]
+    pub memory_state_configmaps: usize,
+}
+
+impl MemoryArgs {
+    /// The bounds as given; [`MemoryConfig::validate`] checks them at start.
+    pub fn to_config(&self) -> MemoryConfig {
+        MemoryConfig {
+            shards: self.memory_state_configmaps,
+            max_entries: self.memory_state_max_entries,
+            max_per_namespace: self.memory_state_max_entries_per_namespace,
+            max_shard_bytes: self.memory_state_max_bytes,
+        }
+    }
 }
 
 /// The limits and timeouts of `serve`.
@@ -228,8 +276,10 @@ impl ServeArgs {
                 .unwrap_or(crate::source::history::DEFAULT_MAX_BYTES),
             history_load_timeout: self.history.policy_history_load_timeout,
             history_dir: self.history.policy_history_dir.clone(),
+            history_configmaps: usize::try_from(self.history.policy_history_configmaps)
+                .unwrap_or(crate::source::history::DEFAULT_CONFIGMAPS),
             router_override: None,
-            memory: crate::memory::MemoryConfig::default(),
+            memory: self.memory.to_config(),
         }
     }
 }
@@ -316,6 +366,51 @@ pub fn fatal_json_line(error: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_flags_default_to_the_documented_bounds_and_nonsense_is_refused() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            memory: MemoryArgs,
+        }
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("serve").chain(args.iter().copied()))
+                .map(|c| c.memory.to_config())
+        };
+        let defaults = parse(&[]).unwrap();
+        assert_eq!(defaults, MemoryConfig::default());
+        assert!(defaults.validate().is_ok());
+        let err = |args: &[&str]| match parse(args) {
+            Ok(c) => c.validate().unwrap_err().to_string(),
+            Err(e) => e.to_string(),
+        };
+        assert!(err(&["--memory-state-configmaps", "0"]).contains("1 to 64"));
+        assert!(err(&["--memory-state-configmaps", "65"]).contains("1 to 64"));
+        assert!(err(&["--memory-state-max-bytes", "2000000"]).contains("1 MiB"));
+        assert!(err(&["--memory-state-max-bytes", "10"]).contains("1024 to"));
+        assert!(err(&["--memory-state-max-entries", "0"]).contains("at least 1"));
+        assert!(err(&["--memory-state-max-entries", "100"]).contains("crowd out"));
+        assert!(err(&["--memory-state-max-entries", "-3"]).contains("-3"));
+        let small = parse(&[
+            "--memory-state-max-entries=100",
+            "--memory-state-max-entries-per-namespace=10",
+            "--memory-state-max-bytes=4096",
+            "--memory-state-configmaps=2",
+        ])
+        .unwrap();
+        assert!(small.validate().is_ok());
+        assert_eq!(
+            (
+                small.shards,
+                small.max_entries,
+                small.max_per_namespace,
+                small.max_shard_bytes
+            ),
+            (2, 100, 10, 4096)
+        );
+    }
 
     #[test]
     fn serve_with_no_flags_uses_the_documented_defaults() {

@@ -262,7 +262,9 @@ pub async fn run_watch(
                     state.install(index, Shard::default());
                 }
             }
-            Some(Ok(Event::Init | Event::InitDone)) => {}
+            // Every state ConfigMap has been delivered once: ready to serve from it.
+            Some(Ok(Event::InitDone)) => state.mark_listed(),
+            Some(Ok(Event::Init)) => {}
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "memory state watch failed; retrying");
             }

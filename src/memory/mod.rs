@@ -7,12 +7,14 @@
 //! - [`configmaps`] writes raises into a few ConfigMaps in the webhook's namespace
 //!   (optimistic concurrency on `resourceVersion`) and watches them, so a replica that
 //!   did not see the OOM applies the raise as soon as the API server tells it;
-//! - [`MemoryState`] is what a review reads: one lock-free lookup per pod.
+//! - [`MemoryState`] is what a review reads: one lock-free lookup per pod;
+//! - [`events`] writes one Event on each raised pod once the API server has stored it.
 //!
 //! The state is bounded in entries (overall and per namespace) and in bytes per ConfigMap;
 //! the oldest OOMs go first.
 
 pub mod configmaps;
+pub mod events;
 pub mod pods;
 
 use std::collections::{BTreeMap, HashMap};
@@ -57,6 +59,49 @@ impl Default for MemoryConfig {
     }
 }
 
+/// The most ConfigMaps the state may be spread over.
+pub const MAX_SHARDS: usize = 64;
+/// The largest byte bound of one ConfigMap: its data plus metadata must stay under the
+/// API server's 1 MiB.
+pub const MAX_SHARD_BYTES: usize = 1000 * 1024;
+/// The smallest byte bound of one ConfigMap: room for a few entries.
+pub const MIN_SHARD_BYTES: usize = 1024;
+
+impl MemoryConfig {
+    /// Refuses bounds that cannot hold: each error names the flag and what it accepts.
+    pub fn validate(&self) -> Result<(), BoundsError> {
+        if !(1..=MAX_SHARDS).contains(&self.shards) {
+            return Err(BoundsError(format!(
+                "--memory-state-configmaps must be 1 to {MAX_SHARDS}, not {}",
+                self.shards
+            )));
+        }
+        if self.max_entries == 0 || self.max_per_namespace == 0 {
+            return Err(BoundsError(
+                "--memory-state-max-entries and --memory-state-max-entries-per-namespace must be at least 1".to_owned(),
+            ));
+        }
+        if self.max_per_namespace > self.max_entries {
+            return Err(BoundsError(format!(
+                "--memory-state-max-entries-per-namespace ({}) is larger than --memory-state-max-entries ({}): one namespace could then crowd out every other",
+                self.max_per_namespace, self.max_entries
+            )));
+        }
+        if !(MIN_SHARD_BYTES..=MAX_SHARD_BYTES).contains(&self.max_shard_bytes) {
+            return Err(BoundsError(format!(
+                "--memory-state-max-bytes must be {MIN_SHARD_BYTES} to {MAX_SHARD_BYTES} (a ConfigMap must stay under the API server's 1 MiB), not {}",
+                self.max_shard_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Bounds of the memory state that make no sense.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BoundsError(String);
+
 /// One state ConfigMap as last read or written.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Shard {
@@ -92,6 +137,9 @@ pub struct MemoryState {
     names: ContainerNames,
     shards: Vec<ArcSwap<Shard>>,
     metrics: Option<Arc<Metrics>>,
+    /// Set once the watch has listed the state ConfigMaps: readiness waits for it, or a
+    /// fresh replica would admit a pod without a raise another replica remembered.
+    listed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl MemoryState {
@@ -108,7 +156,23 @@ impl MemoryState {
             names,
             shards,
             metrics,
+            listed: Arc::default(),
         }
+    }
+
+    /// Whether the state ConfigMaps have been listed once.
+    pub fn is_listed(&self) -> bool {
+        self.listed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The flag [`Self::is_listed`] reads, for readiness.
+    pub fn listed_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        Arc::clone(&self.listed)
+    }
+
+    pub fn mark_listed(&self) {
+        self.listed
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     pub fn config(&self) -> &MemoryConfig {
@@ -178,6 +242,13 @@ impl MemoryState {
         }
         slot.store(Arc::new(shard));
         self.report_size();
+    }
+
+    /// Counts an OOMKilled pod the watch saw (`memory_ooms_total`).
+    pub fn record_oom(&self, role: crate::spark::SparkRole, result: crate::metrics::OomResult) {
+        if let Some(m) = &self.metrics {
+            m.record_memory_oom(role, result);
+        }
     }
 
     /// Entries and bytes over all shards.
@@ -346,7 +417,11 @@ pub fn start(
     metrics: Arc<Metrics>,
     shutdown: &crate::shutdown::ShutdownHandle,
 ) -> Arc<MemoryState> {
-    let state = Arc::new(MemoryState::new(config.clone(), names, Some(metrics)));
+    let state = Arc::new(MemoryState::new(
+        config.clone(),
+        names,
+        Some(Arc::clone(&metrics)),
+    ));
     let (queue, queued) = tokio::sync::mpsc::channel(QUEUE);
     let stop = shutdown.clone();
     tokio::spawn(configmaps::run_watch(
@@ -359,6 +434,18 @@ pub fn start(
         Arc::clone(&state),
         configmaps::ShardStore::new(client.clone(), namespace),
         queued,
+        async move { stop.triggered().await },
+    ));
+    let stop = shutdown.clone();
+    let instance = std::env::var(crate::admission::POD_NAME_ENV)
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok());
+    tokio::spawn(events::run(
+        Arc::clone(&state),
+        Arc::clone(&policies),
+        client.clone(),
+        crate::source::events::Reporter::new(instance),
+        metrics,
         async move { stop.triggered().await },
     ));
     let stop = shutdown.clone();

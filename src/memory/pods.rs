@@ -16,7 +16,8 @@ use kube::runtime::WatchStreamExt;
 use tokio::sync::mpsc;
 
 use super::{now, MemoryState};
-use crate::memory_on_oom::{enabled_anywhere, raise_after_oom, OomRaise};
+use crate::memory_on_oom::{enabled_anywhere, oom_at_max, raise_after_oom, OomRaise};
+use crate::metrics::OomResult;
 use crate::source::PolicyStore;
 use crate::spark::ROLE_LABEL;
 
@@ -55,7 +56,53 @@ pub fn observe(
         );
         return None;
     }
+    state.record_oom(raise.role, OomResult::Raised);
     Some(raise)
+}
+
+/// Pods already counted as OOMKilled at `max` (their uid), so a relist counts none twice.
+#[derive(Debug, Default)]
+pub struct AtMax {
+    seen: std::collections::HashSet<String>,
+    order: std::collections::VecDeque<String>,
+}
+
+/// Pods remembered by [`AtMax`].
+const AT_MAX_SEEN: usize = 10_000;
+
+impl AtMax {
+    /// Counts `pod` when it was OOMKilled already at its policy's `max` (no raise can
+    /// follow: the job may keep failing), once per pod. Returns whether it counted.
+    pub fn observe(&mut self, state: &MemoryState, policies: &PolicyStore, pod: &Pod) -> bool {
+        let (Some(namespace), Some(uid)) = (
+            pod.metadata.namespace.as_deref(),
+            pod.metadata.uid.as_deref(),
+        ) else {
+            return false;
+        };
+        if self.seen.contains(uid) {
+            return false;
+        }
+        let set = policies.snapshot();
+        let Some((role, policy)) = oom_at_max(&set, pod, namespace, state.container_names()) else {
+            return false;
+        };
+        if self.order.len() >= AT_MAX_SEEN {
+            if let Some(old) = self.order.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+        self.seen.insert(uid.to_owned());
+        self.order.push_back(uid.to_owned());
+        tracing::warn!(
+            namespace,
+            pod = pod.metadata.name.as_deref().unwrap_or(""),
+            policy = policy.as_str(),
+            "Spark pod OOMKilled at its memoryOnOOM max: no further raise"
+        );
+        state.record_oom(role, OomResult::AtMax);
+        true
+    }
 }
 
 /// Watches ended Spark pods in every namespace until `stop`; starts only once a policy
@@ -85,6 +132,7 @@ pub async fn run(
         fields = FAILED_PHASE,
         "watching ended Spark pods for OOMKilled containers"
     );
+    let mut at_max = AtMax::default();
     loop {
         let next = tokio::select! {
             biased;
@@ -94,7 +142,9 @@ pub async fn run(
         match next {
             None => return,
             Some(Ok(Event::Apply(pod) | Event::InitApply(pod))) => {
-                observe(&state, &policies, &pod, &queue);
+                if observe(&state, &policies, &pod, &queue).is_none() {
+                    at_max.observe(&state, &policies, &pod);
+                }
             }
             Some(Ok(Event::Delete(_) | Event::Init | Event::InitDone)) => {}
             Some(Err(e)) => {

@@ -3,11 +3,15 @@
 //! `spark_admission_core::pinning`).
 //!
 //! Reads (one per pinned executor) are one atomic load of a map of compiled versions.
-//! Writes happen on install, off the request path. Durably, the history lives in one
-//! ConfigMap in the webhook's namespace ([`HISTORY_CONFIGMAP`]): each replica merges what
-//! it installed into what is stored and writes with the resourceVersion it read, retrying
-//! on a conflict, so that replicas never lose each other's versions. A replica started
-//! later loads it before serving (bounded wait). The folder source keeps it in memory only.
+//! Writes happen on install, off the request path. Durably, the history lives in a few
+//! ConfigMaps in the webhook's namespace ([`shard_name`]; a version's ConfigMap is chosen
+//! by a hash of its tag, so the history outgrows no single object and every replica puts
+//! a version in the same place): each replica merges what it installed into what is
+//! stored and writes with the resourceVersion it read, retrying on a conflict, so that
+//! replicas never lose each other's versions. Every replica watches them
+//! ([`run_watch`]), so a version another replica stored is known here as soon as the API
+//! server says so; a replica started later loads them before serving. The folder source
+//! keeps the history in memory, or in files (`--policy-history-dir`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
@@ -15,8 +19,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{ObjectMeta, PostParams};
+use kube::runtime::watcher::{self, watcher, Event};
+use kube::runtime::WatchStreamExt;
 use kube::Api;
 use serde::{Deserialize, Serialize};
 
@@ -24,12 +31,19 @@ use crate::matching::PolicySet;
 use crate::metrics::Metrics;
 use crate::policy::{parse_documents, CompiledPolicy, PolicySource};
 
-/// The ConfigMap holding the history, in the webhook's own namespace.
+/// The first ConfigMap holding the history, in the webhook's own namespace (the others
+/// add `-1`, `-2`, …: [`shard_name`]).
 pub const HISTORY_CONFIGMAP: &str = "spark-admission-policy-history";
+/// Label of the history ConfigMaps (value `"true"`), which every replica watches.
+pub const HISTORY_LABEL: &str = "spark-admission.io/policy-history";
+/// How many ConfigMaps the history is spread over, by default.
+pub const DEFAULT_CONFIGMAPS: usize = 4;
+/// The most ConfigMaps accepted for the history.
+pub const MAX_CONFIGMAPS: usize = 64;
 /// Versions retired longer than this are dropped.
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
-/// The stored data is kept under this many bytes: the API server refuses objects over
-/// 1 MiB, and metadata needs room too.
+/// The stored data of each ConfigMap is kept under this many bytes: the API server
+/// refuses objects over 1 MiB, and metadata needs room too.
 pub const DEFAULT_MAX_BYTES: usize = 900 * 1024;
 /// The largest bound accepted: the data plus the object's metadata must stay under the
 /// API server's 1 MiB.
@@ -57,6 +71,37 @@ impl Record {
     }
 }
 
+/// The name of the history ConfigMap `index` (the first keeps the name of a single one).
+pub fn shard_name(index: usize) -> String {
+    if index == 0 {
+        HISTORY_CONFIGMAP.to_owned()
+    } else {
+        format!("{HISTORY_CONFIGMAP}-{index}")
+    }
+}
+
+/// The index of a history ConfigMap's name.
+pub fn shard_index(name: &str) -> Option<usize> {
+    if name == HISTORY_CONFIGMAP {
+        return Some(0);
+    }
+    let i: usize = name
+        .strip_prefix(HISTORY_CONFIGMAP)?
+        .strip_prefix('-')?
+        .parse()
+        .ok()?;
+    (i > 0).then_some(i)
+}
+
+/// The ConfigMap a tag is kept in, of `shards`: stable across processes and versions.
+pub fn shard_of(tag: &str, shards: usize) -> usize {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(tag.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    (u64::from_be_bytes(first) % shards.max(1) as u64) as usize
+}
+
 /// The ConfigMap data key of a tag: keys allow only `[-._a-zA-Z0-9]`.
 pub fn data_key(tag: &str) -> String {
     tag.chars()
@@ -72,6 +117,8 @@ pub fn data_key(tag: &str) -> String {
 pub enum HistoryError {
     #[error("another replica changed the history first")]
     Conflict,
+    #[error("--policy-history-configmaps must be 1 to {MAX_CONFIGMAPS}, not {0}")]
+    Configmaps(usize),
     #[error("cannot read or write ConfigMap {name}: {source}")]
     Kube {
         name: String,
@@ -108,9 +155,14 @@ pub struct PolicyHistory {
     versions: ArcSwap<HashMap<String, Arc<CompiledPolicy>>>,
     state: Mutex<State>,
     max_age: Duration,
+    /// Per ConfigMap.
     max_bytes: usize,
+    shards: usize,
     changed: tokio::sync::Notify,
     metrics: Option<Arc<Metrics>>,
+    /// Whether the stored history has been read once (the watch's first list): until
+    /// then a replica is not ready, or it would ignore pins of versions only others know.
+    listed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Default for PolicyHistory {
@@ -132,9 +184,42 @@ impl PolicyHistory {
             state: Mutex::new(State::default()),
             max_age,
             max_bytes,
+            shards: 1,
             changed: tokio::sync::Notify::new(),
             metrics,
+            listed: Arc::default(),
         }
+    }
+
+    /// This history spread over `configmaps` ConfigMaps (1 to [`MAX_CONFIGMAPS`]), each
+    /// within the byte bound.
+    pub fn with_configmaps(mut self, configmaps: usize) -> Result<Self, HistoryError> {
+        if !(1..=MAX_CONFIGMAPS).contains(&configmaps) {
+            return Err(HistoryError::Configmaps(configmaps));
+        }
+        self.shards = configmaps;
+        Ok(self)
+    }
+
+    /// How many ConfigMaps the history is spread over.
+    pub fn configmaps(&self) -> usize {
+        self.shards
+    }
+
+    /// Whether the stored history has been read once (see [`Self::mark_listed`]).
+    pub fn is_listed(&self) -> bool {
+        self.listed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The flag [`Self::is_listed`] reads, for readiness.
+    pub fn listed_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        Arc::clone(&self.listed)
+    }
+
+    /// Called once the stored history has been read (or there is none to read).
+    pub fn mark_listed(&self) {
+        self.listed
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// The compiled version with this tag, if kept. Lock-free.
@@ -225,33 +310,47 @@ impl PolicyHistory {
         added
     }
 
-    /// The records to store, keyed by ConfigMap data key, within the size bound: current
-    /// versions first, then the most recently retired. (Only when the current versions
-    /// alone exceed it are some left out of the ConfigMap; memory keeps them.)
-    pub fn stored_form(&self) -> Result<BTreeMap<String, String>, HistoryError> {
+    /// The records to store in each ConfigMap (one map per ConfigMap, keyed by data key),
+    /// each within the size bound: current versions first, then the most recently
+    /// retired. (Only when the current versions alone exceed it are some left out of
+    /// the ConfigMap; memory keeps them.)
+    pub fn stored_form(&self) -> Result<Vec<BTreeMap<String, String>>, HistoryError> {
         let st = self.lock();
         let mut order: Vec<&Record> = st.records.values().collect();
         order.sort_by_key(|r| std::cmp::Reverse(r.retired_at.unwrap_or(u64::MAX)));
-        let mut out = BTreeMap::new();
-        let mut size = 0;
+        let mut out = vec![BTreeMap::new(); self.shards];
+        let mut size = vec![0; self.shards];
+        let mut full = vec![false; self.shards];
         for r in order {
+            let shard = shard_of(&r.tag, self.shards);
+            if full[shard] {
+                continue;
+            }
             let value = serde_json::to_string(r).map_err(HistoryError::Encode)?;
             let key = data_key(&r.tag);
-            size += key.len() + value.len();
-            if size > self.max_bytes {
+            size[shard] += key.len() + value.len();
+            if size[shard] > self.max_bytes {
                 tracing::warn!(
                     tag = r.tag.as_str(),
+                    configmap = shard_name(shard).as_str(),
                     "policy version left out of the stored history: over --policy-history-max-bytes"
                 );
-                break;
+                full[shard] = true;
+                continue;
             }
-            out.insert(key, value);
+            out[shard].insert(key, value);
         }
         Ok(out)
     }
 
     fn prune_and_publish(&self, st: &mut State, now: u64) {
-        prune(&mut st.records, now, self.max_age, self.max_bytes);
+        prune(
+            &mut st.records,
+            now,
+            self.max_age,
+            self.max_bytes,
+            self.shards,
+        );
         let State {
             records, compiled, ..
         } = st;
@@ -268,21 +367,27 @@ impl PolicyHistory {
     }
 }
 
-/// Drops versions retired longer than `max_age`, then the oldest retired ones until the
-/// records fit in `max_bytes`. Current versions are never dropped.
+/// Drops versions retired longer than `max_age`, then, in each of the `shards`
+/// ConfigMaps, the oldest retired ones until its records fit in `max_bytes`. Current
+/// versions are never dropped.
 pub fn prune(
     records: &mut BTreeMap<String, Record>,
     now: u64,
     max_age: Duration,
     max_bytes: usize,
+    shards: usize,
 ) {
     let max_age = max_age.as_secs();
     records.retain(|_, r| {
         r.retired_at
             .is_none_or(|t| now.saturating_sub(t) <= max_age)
     });
-    let mut size: usize = records.values().map(Record::size).sum();
-    if size <= max_bytes {
+    let shards = shards.max(1);
+    let mut size = vec![0usize; shards];
+    for r in records.values() {
+        size[shard_of(&r.tag, shards)] += r.size();
+    }
+    if size.iter().all(|s| *s <= max_bytes) {
         return;
     }
     let mut retired: Vec<(u64, String)> = records
@@ -291,11 +396,12 @@ pub fn prune(
         .collect();
     retired.sort_unstable();
     for (_, tag) in retired {
-        if size <= max_bytes {
-            break;
+        let shard = shard_of(&tag, shards);
+        if size[shard] <= max_bytes {
+            continue;
         }
         if let Some(r) = records.remove(&tag) {
-            size = size.saturating_sub(r.size());
+            size[shard] = size[shard].saturating_sub(r.size());
         }
     }
 }
@@ -331,21 +437,29 @@ pub fn decode(data: &BTreeMap<String, String>) -> Vec<Record> {
         .collect()
 }
 
-/// The stored history as read: its data and the resourceVersion to write against.
+/// One stored part of the history as read: its data and the resourceVersion to write
+/// against.
 #[derive(Debug, Clone, Default)]
 pub struct Stored {
     pub resource_version: Option<String>,
     pub data: BTreeMap<String, String>,
+    /// Whether it carries [`HISTORY_LABEL`] (one written before the history was watched
+    /// does not, and is rewritten with it so the watch sees it).
+    pub labelled: bool,
 }
 
-/// Where the history is kept durably.
+/// Where the history is kept durably: parts numbered from 0 (ConfigMaps or files).
 pub trait HistoryBackend: Send + Sync {
-    /// The stored history, `None` when there is none yet.
-    fn get(&self) -> impl Future<Output = Result<Option<Stored>, HistoryError>> + Send;
-    /// Writes `data`: creates when `resource_version` is none, else replaces that version;
-    /// [`HistoryError::Conflict`] when it is no longer the stored one.
+    /// Part `index` as stored, `None` when there is none yet.
+    fn get(
+        &self,
+        index: usize,
+    ) -> impl Future<Output = Result<Option<Stored>, HistoryError>> + Send;
+    /// Writes part `index`: creates when `resource_version` is none, else replaces that
+    /// version; [`HistoryError::Conflict`] when it is no longer the stored one.
     fn put(
         &self,
+        index: usize,
         resource_version: Option<String>,
         data: BTreeMap<String, String>,
     ) -> impl Future<Output = Result<(), HistoryError>> + Send;
@@ -371,43 +485,60 @@ impl ConfigMapBackend {
     }
 }
 
-fn kube_error(source: kube::Error) -> HistoryError {
+fn kube_error(name: &str, source: kube::Error) -> HistoryError {
     match &source {
         kube::Error::Api(s) if s.is_conflict() || s.is_already_exists() => HistoryError::Conflict,
         _ => HistoryError::Kube {
-            name: HISTORY_CONFIGMAP.to_owned(),
+            name: name.to_owned(),
             source,
         },
     }
 }
 
+fn stored_of(cm: ConfigMap) -> Stored {
+    let labelled = cm
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(HISTORY_LABEL))
+        .is_some_and(|v| v == "true");
+    Stored {
+        resource_version: cm.metadata.resource_version,
+        data: cm.data.unwrap_or_default(),
+        labelled,
+    }
+}
+
 impl HistoryBackend for ConfigMapBackend {
-    async fn get(&self) -> Result<Option<Stored>, HistoryError> {
+    async fn get(&self, index: usize) -> Result<Option<Stored>, HistoryError> {
+        let name = shard_name(index);
         let cm = self
             .api
-            .get_opt(HISTORY_CONFIGMAP)
+            .get_opt(&name)
             .await
-            .map_err(kube_error)?;
-        Ok(cm.map(|cm| Stored {
-            resource_version: cm.metadata.resource_version,
-            data: cm.data.unwrap_or_default(),
-        }))
+            .map_err(|e| kube_error(&name, e))?;
+        Ok(cm.map(stored_of))
     }
 
     async fn put(
         &self,
+        index: usize,
         resource_version: Option<String>,
         data: BTreeMap<String, String>,
     ) -> Result<(), HistoryError> {
+        let name = shard_name(index);
         let creating = resource_version.is_none();
         let cm = ConfigMap {
             metadata: ObjectMeta {
-                name: Some(HISTORY_CONFIGMAP.to_owned()),
+                name: Some(name.clone()),
                 resource_version,
-                labels: Some(BTreeMap::from([(
-                    "app.kubernetes.io/name".to_owned(),
-                    "spark-admission".to_owned(),
-                )])),
+                labels: Some(BTreeMap::from([
+                    (HISTORY_LABEL.to_owned(), "true".to_owned()),
+                    (
+                        "app.kubernetes.io/name".to_owned(),
+                        "spark-admission".to_owned(),
+                    ),
+                ])),
                 ..ObjectMeta::default()
             },
             data: Some(data),
@@ -417,12 +548,55 @@ impl HistoryBackend for ConfigMapBackend {
         let result = if creating {
             self.api.create(&pp, &cm).await.map(drop)
         } else {
-            self.api
-                .replace(HISTORY_CONFIGMAP, &pp, &cm)
-                .await
-                .map(drop)
+            self.api.replace(&name, &pp, &cm).await.map(drop)
         };
-        result.map_err(kube_error)
+        result.map_err(|e| kube_error(&name, e))
+    }
+}
+
+/// Watches the history ConfigMaps (by [`HISTORY_LABEL`]) and merges every version another
+/// replica stored, as the API server reports it, until `stop`. The first full list marks
+/// the history listed (readiness). Merging is idempotent and writes nothing: what this
+/// replica learns is written by its own persister only when it changes something.
+pub async fn run_watch(
+    history: Arc<PolicyHistory>,
+    api: Api<ConfigMap>,
+    stop: impl Future<Output = ()>,
+) {
+    let config = watcher::Config::default().labels(&format!("{HISTORY_LABEL}=true"));
+    let stream = watcher(api, config).default_backoff();
+    let mut stream = std::pin::pin!(stream);
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = &mut stop => return,
+            n = stream.next() => n,
+        };
+        match next {
+            None => return,
+            Some(Ok(Event::Apply(cm) | Event::InitApply(cm))) => {
+                if cm.metadata.name.as_deref().and_then(shard_index).is_none() {
+                    continue;
+                }
+                let data = cm.data.unwrap_or_default();
+                let added = history.merge_stored(decode(&data), now_secs());
+                if added > 0 {
+                    tracing::info!(
+                        versions = added,
+                        configmap = cm.metadata.name.as_deref().unwrap_or(""),
+                        "policy versions learned from the stored history"
+                    );
+                }
+            }
+            Some(Ok(Event::InitDone)) => history.mark_listed(),
+            // A deleted part loses nothing here: its versions stay in memory and the
+            // persister writes them back.
+            Some(Ok(Event::Delete(_) | Event::Init)) => {}
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "policy history watch failed; retrying");
+            }
+        }
     }
 }
 
@@ -435,33 +609,41 @@ pub struct FileBackend {
 }
 
 impl FileBackend {
+    /// Part 0 is `spark-admission-policy-history.json` in `dir`, part N `…-N.json`.
     pub fn new(dir: &std::path::Path) -> Self {
         Self {
             path: dir.join(format!("{HISTORY_CONFIGMAP}.json")),
         }
     }
 
-    fn file_error(&self, source: std::io::Error) -> HistoryError {
+    fn path_of(&self, index: usize) -> std::path::PathBuf {
+        self.path
+            .with_file_name(format!("{}.json", shard_name(index)))
+    }
+
+    fn file_error(path: &std::path::Path, source: std::io::Error) -> HistoryError {
         HistoryError::File {
-            path: self.path.display().to_string(),
+            path: path.display().to_string(),
             source,
         }
     }
 
     // Small files, read and written off the request path (at start and after installs).
-    fn read(&self) -> Result<Option<Stored>, HistoryError> {
-        let text = match std::fs::read_to_string(&self.path) {
+    fn read(&self, index: usize) -> Result<Option<Stored>, HistoryError> {
+        let path = self.path_of(index);
+        let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(self.file_error(e)),
+            Err(e) => return Err(Self::file_error(&path, e)),
         };
         let data = serde_json::from_str(&text).map_err(|source| HistoryError::Decode {
-            path: self.path.display().to_string(),
+            path: path.display().to_string(),
             source,
         })?;
         Ok(Some(Stored {
             resource_version: Some(content_version(&text)),
             data,
+            labelled: true,
         }))
     }
 }
@@ -476,27 +658,29 @@ fn content_version(text: &str) -> String {
 }
 
 impl HistoryBackend for FileBackend {
-    async fn get(&self) -> Result<Option<Stored>, HistoryError> {
-        self.read()
+    async fn get(&self, index: usize) -> Result<Option<Stored>, HistoryError> {
+        self.read(index)
     }
 
     async fn put(
         &self,
+        index: usize,
         resource_version: Option<String>,
         data: BTreeMap<String, String>,
     ) -> Result<(), HistoryError> {
-        if self.read()?.and_then(|s| s.resource_version) != resource_version {
+        if self.read(index)?.and_then(|s| s.resource_version) != resource_version {
             return Err(HistoryError::Conflict);
         }
+        let path = self.path_of(index);
+        let error = |e| Self::file_error(&path, e);
         let text = serde_json::to_string_pretty(&data).map_err(HistoryError::Encode)?;
-        let dir = self.path.parent().unwrap_or(std::path::Path::new("."));
-        std::fs::create_dir_all(dir).map_err(|e| self.file_error(e))?;
+        let dir = path.parent().unwrap_or(std::path::Path::new("."));
+        std::fs::create_dir_all(dir).map_err(error)?;
         // A unique temporary file in the same folder, renamed into place: a reader never
         // sees half a file.
-        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| self.file_error(e))?;
-        std::io::Write::write_all(&mut tmp, text.as_bytes()).map_err(|e| self.file_error(e))?;
-        tmp.persist(&self.path)
-            .map_err(|e| self.file_error(e.error))?;
+        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(error)?;
+        std::io::Write::write_all(&mut tmp, text.as_bytes()).map_err(error)?;
+        tmp.persist(&path).map_err(|e| error(e.error))?;
         Ok(())
     }
 }
@@ -505,12 +689,24 @@ impl HistoryBackend for FileBackend {
 /// hang on an API server that does not answer (then pins of older versions fall back to
 /// the current ones until the next successful write merges the stored history in).
 pub async fn load_initial(history: &PolicyHistory, backend: &impl HistoryBackend, wait: Duration) {
-    match tokio::time::timeout(wait, backend.get()).await {
-        Ok(Ok(Some(stored))) => {
-            let added = history.merge_stored(decode(&stored.data), now_secs());
+    let read_all = async {
+        let mut stored = Vec::new();
+        for index in 0..history.configmaps() {
+            if let Some(s) = backend.get(index).await? {
+                stored.push(s);
+            }
+        }
+        Ok::<_, HistoryError>(stored)
+    };
+    match tokio::time::timeout(wait, read_all).await {
+        Ok(Ok(stored)) if stored.is_empty() => {
+            tracing::info!("no policy version history stored yet");
+        }
+        Ok(Ok(stored)) => {
+            let records = stored.iter().flat_map(|s| decode(&s.data));
+            let added = history.merge_stored(records.collect::<Vec<_>>(), now_secs());
             tracing::info!(versions = added, "policy version history loaded");
         }
-        Ok(Ok(None)) => tracing::info!("no policy version history stored yet"),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "cannot load the policy version history; serving without older versions")
         }
@@ -520,25 +716,38 @@ pub async fn load_initial(history: &PolicyHistory, backend: &impl HistoryBackend
     }
 }
 
-/// One merge-and-write: reads the stored history, merges it into `history`, and writes
-/// the union back against the version read. Conflicts are retried a few times.
+/// One merge-and-write of every part: reads it, merges it into `history`, and writes the
+/// part's share of the union back against the version read. Conflicts are retried a few
+/// times; the first error stops.
 pub async fn persist_once(
     history: &PolicyHistory,
     backend: &impl HistoryBackend,
 ) -> Result<(), HistoryError> {
+    for index in 0..history.configmaps() {
+        persist_part(history, backend, index).await?;
+    }
+    Ok(())
+}
+
+async fn persist_part(
+    history: &PolicyHistory,
+    backend: &impl HistoryBackend,
+    index: usize,
+) -> Result<(), HistoryError> {
     let mut conflicts = 0;
     loop {
-        let stored = backend.get().await?;
-        let (rv, data) = match stored {
-            Some(s) => (s.resource_version, s.data),
-            None => (None, BTreeMap::new()),
+        let stored = backend.get(index).await?;
+        let (rv, data, labelled) = match stored {
+            Some(s) => (s.resource_version, s.data, s.labelled),
+            None => (None, BTreeMap::new(), false),
         };
         history.merge_stored(decode(&data), now_secs());
-        let wanted = history.stored_form()?;
-        if wanted == data && rv.is_some() {
+        let mut wanted = history.stored_form()?;
+        let wanted = std::mem::take(&mut wanted[index]);
+        if wanted == data && (rv.is_some() || wanted.is_empty()) && (labelled || rv.is_none()) {
             return Ok(());
         }
-        match backend.put(rv, wanted).await {
+        match backend.put(index, rv, wanted).await {
             Ok(()) => {
                 record(history, "ok");
                 return Ok(());
@@ -636,8 +845,54 @@ mod tests {
         let mut want: Vec<String> = versions[7..].iter().map(|v| v.tag.clone()).collect();
         want.sort_unstable();
         assert_eq!(kept, want);
-        let stored: usize = h.stored_form().map(|d| d.len()).unwrap_or(0);
+        let stored: usize = h
+            .stored_form()
+            .map(|d| d.iter().map(BTreeMap::len).sum())
+            .unwrap_or(0);
         assert_eq!(stored, 3);
+    }
+
+    #[test]
+    fn spread_over_configmaps_each_stays_within_its_bound_and_keeps_the_newest() {
+        let versions: Vec<_> = (0..60).map(|i| policy("team", &i.to_string())).collect();
+        let one = Record {
+            tag: versions[0].tag.clone(),
+            retired_at: Some(1),
+            policy: versions[0].canonical.to_string(),
+        }
+        .size();
+        let h = PolicyHistory::new(DEFAULT_MAX_AGE, one * 5, None)
+            .with_configmaps(4)
+            .unwrap_or_else(|e| panic!("{e}"));
+        for (t, v) in versions.iter().enumerate() {
+            h.record_install(&PolicySet::new([Arc::clone(v)]), t as u64);
+        }
+        let parts = h.stored_form().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(parts.len(), 4);
+        let mut stored = 0;
+        for (i, part) in parts.iter().enumerate() {
+            let bytes: usize = part.iter().map(|(k, v)| k.len() + v.len()).sum();
+            assert!(bytes <= one * 5, "part {i}: {bytes} bytes");
+            for r in decode(part) {
+                assert_eq!(shard_of(&r.tag, 4), i, "{} in the wrong part", r.tag);
+            }
+            stored += part.len();
+        }
+        // What memory keeps is what is stored: a restart loses nothing more.
+        assert_eq!(stored, h.tags().len());
+        assert!(stored > 5, "more than one ConfigMap's worth: {stored}");
+        // Oldest out first: the current version and the newest retired one are kept.
+        assert!(h.lookup(&versions[59].tag).is_some());
+        assert!(h.lookup(&versions[58].tag).is_some());
+        assert!(h.lookup(&versions[0].tag).is_none());
+        assert!(PolicyHistory::default().with_configmaps(0).is_err());
+        assert!(PolicyHistory::default()
+            .with_configmaps(MAX_CONFIGMAPS + 1)
+            .is_err());
+        assert_eq!(shard_index(&shard_name(0)), Some(0));
+        assert_eq!(shard_index(&shard_name(7)), Some(7));
+        assert_eq!(shard_index("spark-admission-policy-history-x"), None);
+        assert_eq!(shard_index("spark-admission-policy-history-0"), None);
     }
 
     #[test]
@@ -660,6 +915,7 @@ mod tests {
 
     /// An in-memory stand-in for the ConfigMap with resourceVersion checks; `interfere`
     /// makes another writer change it between a read and the next write, `n` times.
+    /// (One part only: the tests using it keep the history in one.)
     #[derive(Default)]
     struct Fake {
         stored: Mutex<Option<(u64, BTreeMap<String, String>)>>,
@@ -667,16 +923,18 @@ mod tests {
     }
 
     impl HistoryBackend for Fake {
-        async fn get(&self) -> Result<Option<Stored>, HistoryError> {
+        async fn get(&self, _index: usize) -> Result<Option<Stored>, HistoryError> {
             let s = self.stored.lock().unwrap_or_else(|p| p.into_inner());
             Ok(s.as_ref().map(|(rv, data)| Stored {
                 resource_version: Some(rv.to_string()),
                 data: data.clone(),
+                labelled: true,
             }))
         }
 
         async fn put(
             &self,
+            _index: usize,
             resource_version: Option<String>,
             data: BTreeMap<String, String>,
         ) -> Result<(), HistoryError> {
@@ -721,7 +979,7 @@ mod tests {
         load_initial(&next, &backend, Duration::from_secs(5)).await;
         assert!(next.lookup(&v1.tag).is_some() && next.lookup(&v2.tag).is_some());
 
-        let stale = backend.get().await.ok().flatten().unwrap_or_default();
+        let stale = backend.get(0).await.ok().flatten().unwrap_or_default();
         persist_once(&next, &backend)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
@@ -729,7 +987,7 @@ mod tests {
         persist_once(&next, &backend)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        let again = backend.put(stale.resource_version, stale.data).await;
+        let again = backend.put(0, stale.resource_version, stale.data).await;
         assert!(matches!(again, Err(HistoryError::Conflict)), "{again:?}");
     }
 
@@ -764,7 +1022,7 @@ mod tests {
         persist_once(&a, &backend)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        let stored = backend.get().await.ok().flatten().unwrap_or_default();
+        let stored = backend.get(0).await.ok().flatten().unwrap_or_default();
         let mut tags: Vec<String> = decode(&stored.data).into_iter().map(|r| r.tag).collect();
         tags.sort_unstable();
         let mut want = vec![a1.tag.clone(), b1.tag.clone(), c1.tag.clone()];

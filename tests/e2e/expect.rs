@@ -26,7 +26,9 @@ impl Expect {
         let (policies, errors) = load_paths(&[policies.to_path_buf()]);
         assert!(errors.is_empty(), "policy errors: {errors:?}");
         Expect {
-            engine: Engine::default().with_job_pinning(true),
+            // Pinning off: these scenarios serve the policy folder, and the webhook pins
+            // only where it can verify a pin (the ConfigMap source, with stored drivers).
+            engine: Engine::default(),
             set: PolicySet::new(policies),
         }
     }

@@ -10,15 +10,15 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
-use kube::api::{Api, PostParams};
+use kube::api::{Api, ListParams, PostParams};
 use kube::Client;
 use serde_json::json;
 
 use spark_admission::engine::{submit_opts_tokens, SUBMIT_OPTS_VAR};
 use spark_admission::pinning::{
-    DRIVER_POLICIES_ANNOTATION, MISSING_POLICIES_ANNOTATION, PIN_SPARK_CONF_KEY,
+    DRIVER_POLICIES_ANNOTATION, MISSING_POLICIES_ANNOTATION, PIN_NONE, PIN_SPARK_CONF_KEY,
 };
-use spark_admission::source::history::HISTORY_CONFIGMAP;
+use spark_admission::source::history::HISTORY_LABEL;
 
 use crate::assets;
 use crate::cluster::{self, Cluster};
@@ -170,23 +170,28 @@ async fn wait_serving(client: &Client, version: &str) {
     }
 }
 
-/// Waits until the history ConfigMap holds every tag of `tags`.
-async fn wait_stored(client: &Client, tags: &[&str]) -> ConfigMap {
+/// Waits until the history ConfigMaps (spread over several) hold every tag of `tags`.
+async fn wait_stored(client: &Client, tags: &[&str]) {
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), UNWATCHED_NS);
     let deadline = Instant::now() + Duration::from_secs(30);
+    let selector = ListParams::default().labels(&format!("{HISTORY_LABEL}=true"));
     loop {
-        if let Ok(Some(cm)) = cms.get_opt(HISTORY_CONFIGMAP).await {
-            let values: Vec<String> = cm.data.clone().unwrap_or_default().into_values().collect();
+        if let Ok(list) = cms.list(&selector).await {
+            let values: Vec<String> = list
+                .items
+                .into_iter()
+                .flat_map(|cm| cm.data.unwrap_or_default().into_values())
+                .collect();
             if tags
                 .iter()
                 .all(|t| values.iter().any(|v| v.contains(&format!("\"{t}\""))))
             {
-                return cm;
+                return;
             }
         }
         assert!(
             Instant::now() < deadline,
-            "the history ConfigMap does not hold {tags:?}"
+            "the history ConfigMaps do not hold {tags:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -198,21 +203,47 @@ pub async fn executors_get_their_drivers_policy_versions_across_changes_restarts
     let client = c.client().await;
     c.namespace(&client, NS, &[]).await;
     c.delete_policy_configmaps();
+    let history = format!("{HISTORY_LABEL}=true");
     let _ = c.kubectl(
         &[
             "delete",
             "configmap",
             "-n",
             UNWATCHED_NS,
-            HISTORY_CONFIGMAP,
+            "-l",
+            &history,
             "--ignore-not-found",
         ],
         None,
     );
-    apply_version(c, "v1");
     let mut first = Webhook::start(c, &env.dir, Policies::ConfigMaps(UNWATCHED_NS));
     webhook::register(&client, &first, NS, false).await;
+
+    // A job started while no executor policy applies pins "none": the policy added while
+    // it runs stays out of its executors; on an executor of no stored driver, "none"
+    // removes nothing.
+    let d0 = create(&client, &driver("nopin-driver"), "driver under no policy").await;
+    assert_eq!(pin_of_driver(&d0), PIN_NONE);
+    apply_version(c, "v1");
     wait_serving(&client, "v1").await;
+    let e0 = create(
+        &client,
+        &executor("nopin-exec-1", Some(PIN_NONE), Some(&d0)),
+        "executor of the job without policy",
+    )
+    .await;
+    assert_eq!(label(&e0), "", "the policy added mid-job reached the job");
+    let stray = create(
+        &client,
+        &executor("nopin-exec-2", Some(PIN_NONE), None),
+        "\"none\" without a driver",
+    )
+    .await;
+    assert_eq!(
+        label(&stray),
+        "v1",
+        "an unverified \"none\" removed a policy"
+    );
 
     let d1 = create(&client, &driver("pin-1-driver"), "driver under v1").await;
     assert_eq!(label(&d1), "v1");
@@ -359,7 +390,7 @@ pub async fn executors_get_their_drivers_policy_versions_across_changes_restarts
     // a third process that only knows v2. The current version, named on the pod.
     second.stop();
     let _ = c.kubectl(
-        &["delete", "configmap", "-n", UNWATCHED_NS, HISTORY_CONFIGMAP],
+        &["delete", "configmap", "-n", UNWATCHED_NS, "-l", &history],
         None,
     );
     let third_dir = env.dir.join("third");

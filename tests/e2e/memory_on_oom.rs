@@ -169,6 +169,41 @@ pub async fn an_oomkilled_executor_makes_the_next_one_bigger_across_restarts_and
         note.contains("1Gi -> 1536Mi") && note.contains("etl-exec-1"),
         "{note}"
     );
+    // Once stored (uid given, pending), the raised pod gets one MemoryRaised Event, which
+    // the real API server validates; dry runs (never stored) get none.
+    let uid = next.metadata.uid.clone().unwrap_or_default();
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), NS);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let about_next = loop {
+        let list = events.list(&Default::default()).await.expect("list Events");
+        let raised: Vec<_> = list
+            .items
+            .iter()
+            .filter(|e| e.reason.as_deref() == Some(spark_admission::memory::events::REASON))
+            .cloned()
+            .collect();
+        if raised
+            .iter()
+            .any(|e| e.regarding.as_ref().and_then(|r| r.uid.as_deref()) == Some(uid.as_str()))
+        {
+            break raised;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no MemoryRaised Event on etl-exec-2 ({uid}): {raised:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(
+        about_next.len(),
+        1,
+        "one Event, only on the stored pod: {about_next:?}"
+    );
+    let event_note = about_next[0].note.clone().unwrap_or_default();
+    assert!(
+        event_note.contains("1Gi to 1536Mi") && event_note.contains("etl-exec-1"),
+        "{event_note}"
+    );
     assert_eq!(
         memory_limit(&create(&client, &executor("other", "other-exec-1"), true).await),
         "1Gi",

@@ -397,3 +397,32 @@ spec:
         .validate(&current, &typed(&out), "team-a")
         .denied());
 }
+
+#[test]
+fn an_oom_at_max_teaches_no_raise_and_is_told_apart() {
+    use spark_admission::memory_on_oom::oom_at_max;
+    let names = ContainerNames::default();
+    // executor-client-1 asks for 1408Mi: below max, a raise; at or over max, none.
+    let below = policy("executor: {memoryOnOOM: {step: 25%, max: 16Gi}}", "", "");
+    let pod = typed(&ended(spark_pod("executor-client-1"), "OOMKilled"));
+    assert!(learn(&below, &ended(spark_pod("executor-client-1"), "OOMKilled")).is_some());
+    assert!(oom_at_max(&below, &pod, "team-a", &names).is_none());
+    for max in ["1408Mi", "1Gi"] {
+        let at = policy(
+            &format!("executor: {{memoryOnOOM: {{step: 25%, max: {max}}}}}"),
+            "",
+            "",
+        );
+        assert!(
+            learn(&at, &ended(spark_pod("executor-client-1"), "OOMKilled")).is_none(),
+            "max {max}: no raise"
+        );
+        let (role, policy_name) = oom_at_max(&at, &pod, "team-a", &names).unwrap();
+        assert_eq!(role.as_str(), "executor");
+        assert!(!policy_name.is_empty());
+        // Not OOMKilled, or a namespace the policy does not cover: not at max either.
+        let error = typed(&ended(spark_pod("executor-client-1"), "Error"));
+        assert!(oom_at_max(&at, &error, "team-a", &names).is_none());
+        assert!(oom_at_max(&at, &pod, "team-b", &names).is_none());
+    }
+}

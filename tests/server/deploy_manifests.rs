@@ -825,7 +825,14 @@ fn rbac_grants_only_what_the_watcher_events_history_and_driver_cache_use() {
     assert_eq!(binding.role_ref.name, role.metadata.name.clone().unwrap());
     // Cluster-wide, only reading pods: the driver cache that verifies job pins (a watch
     // by label selector and a GET on a miss; src/source/drivers.rs).
-    let cluster_role = one(&m.cluster_roles, "ClusterRole");
+    let named = |name: &str| {
+        m.cluster_roles
+            .iter()
+            .find(|r| r.metadata.name.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("ClusterRole {name}"))
+    };
+    assert_eq!(m.cluster_roles.len(), 2, "two ClusterRoles");
+    let cluster_role = named("spark-admission-driver-reader");
     type Grant = (Vec<String>, Vec<String>, Vec<String>, Option<Vec<String>>);
     let cluster_grants: Vec<Grant> = cluster_role
         .rules
@@ -849,7 +856,37 @@ fn rbac_grants_only_what_the_watcher_events_history_and_driver_cache_use() {
         spark_admission::source::drivers::DRIVER_SELECTOR,
         "spark-role=driver"
     );
-    let cluster_binding = one(&m.cluster_role_bindings, "ClusterRoleBinding");
+    // The other one only creates Events (events.k8s.io), on raised pods (memoryOnOOM).
+    let raise_events = named("spark-admission-raise-events");
+    let event_grants: Vec<Grant> = raise_events
+        .rules
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            (
+                r.api_groups.unwrap_or_default(),
+                r.resources.unwrap_or_default(),
+                r.verbs,
+                r.resource_names,
+            )
+        })
+        .collect();
+    assert_eq!(
+        event_grants,
+        [(s(&["events.k8s.io"]), s(&["events"]), s(&["create"]), None)]
+    );
+    assert_eq!(m.cluster_role_bindings.len(), 2);
+    for b in &m.cluster_role_bindings {
+        let subject = one(b.subjects.as_deref().unwrap(), "ClusterRoleBinding subject");
+        assert_eq!(subject.name, "spark-admission");
+        assert_eq!(b.role_ref.name, b.metadata.name.clone().unwrap());
+    }
+    let cluster_binding = m
+        .cluster_role_bindings
+        .iter()
+        .find(|b| b.role_ref.name == "spark-admission-driver-reader")
+        .unwrap();
     assert_eq!(cluster_binding.role_ref.kind, "ClusterRole");
     assert_eq!(
         cluster_binding.role_ref.name,
@@ -1202,5 +1239,10 @@ fn the_role_lets_the_webhook_update_every_memory_state_shard() {
     for i in 0..spark_admission::memory::MemoryConfig::default().shards {
         let shard = spark_admission::memory::MemoryState::shard_name(i);
         assert!(names.contains(&shard), "{shard} missing from the Role");
+    }
+    // And every ConfigMap of the policy version history, as spread by default.
+    for i in 0..spark_admission::source::history::DEFAULT_CONFIGMAPS {
+        let part = spark_admission::source::history::shard_name(i);
+        assert!(names.contains(&part), "{part} missing from the Role");
     }
 }

@@ -73,6 +73,8 @@ struct Shared {
     hold: watch::Sender<bool>,
     /// Pod lists and watches wait while this is true.
     hold_pods: watch::Sender<bool>,
+    /// ConfigMap lists selecting on this label key wait while it is set.
+    hold_label: watch::Sender<Option<String>>,
 }
 
 pub struct FakeApiServer {
@@ -84,6 +86,7 @@ impl FakeApiServer {
     pub async fn start() -> Self {
         let (hold, _) = watch::channel(false);
         let (hold_pods, _) = watch::channel(false);
+        let (hold_label, _) = watch::channel(None);
         let shared = Shared {
             inner: Arc::new(Mutex::new(Inner {
                 rv: 100,
@@ -91,6 +94,7 @@ impl FakeApiServer {
             })),
             hold,
             hold_pods,
+            hold_label,
         };
         let app = Router::new()
             .route(
@@ -222,6 +226,11 @@ impl FakeApiServer {
         self.shared.hold.send_replace(hold);
     }
 
+    /// While `Some(key)`, ConfigMap lists selecting on label `key` wait; others are answered.
+    pub fn hold_lists_selecting(&self, key: Option<&str>) {
+        self.shared.hold_label.send_replace(key.map(str::to_owned));
+    }
+
     /// The Events created so far.
     pub fn events(&self) -> Vec<Value> {
         self.shared.inner.lock().unwrap().events.clone()
@@ -318,6 +327,9 @@ async fn configmaps(
     }
     let mut hold = shared.hold.subscribe();
     let _ = hold.wait_for(|held| !*held).await;
+    let key = selector.as_ref().map(|(k, _)| k.clone());
+    let mut held = shared.hold_label.subscribe();
+    let _ = held.wait_for(|h| h.is_none() || *h != key).await;
     let mut inner = shared.inner.lock().unwrap();
     inner.lists += 1;
     let items: Vec<Value> = inner
@@ -400,7 +412,21 @@ async fn create_event(
     if event["metadata"]["namespace"] != ns.as_str() {
         return (StatusCode::BAD_REQUEST, "namespace mismatch").into_response();
     }
-    shared.inner.lock().unwrap().events.push(event.clone());
+    let mut inner = shared.inner.lock().unwrap();
+    // Names are unique per namespace, as in the real API server.
+    let name = &event["metadata"]["name"];
+    if inner.events.iter().any(|e| {
+        e["metadata"]["namespace"] == event["metadata"]["namespace"]
+            && e["metadata"]["name"] == *name
+    }) {
+        return status(
+            StatusCode::CONFLICT,
+            "AlreadyExists",
+            format!("events.events.k8s.io {name} already exists"),
+        );
+    }
+    inner.events.push(event.clone());
+    drop(inner);
     (
         StatusCode::CREATED,
         [(header::CONTENT_TYPE, "application/json")],

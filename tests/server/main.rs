@@ -21,6 +21,7 @@ mod pin_verification;
 mod policy_configmaps;
 mod policy_history;
 mod router;
+mod shared_history;
 mod tls;
 mod validate_policy;
 mod walkarounds;

@@ -195,14 +195,18 @@ async fn an_oomkilled_executor_of_app_a_makes_as_next_executor_bigger_not_bs() {
     let (entries, _) = state(&api, 8);
     let keys: Vec<&String> = entries.keys().collect();
     assert_eq!(keys, ["team-a/executor/name:app-a"]);
-    // The watch asked only for ended Spark pods (beside it, the job-pinning driver cache
-    // asks for drivers only).
+    // The watch asked only for ended Spark pods, the Event writer only for pending ones
+    // (beside them, the job-pinning driver cache asks for drivers only).
     let selectors = api.pod_selectors();
     let ended = ("spark-role".to_owned(), "status.phase=Failed".to_owned());
+    let pending = ("spark-role".to_owned(), "status.phase=Pending".to_owned());
     let drivers = (DRIVER_SELECTOR.to_owned(), String::new());
     assert!(selectors.contains(&ended), "{selectors:?}");
     for s in &selectors {
-        assert!(*s == ended || *s == drivers, "a pod list for {s:?}");
+        assert!(
+            *s == ended || *s == pending || *s == drivers,
+            "a pod list for {s:?}"
+        );
     }
 
     // A second OOM in the same job (the raised executor) raises once more.
@@ -405,5 +409,239 @@ async fn the_bounds_hold_under_a_flood_of_oomkilled_pods() {
         api.configmap_writes(),
         entries.len()
     );
+    server.shutdown().await.unwrap();
+}
+
+/// Starts a server without waiting for it to be ready.
+async fn start_unready(api: &FakeApiServer) -> (Server, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::test_config(dir.path());
+    config.policy_source = PolicySourceConfig::ConfigMaps {
+        namespace: NS.to_owned(),
+    };
+    let server = Server::start_with_client(config, Some(api.client()))
+        .await
+        .unwrap();
+    (server, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_replica_is_not_ready_before_it_has_listed_the_memory_state_and_the_history() {
+    let _turn = common::heavy_test_turn().await;
+    let api = FakeApiServer::start().await;
+    api.apply(configmap(NS, "oom", true, &[("oom.yaml", POLICY)]));
+    let (first, dir) = start(&api, MemoryConfig::default()).await;
+    api.apply_pod(ended_executor(
+        "team-a",
+        "app-a",
+        4,
+        "OOMKilled",
+        now() - 30,
+    ));
+    eventually("the raise is remembered", WAIT, || async {
+        admitted_memory(&first, &dir, "team-a", "app-a").await.0 == "4320Mi"
+    })
+    .await;
+    first.shutdown().await.unwrap();
+
+    // A fresh replica whose lists of the state and of the history do not come back yet:
+    // policies loaded, but it must not take traffic, or it would admit app-a's next
+    // executor without the raise.
+    for (label, reason) in [
+        (STATE_LABEL, "memory state not listed"),
+        (
+            spark_admission::source::history::HISTORY_LABEL,
+            "policy version history not listed",
+        ),
+    ] {
+        api.hold_lists_selecting(Some(label));
+        let (fresh, dir) = start_unready(&api).await;
+        eventually(&format!("not ready: {reason}"), WAIT, || async {
+            let (status, body) = common::admin_get(fresh.admin_addr(), "/readyz").await;
+            status == StatusCode::SERVICE_UNAVAILABLE && body.contains(reason)
+        })
+        .await;
+        // Still not ready a while later: nothing but the list makes it ready.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (status, body) = common::admin_get(fresh.admin_addr(), "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(fresh.store().is_loaded(), "the policies are loaded");
+        api.hold_lists_selecting(None);
+        eventually("ready once listed", WAIT, || async {
+            common::admin_get(fresh.admin_addr(), "/readyz").await.0 == StatusCode::OK
+        })
+        .await;
+        // Ready means it serves the remembered raise from the first review on.
+        assert_eq!(
+            admitted_memory(&fresh, &dir, "team-a", "app-a").await.0,
+            "4320Mi"
+        );
+        fresh.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raised_pod_gets_one_event_once_stored_and_a_flood_of_them_is_rate_limited() {
+    use spark_admission::memory::events::{BURST, RATE_PER_SECOND, REASON};
+    let _turn = common::heavy_test_turn().await;
+    let api = FakeApiServer::start().await;
+    api.apply(configmap(NS, "oom", true, &[("oom.yaml", POLICY)]));
+    let (server, dir) = start(&api, MemoryConfig::default()).await;
+    api.apply_pod(ended_executor(
+        "team-a",
+        "app-a",
+        4,
+        "OOMKilled",
+        now() - 30,
+    ));
+    eventually("the raise is remembered", WAIT, || async {
+        admitted_memory(&server, &dir, "team-a", "app-a").await.0 == "4320Mi"
+    })
+    .await;
+
+    // The admitted pod as the API server stores it: a uid, pending.
+    let (_, mut raised) = admitted_memory(&server, &dir, "team-a", "app-a").await;
+    raised["metadata"]["name"] = json!("app-a-exec-9");
+    raised["status"] = json!({"phase": "Pending"});
+    let uid = api.apply_pod(raised.clone());
+    eventually("an Event on the raised pod", WAIT, || async {
+        !api.events_for(REASON, "app-a-exec-9").is_empty()
+    })
+    .await;
+    let events = api.events_for(REASON, "app-a-exec-9");
+    assert_eq!(events.len(), 1, "{events:?}");
+    let ev = &events[0];
+    assert_eq!(ev["metadata"]["namespace"], "team-a");
+    assert_eq!(ev["regarding"]["uid"], uid.as_str());
+    assert_eq!(ev["regarding"]["kind"], "Pod");
+    assert_eq!(ev["type"], "Normal");
+    let note = ev["note"].as_str().unwrap();
+    assert!(
+        note.contains("3456Mi to 4320Mi") && note.contains("app-a-exec-4"),
+        "{note}"
+    );
+
+    // Updates while pending, and a second replica listing the same pod: still one.
+    raised["status"]["conditions"] = json!([{"type": "PodScheduled", "status": "False"}]);
+    api.apply_pod(raised.clone());
+    let (second, _dir2) = start(&api, MemoryConfig::default()).await;
+    // A submitter's own annotation on a pod of an application without a raise: nothing.
+    let mut forged = raised.clone();
+    forged["metadata"]["name"] = json!("app-b-exec-1");
+    forged["metadata"]["uid"] = json!("forged-uid");
+    forged["metadata"]["labels"]["spark-app-name"] = json!("app-b");
+    api.apply_pod(forged);
+    // A marker pod after both: once its Event is there, the watches have passed the others.
+    let mut marker = raised.clone();
+    marker["metadata"]["name"] = json!("app-a-exec-10");
+    marker["metadata"]["uid"] = json!("marker-uid");
+    api.apply_pod(marker);
+    eventually("the marker's Event", WAIT, || async {
+        !api.events_for(REASON, "app-a-exec-10").is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(api.events_for(REASON, "app-a-exec-9").len(), 1);
+    assert_eq!(api.events_for(REASON, "app-a-exec-10").len(), 1);
+    assert!(api.events_for(REASON, "app-b-exec-1").is_empty());
+    second.shutdown().await.unwrap();
+
+    // A flood of raised pods: one replica writes at most its burst and rate.
+    let flood = 200;
+    let started = std::time::Instant::now();
+    for i in 0..flood {
+        let mut p = raised.clone();
+        p["metadata"]["name"] = json!(format!("app-a-flood-{i}"));
+        p["metadata"]["uid"] = json!(format!("flood-{i}"));
+        api.apply_pod(p);
+    }
+    let count = || {
+        api.events()
+            .iter()
+            .filter(|e| e["reason"] == REASON)
+            .filter(|e| {
+                e["regarding"]["name"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("app-a-flood-")
+            })
+            .count()
+    };
+    eventually("some flood Events", WAIT, || async { count() > 0 }).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let allowed = BURST + RATE_PER_SECOND * (started.elapsed().as_secs_f64() + 1.0);
+    let written = count();
+    eprintln!("{flood} raised pods: {written} Events, at most {allowed:.0} allowed");
+    assert!(
+        (written as f64) <= allowed,
+        "{written} Events over {allowed}"
+    );
+    assert!(written < flood);
+    let (_, metrics) = common::admin_get(server.admin_addr(), "/metrics").await;
+    let dropped = metrics
+        .lines()
+        .find(|l| l.contains(REASON) && l.contains("result=\"dropped\""))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        !dropped.ends_with(" 0"),
+        "dropped Events counted: {dropped}"
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oom_already_at_max_is_counted_once_apart_from_raises() {
+    let _turn = common::heavy_test_turn().await;
+    let api = FakeApiServer::start().await;
+    api.apply(configmap(NS, "oom", true, &[("oom.yaml", POLICY)]));
+    // The captured executor asks for 3456Mi: at this max, no raise can follow.
+    let at_max = "apiVersion: spark-admission.io/v1alpha1\nkind: SparkPodPolicy\nmetadata: {name: oom-capped}\nspec:\n  namespaces: [team-max]\n  executor:\n    memoryOnOOM: {step: 25%, max: 3456Mi}\n";
+    api.apply(configmap(NS, "capped", true, &[("capped.yaml", at_max)]));
+    let (server, dir) = start(&api, MemoryConfig::default()).await;
+    let count = |result: &'static str| {
+        let addr = server.admin_addr();
+        async move {
+            let (_, text) = common::admin_get(addr, "/metrics").await;
+            metric(
+                &text,
+                &format!(
+                    "spark_admission_memory_ooms_total{{role=\"executor\",result=\"{result}\"}}"
+                ),
+            )
+            .unwrap_or_default()
+        }
+    };
+    assert_eq!(count("at_max").await, "0");
+    let t = now();
+    api.apply_pod(ended_executor("team-max", "app-m", 1, "OOMKilled", t));
+    api.apply_pod(ended_executor("team-a", "app-a", 1, "OOMKilled", t));
+    eventually("counted at max", WAIT, || async {
+        count("at_max").await == "1"
+    })
+    .await;
+    eventually("counted raised", WAIT, || async {
+        count("raised").await == "1"
+    })
+    .await;
+    assert_eq!(
+        admitted_memory(&server, &dir, "team-max", "app-m").await.0,
+        "3456Mi",
+        "never above max"
+    );
+    // The same pods again (a later update of their status, as a relist would deliver
+    // them) count neither again; the marker after them shows the watch has passed them.
+    let mut again = ended_executor("team-max", "app-m", 1, "OOMKilled", t);
+    again["metadata"]["annotations"] = json!({"touched": "1"});
+    api.apply_pod(again);
+    api.apply_pod(ended_executor("team-a", "app-a", 1, "OOMKilled", t));
+    api.apply_pod(ended_executor("team-max", "app-n", 1, "OOMKilled", now()));
+    eventually("the marker counted", WAIT, || async {
+        count("at_max").await == "2"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(count("at_max").await, "2");
+    assert_eq!(count("raised").await, "1");
     server.shutdown().await.unwrap();
 }

@@ -25,21 +25,21 @@ use spark_admission::admission::{PolicySourceConfig, Server};
 use spark_admission::engine::{submit_opts_tokens, SUBMIT_OPTS_VAR};
 use spark_admission::pinning::{self, DRIVER_POLICIES_ANNOTATION, PIN_SPARK_CONF_KEY};
 
-const POLICY_NS: &str = "spark-admission";
-const NS: &str = "spark-jobs";
-const WAIT: Duration = Duration::from_secs(30);
-const LABEL: &str = "policy-version";
+pub(crate) const POLICY_NS: &str = "spark-admission";
+pub(crate) const NS: &str = "spark-jobs";
+pub(crate) const WAIT: Duration = Duration::from_secs(30);
+pub(crate) const LABEL: &str = "policy-version";
 /// The captured executor's name.
 const EXECUTOR: &str = "spark-pi-rich-a4afd1a1ff0ee0ce-exec-1";
 
 /// A policy that changes executors, in two versions.
-fn versioned(version: &str) -> String {
+pub(crate) fn versioned(version: &str) -> String {
     format!(
         "apiVersion: spark-admission.io/v1alpha1\nkind: SparkPodPolicy\nmetadata: {{name: pinned-team}}\nspec:\n  namespaces: [\"*\"]\n  all:\n    labels: {{{LABEL}: \"{version}\"}}\n  executor:\n    nodeSelector: {{pinned-pool: \"pool-{version}\"}}\n"
     )
 }
 
-fn examples() -> Vec<(String, String)> {
+pub(crate) fn examples() -> Vec<(String, String)> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
     let mut out: Vec<(String, String)> = std::fs::read_dir(&dir)
         .unwrap()
@@ -54,19 +54,27 @@ fn examples() -> Vec<(String, String)> {
     out
 }
 
-struct Replica {
-    server: Server,
+pub(crate) struct Replica {
+    pub(crate) server: Server,
     ca: Vec<u8>,
     _dir: tempfile::TempDir,
 }
 
 impl Replica {
-    async fn start(api: &FakeApiServer) -> Replica {
+    pub(crate) async fn start(api: &FakeApiServer) -> Replica {
+        Self::start_with(api, |_| {}).await
+    }
+
+    pub(crate) async fn start_with(
+        api: &FakeApiServer,
+        f: impl FnOnce(&mut spark_admission::admission::ServerConfig),
+    ) -> Replica {
         let dir = tempfile::tempdir().unwrap();
         let mut config = common::test_config(dir.path());
         config.policy_source = PolicySourceConfig::ConfigMaps {
             namespace: POLICY_NS.to_owned(),
         };
+        f(&mut config);
         let server = Server::start_with_client(config, Some(api.client()))
             .await
             .unwrap();
@@ -83,7 +91,7 @@ impl Replica {
         r
     }
 
-    async fn serves(&self, version: &str) {
+    pub(crate) async fn serves(&self, version: &str) {
         let tag = tag_of(&versioned(version));
         eventually(&format!("serving {tag}"), WAIT, || async {
             self.server
@@ -97,7 +105,7 @@ impl Replica {
     }
 
     /// The response to a mutate review, over TLS (h2, as the API server prefers).
-    async fn mutate(&self, review: &Value) -> Value {
+    pub(crate) async fn mutate(&self, review: &Value) -> Value {
         let mut conn =
             common::Conn::connect(self.server.webhook_addr(), &self.ca, Proto::H2, None, None)
                 .await
@@ -107,7 +115,7 @@ impl Replica {
         response_of(&body)
     }
 
-    async fn pinned_total(&self, result: &str) -> f64 {
+    pub(crate) async fn pinned_total(&self, result: &str) -> f64 {
         let (_, text) = common::admin_get(self.server.admin_addr(), "/metrics").await;
         text.lines()
             .filter(|l| l.starts_with("spark_admission_pinned_executors_total{"))
@@ -117,7 +125,7 @@ impl Replica {
     }
 }
 
-fn tag_of(policy: &str) -> String {
+pub(crate) fn tag_of(policy: &str) -> String {
     let docs = spark_admission::policy::parse_documents(
         &spark_admission::policy::PolicySource("t.yaml".into()),
         policy,
@@ -126,7 +134,7 @@ fn tag_of(policy: &str) -> String {
     docs[0].tag.clone()
 }
 
-fn patch_of(response: &Value) -> Vec<Value> {
+pub(crate) fn patch_of(response: &Value) -> Vec<Value> {
     use base64::Engine as _;
     response
         .get("patch")
@@ -138,7 +146,7 @@ fn patch_of(response: &Value) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-fn warnings(response: &Value) -> Vec<String> {
+pub(crate) fn warnings(response: &Value) -> Vec<String> {
     response["warnings"]
         .as_array()
         .map(|w| {
@@ -151,7 +159,7 @@ fn warnings(response: &Value) -> Vec<String> {
 
 /// The captured executor review, in `NS`, with `pin` and `owner` (name, uid) as given
 /// (`owner` None: the captured owner reference, to a driver that is not stored).
-fn executor_review(pin: Option<&str>, owner: Option<(&str, &str)>) -> Value {
+pub(crate) fn executor_review(pin: Option<&str>, owner: Option<(&str, &str)>) -> Value {
     let mut review = fixture_json("mutate-executor-rich-1.json");
     review["request"]["namespace"] = json!(NS);
     let meta = &mut review["request"]["object"]["metadata"];
@@ -176,7 +184,7 @@ fn executor_review(pin: Option<&str>, owner: Option<(&str, &str)>) -> Value {
 
 /// Admits a driver through `replica`, stores it as the API server would (under `name`)
 /// and returns (uid, the pin in its SPARK_SUBMIT_OPTS, the response).
-async fn admit_driver(
+pub(crate) async fn admit_driver(
     api: &FakeApiServer,
     replica: &Replica,
     name: &str,
@@ -218,7 +226,7 @@ fn submit_opts_value(pod: &Value) -> String {
         .to_owned()
 }
 
-fn submit_opts_pin(pod: &Value) -> Option<String> {
+pub(crate) fn submit_opts_pin(pod: &Value) -> Option<String> {
     let tokens = submit_opts_tokens(&submit_opts_value(pod)).unwrap();
     let prefix = format!("-D{PIN_SPARK_CONF_KEY}=");
     let pins: Vec<String> = tokens
@@ -230,7 +238,7 @@ fn submit_opts_pin(pod: &Value) -> Option<String> {
 }
 
 /// The `policy-version` label the executor gets, and its warnings.
-async fn version_for(replica: &Replica, review: &Value) -> (String, Vec<String>) {
+pub(crate) async fn version_for(replica: &Replica, review: &Value) -> (String, Vec<String>) {
     let response = replica.mutate(review).await;
     assert_eq!(response["allowed"], true, "{response}");
     let pod = patched_object(review, &response);

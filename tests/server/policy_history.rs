@@ -240,8 +240,8 @@ fn every_example_policy_survives_the_stored_form_with_its_own_tag() {
     let written = PolicyHistory::default();
     let set = PolicySet::new(examples());
     written.record_install(&set, 1);
-    let data = written.stored_form().unwrap_or_else(|e| panic!("{e}"));
-    let records: Vec<Record> = decode(&data);
+    let parts = written.stored_form().unwrap_or_else(|e| panic!("{e}"));
+    let records: Vec<Record> = parts.iter().flat_map(decode).collect();
     assert_eq!(records.len(), set.len());
     let read = PolicyHistory::default();
     assert_eq!(read.merge_stored(records, 2), set.len());
@@ -297,11 +297,17 @@ async fn with_a_history_folder_a_restarted_folder_webhook_still_knows_the_replac
     })
     .await;
     std::fs::write(&file, versioned_text("2")).unwrap_or_else(|e| panic!("{e}"));
-    let stored = root
-        .path()
-        .join("history/spark-admission-policy-history.json");
-    eventually("both versions in the history file", || {
-        std::fs::read_to_string(&stored).is_ok_and(|t| t.contains(&v1) && t.contains(&v2))
+    // Spread over a few files, as over ConfigMaps in a cluster.
+    let stored = || -> String {
+        std::fs::read_dir(root.path().join("history"))
+            .into_iter()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+            .collect()
+    };
+    eventually("both versions in the history files", || {
+        let t = stored();
+        t.contains(&v1) && t.contains(&v2)
     })
     .await;
     first.shutdown().await.unwrap_or_else(|e| panic!("{e}"));

@@ -279,6 +279,24 @@ pub fn raise_after_oom(
     })
 }
 
+/// For a pod that ended OOMKilled where a current policy enables `memoryOnOOM` for its
+/// role, but whose memory is already at (or over) that policy's `max`: its role, and the
+/// policy. No raise follows ([`raise_after_oom`] gives none), so the job may keep failing:
+/// worth an alert.
+pub fn oom_at_max(
+    set: &PolicySet,
+    pod: &Pod,
+    namespace: &str,
+    names: &ContainerNames,
+) -> Option<(SparkRole, String)> {
+    let spark = SparkPod::recognise(pod, names).ok()?;
+    oom_killed_at(&spark)?;
+    let policies = set.matching(&spark, namespace);
+    let (policy, settings) = settings_for(&policies, spark.role)?;
+    let from = spark_memory(&spark)?;
+    (settings.next_after(from) <= from).then(|| (spark.role, policy.name.clone()))
+}
+
 /// Whether any policy of the set enables `memoryOnOOM` (the webhook watches pods only then).
 pub fn enabled_anywhere(set: &PolicySet) -> bool {
     set.policies().iter().any(|p| {

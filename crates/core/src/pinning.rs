@@ -30,6 +30,21 @@ pub const MISSING_POLICIES_ANNOTATION: &str = "spark-admission.io/missing-polici
 /// The Spark setting that makes Spark write [`DRIVER_POLICIES_ANNOTATION`] on executors.
 pub const PIN_SPARK_CONF_KEY: &str =
     "spark.kubernetes.executor.annotation.spark-admission.io/driver-policies";
+/// The pin of a driver whose namespace had no executor policy: its executors get none
+/// either, even after one is added mid-job (one job, one set of versions). Not a tag
+/// (no `@`), so it cannot be mistaken for one.
+pub const PIN_NONE: &str = "none";
+
+/// The pin a driver in `namespace` gets: [`executor_tags`], or [`PIN_NONE`] alone when
+/// there are none, so that "no executor policy" is pinned too.
+pub fn driver_pin_tags(set: &PolicySet, namespace: &str) -> Vec<String> {
+    let tags = executor_tags(set, namespace);
+    if tags.is_empty() {
+        vec![PIN_NONE.to_owned()]
+    } else {
+        tags
+    }
+}
 
 /// The tags a driver in `namespace` pins for its executors: every policy of the namespace
 /// that may change an executor (an `all` or `executor` section, executors not excluded by
@@ -54,7 +69,7 @@ pub enum Claim<'a> {
     None,
     /// A value no driver of ours carries: empty, or not a list of `name@hash`.
     Malformed(&'a str),
-    /// A well-formed pin: the value as written and its tags.
+    /// A well-formed pin: the value as written and its tags (none for [`PIN_NONE`]).
     Pin { value: &'a str, tags: Vec<&'a str> },
 }
 
@@ -74,6 +89,13 @@ pub fn claim_of(pod: &Pod) -> Claim<'_> {
     let Some(value) = value.filter(|_| is_executor) else {
         return Claim::None;
     };
+    if value == PIN_NONE {
+        // Verified like any pin: only a driver the webhook gave it carries it.
+        return Claim::Pin {
+            value,
+            tags: Vec::new(),
+        };
+    }
     let tags: Vec<&str> = value.split(',').map(str::trim).collect();
     if tags.iter().all(|t| is_tag(t)) {
         Claim::Pin { value, tags }
@@ -135,7 +157,7 @@ pub enum PinCheck {
 pub enum Unverified {
     /// No cluster to read drivers from (the folder source, `explain`).
     NoCluster,
-    /// Job pinning is switched off.
+    /// Job pinning is off: switched off, or no cluster (the server pins only with one).
     PinningOff,
     /// No owner reference to a driver pod.
     NoOwner,
@@ -154,7 +176,7 @@ impl Unverified {
     fn describe(&self) -> String {
         match self {
             Unverified::NoCluster => "no cluster to read its driver from (the folder source and explain cannot verify a pin)".to_owned(),
-            Unverified::PinningOff => "job pinning is switched off".to_owned(),
+            Unverified::PinningOff => "job pinning is off (switched off, or the folder source: no stored drivers to verify pins against)".to_owned(),
             Unverified::NoOwner => "the pod has no owner reference to a driver pod".to_owned(),
             Unverified::NoSuchDriver { driver } => {
                 format!("its owner \"{driver}\" is not a stored driver pod with that uid")
@@ -477,6 +499,72 @@ mod tests {
             let p = pod("executor", bad);
             assert_eq!(claim_of(&p), Claim::Malformed(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_driver_without_executor_policies_pins_none_and_only_its_own_executors_keep_it() {
+        let drivers_only = PolicySet::new([policy(
+            "driver-only",
+            "[jobs]",
+            "  driver: {labels: {a: b}}\n",
+        )]);
+        assert_eq!(driver_pin_tags(&drivers_only, "jobs"), [PIN_NONE]);
+        let added = policy("added", "[jobs]", "  executor: {labels: {added: x}}\n");
+        let later = PolicySet::new([Arc::clone(&added)]);
+        assert_eq!(
+            driver_pin_tags(&later, "jobs"),
+            std::slice::from_ref(&added.tag)
+        );
+
+        let exec: Pod = serde_json::from_value(serde_json::json!({"metadata": {
+            "labels": {"spark-role": "executor"},
+            "annotations": {DRIVER_POLICIES_ANNOTATION: PIN_NONE}}}))
+        .unwrap_or_default();
+        let claim = claim_of(&exec);
+        assert_eq!(
+            claim,
+            Claim::Pin {
+                value: PIN_NONE,
+                tags: vec![]
+            }
+        );
+        // Verified (its driver carries "none"): the policy added mid-job is left out.
+        let verified = Resolution::of(&later, &claim, PinCheck::Verified, |_| None);
+        assert_eq!(verified.result(), Some("pinned"));
+        assert!(verified
+            .pinned()
+            .is_some_and(|p| p.set.policies().is_empty()));
+        // Not verified (a forged "none"): nothing is removed, the current policies apply.
+        let forged = Resolution::of(
+            &later,
+            &claim,
+            PinCheck::Unverified(Unverified::Contradicts {
+                driver: "d".into(),
+                driver_pin: Some(added.tag.clone()),
+            }),
+            |_| None,
+        );
+        assert!(forged.pinned().is_none());
+        assert_eq!(forged.result(), Some("forged"));
+        // A driver carrying "none" verifies "none" and nothing else.
+        let names = ContainerNames::default();
+        let stored = driver(
+            "u1",
+            "driver",
+            serde_json::json!([{"name": "SPARK_SUBMIT_OPTS", "value": format!("-D{PIN_SPARK_CONF_KEY}={PIN_NONE}")}]),
+        );
+        let owner = DriverRef {
+            name: "d",
+            uid: "u1",
+        };
+        assert_eq!(
+            check(PIN_NONE, &owner, Some(&stored), &names),
+            PinCheck::Verified
+        );
+        assert!(matches!(
+            check(&added.tag, &owner, Some(&stored), &names),
+            PinCheck::Unverified(Unverified::Contradicts { .. })
+        ));
     }
 
     fn driver(uid: &str, role: &str, env: serde_json::Value) -> Pod {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::admission::state::Limits;
 use crate::memory::MemoryConfig;
-use crate::source::history::{DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES};
+use crate::source::history::{DEFAULT_CONFIGMAPS, DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES};
 use crate::spark::ContainerNames;
 
 /// Everything `serve` needs; `crate::cli::ServeArgs` maps flags onto it.
@@ -47,6 +47,8 @@ pub struct ServerConfig {
     pub history_load_timeout: Duration,
     /// Folder source: where the version history is kept across restarts (none: memory).
     pub history_dir: Option<PathBuf>,
+    /// How many ConfigMaps (or files) the version history is spread over.
+    pub history_configmaps: usize,
     /// Serve this router on the TLS listener instead of the webhook's: for tools that
     /// measure the listener and HTTP stack alone (tools/loadgen's no-op server). `serve`
     /// never sets it.
@@ -79,6 +81,7 @@ impl Default for ServerConfig {
             history_max_bytes: DEFAULT_MAX_BYTES,
             history_load_timeout: Duration::from_secs(5),
             history_dir: None,
+            history_configmaps: DEFAULT_CONFIGMAPS,
             router_override: None,
             memory: MemoryConfig::default(),
         }

@@ -5,12 +5,17 @@ use std::net::SocketAddr;
 
 use crate::admission::tls::TlsError;
 use crate::certs::CertsError;
+use crate::memory::BoundsError;
+use crate::source::history::HistoryError;
 use crate::source::SourceError;
 
 /// Why `serve` could not start or run. The binary prints the chain in one line
 /// (`error: TLS: certificates in certs: certs/tls.key: Permission denied`).
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    /// Stage 0: settings that contradict each other (the OOM memory state's bounds).
+    #[error("invalid settings")]
+    Settings(#[source] BoundsError),
     /// Stage 1: the serving certificate and the TLS configuration.
     #[error("TLS")]
     Tls(#[source] TlsStartError),
@@ -55,6 +60,8 @@ pub enum PolicyStartError {
     NoNamespace,
     #[error("cannot build a Kubernetes client for the policy ConfigMaps")]
     Kube(#[source] kube::Error),
+    #[error("policy version history")]
+    History(#[source] HistoryError),
     /// Not a `source()`: a `SourceError`'s message already ends with its cause.
     #[error("policies: {0}")]
     Load(SourceError),

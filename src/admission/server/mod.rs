@@ -57,6 +57,7 @@ impl Server {
         client: Option<kube::Client>,
     ) -> Result<Server, ServeError> {
         let metrics = Arc::new(Metrics::new());
+        config.memory.validate().map_err(ServeError::Settings)?;
         let certified = certified::certify(&config, &metrics)?;
         let sources = sources::policy_sources(&config, client, &metrics).await?;
         let bound = bind::bind(&config).await?;

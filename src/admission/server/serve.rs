@@ -42,13 +42,14 @@ impl Bound {
             history,
             source,
         } = sources;
-        let watching = start_watchers(&config, source, history, certified.reloader, &shutdown)?;
+        let mut watching = start_watchers(&config, source, history, certified.reloader, &shutdown)?;
         let state = review_state(
             &config,
             &store,
             &metrics,
             watching.drivers,
             watching.cluster,
+            &mut watching.gates,
             &shutdown,
         );
         let connections = Arc::new(Connections {
@@ -64,6 +65,7 @@ impl Bound {
         let health = Health {
             store: Arc::clone(&store),
             shutdown: shutdown.clone(),
+            gates: watching.gates,
         };
         let (admin_stop, admin_stopped) = oneshot::channel::<()>();
         let admin = tokio::spawn(

@@ -61,11 +61,15 @@ pub(super) async fn policy_sources(
     client: Option<kube::Client>,
     metrics: &Arc<Metrics>,
 ) -> Result<Sources, PolicyStartError> {
-    let history = Arc::new(PolicyHistory::new(
-        config.history_max_age,
-        config.history_max_bytes,
-        Some(Arc::clone(metrics)),
-    ));
+    let history = Arc::new(
+        PolicyHistory::new(
+            config.history_max_age,
+            config.history_max_bytes,
+            Some(Arc::clone(metrics)),
+        )
+        .with_configmaps(config.history_configmaps)
+        .map_err(PolicyStartError::History)?,
+    );
     let store = Arc::new(PolicyStore::with_history(Arc::clone(&history)));
     let source = match &config.policy_source {
         PolicySourceConfig::Folder => {

@@ -9,12 +9,13 @@ use tokio::task::JoinHandle;
 use super::config::ServerConfig;
 use super::error::SpawnError;
 use super::sources::Source;
+use crate::admission::admin::ReadyGate;
 use crate::admission::state::AppState;
 use crate::admission::tls::CertReloader;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::shutdown::ShutdownHandle;
-use crate::source::history::{load_initial, run_persister};
+use crate::source::history::{load_initial, run_persister, run_watch};
 use crate::source::{Drivers, PolicyHistory, PolicyStore};
 
 /// How often the stored version history is rewritten without a change (retries a failed
@@ -32,6 +33,8 @@ pub(super) struct Watchers {
 /// The started watchers, and what reviews need of the cluster.
 pub(super) struct Watching {
     pub(super) watchers: Watchers,
+    /// What readiness waits for besides the policies (ConfigMap source only).
+    pub(super) gates: Vec<ReadyGate>,
     /// Where executors' pins are checked.
     pub(super) drivers: Drivers,
     /// The client and namespace OOM-aware memory uses (ConfigMap source only).
@@ -47,6 +50,7 @@ pub(super) fn start_watchers(
     shutdown: &ShutdownHandle,
 ) -> Result<Watching, SpawnError> {
     let mut watchers = Watchers::default();
+    let mut gates = Vec::new();
     let mut drivers = Drivers::None;
     // OOM-aware memory needs the cluster: the state ConfigMaps and the pod watch.
     let mut cluster = None;
@@ -87,6 +91,17 @@ pub(super) fn start_watchers(
             // stored version history loads first (bounded wait), so that a replica
             // started after a policy change still serves the versions running jobs
             // pinned.
+            // Versions other replicas store arrive by watch, not by a periodic re-read.
+            gates.push(ReadyGate {
+                waiting: "policy version history not listed",
+                done: history.listed_flag(),
+            });
+            let stop = shutdown.clone();
+            tokio::spawn(run_watch(
+                Arc::clone(&history),
+                kube::Api::namespaced(source.client.clone(), &source.namespace),
+                async move { stop.triggered().await },
+            ));
             let stop = shutdown.clone();
             let history = Arc::clone(&history);
             let wait = config.history_load_timeout;
@@ -113,6 +128,7 @@ pub(super) fn start_watchers(
 
     Ok(Watching {
         watchers,
+        gates,
         drivers,
         cluster,
     })
@@ -126,10 +142,14 @@ pub(super) fn review_state(
     metrics: &Arc<Metrics>,
     drivers: Drivers,
     cluster: Option<(kube::Client, String)>,
+    gates: &mut Vec<ReadyGate>,
     shutdown: &ShutdownHandle,
 ) -> AppState {
+    // Pins only where they can be verified (stored drivers): elsewhere every driver's pin,
+    // `none` included, would only earn its executors a warning.
+    let pin_jobs = config.job_pinning && matches!(drivers, Drivers::Cluster(_));
     let mut state = AppState::new(
-        Engine::new(config.container_names.clone()).with_job_pinning(config.job_pinning),
+        Engine::new(config.container_names.clone()).with_job_pinning(pin_jobs),
         Arc::clone(store),
         Arc::clone(metrics),
         config.limits.clone(),
@@ -145,6 +165,10 @@ pub(super) fn review_state(
             Arc::clone(metrics),
             shutdown,
         );
+        gates.push(ReadyGate {
+            waiting: "memory state not listed",
+            done: memory.listed_flag(),
+        });
         state = state.with_memory(memory);
     }
     state

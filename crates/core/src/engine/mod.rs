@@ -263,7 +263,7 @@ impl Engine {
         // The driver's pin: computed on the full current set, since executor-only
         // policies do not match the driver itself.
         let pin = if self.pin_jobs && spark.role == SparkRole::Driver {
-            pinning::executor_tags(set, namespace)
+            pinning::driver_pin_tags(set, namespace)
         } else {
             Vec::new()
         };
