@@ -132,9 +132,9 @@ mod tests {
         let original = br#"{"z":1,"a":{"y":[{"q":1,"p":2}],"b":2},"m":null}"#;
         let order = KeyOrder::of(original).unwrap_or_default();
         let mut v: Value = serde_json::from_slice(original).unwrap_or_default();
-        v["a"]["y"]
-            .as_array_mut()
-            .map(|l| l.push(json!({"p": 3, "q": 4, "new": 5})));
+        if let Some(l) = v["a"]["y"].as_array_mut() {
+            l.push(json!({"p": 3, "q": 4, "new": 5}));
+        }
         v["c"] = json!(true);
         let out = order.write(&v).unwrap_or_default();
         assert_eq!(
