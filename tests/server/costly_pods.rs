@@ -21,6 +21,7 @@ use spark_admission::matching::PolicySet;
 use spark_admission::metrics::Metrics;
 use spark_admission::policy::{parse_documents, PolicySource};
 use spark_admission::source::PolicyStore;
+use spark_admission_testkit::key_order::KeyOrder;
 
 /// Required node affinity for the executors of every application, as the shipped
 /// `gpu-executors` policy has it for `gpu-*` applications.
@@ -119,7 +120,7 @@ async fn a_pod_with_more_node_selector_terms_than_any_spark_pod_is_refused_namin
     let m = message(&resp);
     assert!(
         m.contains(&format!(
-            "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms has 1000 entries, more than the {limit}"
+            "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms has more than {limit} entries"
         )),
         "{m}"
     );
@@ -140,6 +141,42 @@ async fn a_pod_with_more_node_selector_terms_than_any_spark_pod_is_refused_namin
     assert!(terms
         .iter()
         .all(|t| t["matchExpressions"][1]["key"] == "nvidia.com/gpu.present"));
+}
+
+/// The same crafted review with its keys where the API server writes them (the request's
+/// uid, kind and operation before its object, the pod's metadata before its spec) and with
+/// them sorted (the object first): the scan stops one entry past the limit in the first and
+/// reads to the end in the second; the answer is the same 422 naming the field and limit.
+#[tokio::test]
+async fn a_crafted_review_is_refused_alike_in_the_api_servers_key_order_and_sorted() {
+    let (router, metrics) = router_with(&[NODE_AFFINITY_POLICY], Limits::default());
+    let limit = PodLimits::default().terms;
+    let review = executor_with_terms(5000);
+    let order = KeyOrder::of(&fixture("mutate-executor-rich-1.json")).unwrap();
+    let as_sent = order.write(&review).unwrap();
+    let text = String::from_utf8_lossy(&as_sent);
+    let at = |key: &str| text.find(&format!("\"{key}\":")).unwrap();
+    assert!(at("uid") < at("object") && at("operation") < at("object"));
+    assert!(at("metadata") < at("spec") && as_sent.len() > 256 * 1024);
+    let sorted = to_bytes(&review);
+    assert!(sorted.len() == as_sent.len() && sorted != as_sent);
+    for body in [as_sent, sorted] {
+        let (status, body) = call(&router, "/mutate", body).await;
+        assert_eq!(status, StatusCode::OK);
+        let resp = response_of(&body);
+        assert_eq!(resp["allowed"], false, "{resp}");
+        assert_eq!(resp["status"]["code"], 422, "{resp}");
+        assert!(resp.get("patch").is_none(), "{resp}");
+        assert!(
+            message(&resp).contains(&format!(
+                "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms has more than {limit} entries"
+            )),
+            "{resp}"
+        );
+    }
+    assert!(metrics.encode().unwrap().contains(
+        r#"spark_admission_requests_total{endpoint="mutate",role="executor",outcome="denied"} 2"#
+    ));
 }
 
 #[tokio::test]
@@ -263,7 +300,7 @@ async fn thirty_thousand_env_entries_are_refused_naming_the_container() {
     let limit = PodLimits::default().env;
     assert!(
         message(&resp).contains(&format!(
-            "spec.containers[0].env has 30000 entries, more than the {limit}"
+            "spec.containers[0].env has more than {limit} entries"
         )),
         "{resp}"
     );

@@ -4,8 +4,9 @@
 //!   executor review and evaluates it once in-process as the router does (decode, plan,
 //!   encode), so that `valgrind --tool=callgrind --toggle-collect='*crafted*review_once*'`
 //!   counts exactly one review. Shapes: `terms` (required nodeSelectorTerms, matching a
-//!   policy with required node affinity), `containers` (containers with limits), and
-//!   `benign` (the same pod padded with one large annotation).
+//!   policy with required node affinity), `containers` (containers with limits), `env`
+//!   (env entries of the Spark container), `args` (its arguments, a list no limit bounds),
+//!   and `benign` (the same pod padded with one large annotation).
 //! - `loadgen crafted-flood`: clients sending crafted reviews back to back, beside
 //!   ordinary reviews at a fixed rate and benign large reviews; reports the ordinary
 //!   reviews' latency and every answer's status.
@@ -29,6 +30,7 @@ use spark_admission::matching::PolicySet;
 use spark_admission::policy::{parse_documents, PolicySource};
 use spark_admission_testkit::bench_policies as policies;
 use spark_admission_testkit::fixtures::as_sent;
+use spark_admission_testkit::key_order::KeyOrder;
 use tokio::task::JoinSet;
 
 use crate::client::{self, Proto};
@@ -45,6 +47,10 @@ pub enum Shape {
     Terms,
     /// Extra containers, each with limits and requests.
     Containers,
+    /// More env entries in the Spark container (a list inside a container).
+    Env,
+    /// More arguments to the Spark container: a list no limit bounds (Spark passes a few).
+    Args,
     /// The same pod with one annotation as long as it takes: the benign review of that size.
     Benign,
 }
@@ -78,6 +84,20 @@ fn with_items(base: &Value, shape: Shape, n: usize) -> Value {
                 }
             }
         }
+        Shape::Env => {
+            if let Some(env) = pod["spec"]["containers"][0]["env"].as_array_mut() {
+                for i in 0..n {
+                    env.push(json!({"name": format!("EXTRA_{i}"), "value": "1"}));
+                }
+            }
+        }
+        Shape::Args => {
+            if let Some(args) = pod["spec"]["containers"][0]["args"].as_array_mut() {
+                for i in 0..n {
+                    args.push(json!(format!("--conf=x{i}")));
+                }
+            }
+        }
         Shape::Benign => {
             pod["metadata"]["annotations"]["example.com/padding"] = json!("x".repeat(n));
         }
@@ -85,15 +105,27 @@ fn with_items(base: &Value, shape: Shape, n: usize) -> Value {
     review
 }
 
-/// A review of `shape` of about `bytes` bytes (within one item), as the API server sends it.
-pub fn body(shape: Shape, bytes: usize) -> anyhow::Result<Vec<u8>> {
+/// A review of `shape` of about `bytes` bytes (within one item), as the API server sends it:
+/// no whitespace, keys in the API server's order (the request's uid, kind and operation
+/// before its object; the pod's metadata before its spec), or with `sorted_keys` in
+/// serde_json's sorted order (`object` before `operation` and `uid`).
+pub fn body(shape: Shape, bytes: usize, sorted_keys: bool) -> anyhow::Result<Vec<u8>> {
     let file = default_fixtures().join(BASE);
-    let text = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-    let base: Value = serde_json::from_slice(&as_sent(&text)).context("the base review")?;
-    let size = |n| serde_json::to_vec(&with_items(&base, shape, n)).map(|v| v.len());
+    let text =
+        as_sent(&std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?);
+    let base: Value = serde_json::from_slice(&text).context("the base review")?;
+    let order = KeyOrder::of(&text).context("the base review")?;
+    let write = |v: &Value| {
+        if sorted_keys {
+            serde_json::to_vec(v)
+        } else {
+            order.write(v)
+        }
+    };
+    let size = |n| write(&with_items(&base, shape, n)).map(|v| v.len());
     let empty = size(0)?;
     if bytes <= empty {
-        return Ok(serde_json::to_vec(&with_items(&base, shape, 0))?);
+        return Ok(write(&with_items(&base, shape, 0))?);
     }
     // Items are all about the same size: measure one hundred, then correct once.
     let per = (size(100)?.saturating_sub(empty) as f64 / 100.0).max(1.0);
@@ -102,7 +134,7 @@ pub fn body(shape: Shape, bytes: usize) -> anyhow::Result<Vec<u8>> {
     if got < bytes {
         n += ((bytes - got) as f64 / per).ceil() as usize;
     }
-    Ok(serde_json::to_vec(&with_items(&base, shape, n))?)
+    Ok(write(&with_items(&base, shape, n))?)
 }
 
 #[derive(Args)]
@@ -115,6 +147,10 @@ pub struct CostArgs {
     /// Plan without the list limits (measures the merges themselves).
     #[arg(long)]
     unbounded: bool,
+    /// Write the body's keys sorted (`request.object` before `operation` and `uid`)
+    /// rather than in the API server's order: the scan of a large body cannot stop early.
+    #[arg(long)]
+    sorted_keys: bool,
     /// Reviews evaluated (the first also warms up); the time printed is the median.
     #[arg(long, default_value_t = 1)]
     repeat: usize,
@@ -180,7 +216,7 @@ fn review_once(engine: &Engine, set: &PolicySet, body: &[u8]) -> anyhow::Result<
 }
 
 pub fn cost(args: CostArgs) -> anyhow::Result<()> {
-    let body = body(args.shape, args.bytes)?;
+    let body = body(args.shape, args.bytes, args.sorted_keys)?;
     let mut all = Vec::new();
     for (name, text) in policies::files(100, 100) {
         all.extend(
@@ -207,11 +243,16 @@ pub fn cost(args: CostArgs) -> anyhow::Result<()> {
     times.sort();
     let outcome: String = outcome.chars().take(160).collect();
     println!(
-        "{:?} {} bytes{}: {:.2} ms (median of {}); {outcome}",
+        "{:?} {} bytes{}{}: {:.2} ms (median of {}); {outcome}",
         args.shape,
         body.len(),
         if args.unbounded {
             " (no list limits)"
+        } else {
+            ""
+        },
+        if args.sorted_keys {
+            ", keys sorted"
         } else {
             ""
         },
@@ -307,9 +348,9 @@ pub async fn flood(args: FloodArgs) -> anyhow::Result<()> {
             Shape::Containers
         };
         let bytes = args.crafted_bytes[i % args.crafted_bytes.len().max(1)];
-        crafted.push(Bytes::from(body(shape, bytes)?));
+        crafted.push(Bytes::from(body(shape, bytes, false)?));
     }
-    let benign = Bytes::from(body(Shape::Benign, args.benign_bytes)?);
+    let benign = Bytes::from(body(Shape::Benign, args.benign_bytes, false)?);
     println!(
         "{} crafted clients against {addr} (shapes terms/containers, sizes {:?} bytes, back to back), ordinary reviews at {}/s and benign {}-byte reviews one after another for {:?}",
         args.attackers,
