@@ -187,6 +187,8 @@ impl At {
             (At::Container { ephemeral: false }, "volumeMounts") => {
                 (list(l.container_lists, SKIP), "volumeMounts")
             }
+            (At::Container { ephemeral: false }, "command") => (list(l.arguments, SKIP), "command"),
+            (At::Container { ephemeral: false }, "args") => (list(l.arguments, SKIP), "args"),
             (At::HostAlias, "hostnames") => (list(l.terms, SKIP), "hostnames"),
             (At::Dns, "nameservers") => (list(l.terms, SKIP), "nameservers"),
             (At::Dns, "searches") => (list(l.terms, SKIP), "searches"),
@@ -579,6 +581,7 @@ mod tests {
         expressions: 2,
         env: 5,
         container_lists: 2,
+        arguments: 3,
     };
 
     /// A list's length relative to its limit.
@@ -613,9 +616,10 @@ mod tests {
         ]
     }
 
-    /// Every list `engine::bounds` counts, plus one it does not (an ephemeral container's
-    /// ports): a list of `n` items made by `item`, nested lists on the last item of theirs.
-    const LISTS: usize = 31;
+    /// Every list `engine::bounds` counts, plus those it does not (an ephemeral container's
+    /// ports, command and args): a list of `n` items made by `item`, nested lists on the
+    /// last item of theirs.
+    const LISTS: usize = 37;
 
     /// The spec with these lengths, and the (path, limit) of every list above its limit.
     fn spec_with(lens: &[Len]) -> (Value, Vec<(String, usize)>) {
@@ -659,6 +663,13 @@ mod tests {
                 &|i| json!({"containerPort": 1000 + i}),
             ) {
                 last["ports"] = ports;
+            }
+            for field in ["command", "args"] {
+                if let Some((_, v)) = list(&at(field), l.arguments, !ephemeral, &|i| {
+                    json!(format!("a{i}"))
+                }) {
+                    last[field] = v;
+                }
             }
             if !ephemeral {
                 if let Some((_, v)) = list(

@@ -305,3 +305,24 @@ async fn thirty_thousand_env_entries_are_refused_naming_the_container() {
         "{resp}"
     );
 }
+
+/// Container args: nothing merges into them, but 30,000 short strings cost ~15x a benign
+/// body of the same size to decode; no Spark submission passes that many.
+#[tokio::test]
+async fn thirty_thousand_container_args_are_refused_naming_the_container() {
+    let (router, _) = router_with(&[LABEL_POLICY], Limits::default());
+    let mut review = fixture_json("mutate-driver-rich.json");
+    review["request"]["object"]["spec"]["containers"][0]["args"] = json!((0..30_000)
+        .map(|i| format!("--application-arg-{i}=1"))
+        .collect::<Vec<_>>());
+    let resp = answer(&router, "/mutate", &review).await;
+    assert_eq!(resp["allowed"], false, "{resp}");
+    assert_eq!(resp["status"]["code"], 422, "{resp}");
+    let limit = PodLimits::default().arguments;
+    assert!(
+        message(&resp).contains(&format!(
+            "spec.containers[0].args has more than {limit} entries"
+        )),
+        "{resp}"
+    );
+}

@@ -137,10 +137,11 @@ pub fn huge_valid_reviews() -> Vec<(&'static str, Value)> {
     big_string["request"]["object"]["metadata"]["annotations"] =
         json!({"big": "x".repeat(2 * 1024 * 1024)});
     let mut big_array = review();
-    big_array["request"]["object"]["spec"]["containers"][0]["args"] = json!((0..30_000)
+    // As many args as a Spark pod may carry (`PodLimits::arguments`); more are refused.
+    big_array["request"]["object"]["spec"]["containers"][0]["args"] = json!((0..4_096)
         .map(|i| format!("--application-arg-{i}=1"))
         .collect::<Vec<_>>());
-    vec![("2 MiB string", big_string), ("30k args", big_array)]
+    vec![("2 MiB string", big_string), ("4,096 args", big_array)]
 }
 
 /// A review whose body is over the 3 MiB limit (4 MiB of annotation): 413.

@@ -27,6 +27,9 @@ pub struct PodLimits {
     pub env: usize,
     /// `envFrom`, `ports` and `volumeMounts` of one container.
     pub container_lists: usize,
+    /// `command` and `args` of one container: nothing merges into them, but each entry is a
+    /// string decoded and copied, so a crafted list costs many times its bytes.
+    pub arguments: usize,
 }
 
 impl Default for PodLimits {
@@ -39,6 +42,7 @@ impl Default for PodLimits {
             expressions: 64,
             env: 1024,
             container_lists: 256,
+            arguments: 4096,
         }
     }
 }
@@ -54,6 +58,7 @@ impl PodLimits {
             expressions: usize::MAX,
             env: usize::MAX,
             container_lists: usize::MAX,
+            arguments: usize::MAX,
         }
     }
 }
@@ -140,6 +145,12 @@ fn check_container(
     })?;
     at_most(c.volume_mounts.as_ref(), limits.container_lists, || {
         format!("spec.{kind}[{i}].volumeMounts")
+    })?;
+    at_most(c.command.as_ref(), limits.arguments, || {
+        format!("spec.{kind}[{i}].command")
+    })?;
+    at_most(c.args.as_ref(), limits.arguments, || {
+        format!("spec.{kind}[{i}].args")
     })
 }
 
