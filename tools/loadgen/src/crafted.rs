@@ -5,8 +5,8 @@
 //!   encode), so that `valgrind --tool=callgrind --toggle-collect='*crafted*review_once*'`
 //!   counts exactly one review. Shapes: `terms` (required nodeSelectorTerms, matching a
 //!   policy with required node affinity), `containers` (containers with limits), `env`
-//!   (env entries of the Spark container), `args` (its arguments, a list no limit bounds),
-//!   and `benign` (the same pod padded with one large annotation).
+//!   (env entries of the Spark container), `args` (its arguments), `wide` (1,000 env entries
+//!   in each of up to 64 containers: every list under its limit), and `benign` (the same pod padded with one large annotation).
 //! - `loadgen crafted-flood`: clients sending crafted reviews back to back, beside
 //!   ordinary reviews at a fixed rate and benign large reviews; reports the ordinary
 //!   reviews' latency and every answer's status.
@@ -49,11 +49,19 @@ pub enum Shape {
     Containers,
     /// More env entries in the Spark container (a list inside a container).
     Env,
-    /// More arguments to the Spark container: a list no limit bounds (Spark passes a few).
+    /// More arguments to the Spark container (Spark passes a few; at most 4,096 are accepted).
     Args,
+    /// Every list just under its limit: env entries, 1,000 a container, over as many
+    /// containers (64 at most) as it takes: the largest pod the limits let through.
+    Wide,
     /// The same pod with one annotation as long as it takes: the benign review of that size.
     Benign,
 }
+
+/// `Wide`: containers at most (`PodLimits::containers`), env entries a container (under
+/// `PodLimits::env`).
+const WIDE_CONTAINERS: usize = 64;
+const WIDE_ENV: usize = 1000;
 
 /// The base review with `n` items of `shape` (for `Benign`, `n` characters of padding).
 fn with_items(base: &Value, shape: Shape, n: usize) -> Value {
@@ -95,6 +103,19 @@ fn with_items(base: &Value, shape: Shape, n: usize) -> Value {
             if let Some(args) = pod["spec"]["containers"][0]["args"].as_array_mut() {
                 for i in 0..n {
                     args.push(json!(format!("--conf=x{i}")));
+                }
+            }
+        }
+        Shape::Wide => {
+            if let Some(list) = pod["spec"]["containers"].as_array_mut() {
+                for i in 0..n.min(WIDE_CONTAINERS * WIDE_ENV) {
+                    let c = i / WIDE_ENV;
+                    if c == list.len() {
+                        list.push(json!({"name": format!("w-{c}"), "image": "busybox", "env": []}));
+                    }
+                    if let Some(env) = list[c]["env"].as_array_mut() {
+                        env.push(json!({"name": format!("W_{i}"), "value": "1"}));
+                    }
                 }
             }
         }
