@@ -21,7 +21,7 @@ awk -v extra="$(printf '%s\n' "$@")" '
   # One line per skipped tier, printed by crates/testkit/src/tier.rs.
   /^tier .*: skipped [0-9]+ test\(s\): / {
     why = $0; sub(/^tier /, "", why); sub(/: skipped [0-9]+ test\(s\): /, ": ", why); sub(/; to run them: .*/, "", why)
-    note[target] = why
+    note[target] = (note[target] == "" ? why : note[target] "; " why)
     next
   }
   /^test result: / {

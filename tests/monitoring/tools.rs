@@ -12,19 +12,10 @@ pub fn find(name: &str, env: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// The tool, or None after one line saying what is missing. Under CI=true a missing tool
-/// fails the test: CI installs it (`package`).
-pub fn require(name: &str, env: &str, package: &str) -> Option<PathBuf> {
-    let found = find(name, env);
-    if found.is_none() {
-        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-        assert!(
-            !ci,
-            "{name} not found (PATH or {env}); CI installs it: {package}"
-        );
-        eprintln!("skipped: {name} not found (PATH or {env}); install {package} to run this test");
-    }
-    found
+/// The tool, or what is missing and where it comes from (the tier's skip line says it).
+pub fn asset(name: &str, env: &str, package: &str) -> Result<PathBuf, String> {
+    find(name, env)
+        .ok_or_else(|| format!("{name} not found (PATH or {env}); it comes with {package}"))
 }
 
 pub fn repo_path(rel: &str) -> PathBuf {
