@@ -127,7 +127,7 @@ mod tests {
     fn the_engine_s_patches_for_the_fixtures_are_written_as_serde_json_writes_them() {
         use std::sync::Arc;
 
-        use spark_admission_core::engine::Engine;
+        use spark_admission_core::engine::{Engine, MutateRequest};
         use spark_admission_core::matching::PolicySet;
         use spark_admission_core::policy::{parse_documents, PolicySource};
 
@@ -140,7 +140,9 @@ mod tests {
         let mut seen = 0;
         for (name, pod) in spark_admission_testkit::fixtures::all_pods() {
             let pod = serde_json::from_value(pod).unwrap();
-            let m = Engine::default().mutate(&set, &pod, "spark-jobs").unwrap();
+            let m = Engine::default()
+                .mutate(MutateRequest::new(&set, &pod, "spark-jobs"))
+                .unwrap();
             assert_eq!(
                 ours(&m.patch),
                 serde_json::to_string(&m.patch).unwrap(),

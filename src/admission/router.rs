@@ -32,7 +32,7 @@ use super::parse_duration;
 use super::policy_review;
 use super::prescan;
 use super::review::{self, Review, AUDIT_APPLIED, AUDIT_CHECKED, AUDIT_FINDINGS};
-use crate::engine::{Deadline, Engine, EngineError, Validation};
+use crate::engine::{Deadline, Engine, EngineError, MutateRequest, Validation};
 use crate::metrics::{role_label, Endpoint, Metrics, Outcome, SlowClient};
 use crate::pinning::{self, PinCheck, Unverified};
 use crate::policy::model::RuleMode;
@@ -916,14 +916,11 @@ fn mutate_pod<'a>(
         .memory
         .as_ref()
         .and_then(|m| m.lookup(&create.namespace, &create.pod, crate::memory::now()));
-    let planned = state.engine.mutate_resolved(
-        &set,
-        &create.pod,
-        &create.namespace,
-        &pin,
-        remembered.as_ref(),
-        false,
-        Deadline::at(deadline),
+    let planned = state.engine.mutate(
+        MutateRequest::new(&set, &create.pod, &create.namespace)
+            .resolved(&pin)
+            .remembering(remembered.as_ref())
+            .within(Deadline::at(deadline)),
     );
     let mutation = match planned {
         Ok(m) => m,

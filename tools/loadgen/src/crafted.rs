@@ -24,7 +24,7 @@ use spark_admission::admission::answer::Answer;
 use spark_admission::admission::parse_duration;
 use spark_admission::admission::prescan;
 use spark_admission::admission::review::{self, Review, AUDIT_APPLIED};
-use spark_admission::engine::{Deadline, Engine, PodLimits};
+use spark_admission::engine::{Deadline, Engine, MutateRequest, PodLimits};
 use spark_admission::matching::PolicySet;
 use spark_admission::policy::{parse_documents, PolicySource};
 use spark_admission_testkit::bench_policies as policies;
@@ -152,11 +152,9 @@ fn review_once(engine: &Engine, set: &PolicySet, body: &[u8]) -> anyhow::Result<
         ),
         Review::PodCreate(create) => {
             let mut answer = Answer::allow(create.uid.as_str());
-            match engine.mutate_within(
-                set,
-                &create.pod,
-                &create.namespace,
-                Deadline::at(Instant::now() + Duration::from_secs(60)),
+            match engine.mutate(
+                MutateRequest::new(set, &create.pod, &create.namespace)
+                    .within(Deadline::at(Instant::now() + Duration::from_secs(60))),
             ) {
                 Ok(mutation) => {
                     answer.set_patch(&mutation.patch)?;
