@@ -291,8 +291,7 @@ impl Engine {
         if ctx.watch.seen() {
             return Err(EngineError::Deadline);
         }
-        let mut planned = patch::working_copy(pod);
-        reserve_volumes(&mut planned, &policies, spark.role);
+        let mut planned = patch::working_copy(pod, more_volumes(&policies, spark.role));
         ctx.image_rewrites = policies
             .iter()
             .flat_map(|p| p.patches_for(spark.role))
@@ -505,22 +504,14 @@ fn remove_foreign_pin(ctx: &mut Ctx<'_>, pod: &mut Pod, spark: Option<usize>, pi
     ));
 }
 
-/// Room for every volume the matching policies may add, at once: a `Volume` is large, so
-/// the list is copied once here rather than at each doubling as policies add to it.
-fn reserve_volumes(pod: &mut Pod, policies: &[&CompiledPolicy], role: SparkRole) {
-    let Some(spec) = pod.spec.as_mut() else {
-        return;
-    };
-    let more: usize = policies
+/// How many volumes the matching policies may add: room made at once in the working copy,
+/// since a `Volume` is large and each doubling of the list would copy it again.
+fn more_volumes(policies: &[&CompiledPolicy], role: SparkRole) -> usize {
+    policies
         .iter()
         .flat_map(|p| p.patches_for(role))
         .map(|s| s.volumes.len() + s.dependencies.len())
-        .sum();
-    if more > 0 {
-        spec.volumes
-            .get_or_insert_with(Vec::new)
-            .reserve_exact(more);
-    }
+        .sum()
 }
 
 /// One policy section, in a fixed order: pod metadata and scheduling, then storage and the

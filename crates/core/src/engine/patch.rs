@@ -12,7 +12,9 @@ use serde_json::Value;
 /// The copy of the pod that planning edits: all of it but `metadata.managedFields`, which
 /// no merge step reads or writes and which is the largest part of a pod the API server
 /// sends (cloning it was a fifth of the engine's time). [`diff`] never compares it.
-pub(crate) fn working_copy(pod: &Pod) -> Pod {
+/// `more_volumes` is room for the volumes the policies may add, made while copying: a
+/// `Volume` is large, and growing the copied list afterwards copied it a second time.
+pub(crate) fn working_copy(pod: &Pod, more_volumes: usize) -> Pod {
     let m = &pod.metadata;
     Pod {
         // Every field named: a field added by a new k8s-openapi must be decided on here.
@@ -33,8 +35,65 @@ pub(crate) fn working_copy(pod: &Pod) -> Pod {
             self_link: m.self_link.clone(),
             uid: m.uid.clone(),
         },
-        spec: pod.spec.clone(),
+        spec: pod.spec.as_ref().map(|s| spec_copy(s, more_volumes)),
         status: pod.status.clone(),
+    }
+}
+
+/// `spec`, cloned, with its volume list (made when there is room to make) able to take
+/// `more_volumes` without growing.
+fn spec_copy(s: &PodSpec, more_volumes: usize) -> PodSpec {
+    let volumes = match (&s.volumes, more_volumes) {
+        (v, 0) => v.clone(),
+        (v, more) => {
+            let old = v.as_deref().unwrap_or_default();
+            let mut copy = Vec::with_capacity(old.len() + more);
+            copy.extend_from_slice(old);
+            Some(copy)
+        }
+    };
+    // Every field named: a field added by a new k8s-openapi must be decided on here.
+    PodSpec {
+        active_deadline_seconds: s.active_deadline_seconds,
+        affinity: s.affinity.clone(),
+        automount_service_account_token: s.automount_service_account_token,
+        containers: s.containers.clone(),
+        dns_config: s.dns_config.clone(),
+        dns_policy: s.dns_policy.clone(),
+        enable_service_links: s.enable_service_links,
+        ephemeral_containers: s.ephemeral_containers.clone(),
+        host_aliases: s.host_aliases.clone(),
+        host_ipc: s.host_ipc,
+        host_network: s.host_network,
+        host_pid: s.host_pid,
+        host_users: s.host_users,
+        hostname: s.hostname.clone(),
+        image_pull_secrets: s.image_pull_secrets.clone(),
+        init_containers: s.init_containers.clone(),
+        node_name: s.node_name.clone(),
+        node_selector: s.node_selector.clone(),
+        os: s.os.clone(),
+        overhead: s.overhead.clone(),
+        preemption_policy: s.preemption_policy.clone(),
+        priority: s.priority,
+        priority_class_name: s.priority_class_name.clone(),
+        readiness_gates: s.readiness_gates.clone(),
+        resource_claims: s.resource_claims.clone(),
+        resources: s.resources.clone(),
+        restart_policy: s.restart_policy.clone(),
+        runtime_class_name: s.runtime_class_name.clone(),
+        scheduler_name: s.scheduler_name.clone(),
+        scheduling_gates: s.scheduling_gates.clone(),
+        security_context: s.security_context.clone(),
+        service_account: s.service_account.clone(),
+        service_account_name: s.service_account_name.clone(),
+        set_hostname_as_fqdn: s.set_hostname_as_fqdn,
+        share_process_namespace: s.share_process_namespace,
+        subdomain: s.subdomain.clone(),
+        termination_grace_period_seconds: s.termination_grace_period_seconds,
+        tolerations: s.tolerations.clone(),
+        topology_spread_constraints: s.topology_spread_constraints.clone(),
+        volumes,
     }
 }
 
@@ -477,8 +536,8 @@ mod tests {
     /// The reference: `json_patch::diff` of both whole pods as JSON (without managedFields,
     /// which the engine never plans on).
     fn full_diff(original: &Pod, planned: &Pod) -> Patch {
-        let before = serde_json::to_value(working_copy(original)).unwrap();
-        let after = serde_json::to_value(working_copy(planned)).unwrap();
+        let before = serde_json::to_value(working_copy(original, 0)).unwrap();
+        let after = serde_json::to_value(working_copy(planned, 0)).unwrap();
         let mut patch = json_patch::diff(&before, &after);
         patch.0.retain(|op| match op {
             PatchOperation::Add(add) => !is_empty_container(&add.value),
@@ -853,9 +912,17 @@ mod tests {
         for (name, pod) in fixture_pods() {
             let mut expected = pod.clone();
             expected.metadata.managed_fields = None;
-            assert_eq!(working_copy(&pod), expected, "{name}");
+            assert_eq!(working_copy(&pod, 0), expected, "{name}");
+            // Room for volumes makes the list, as the first added volume would.
+            if let Some(spec) = expected.spec.as_mut() {
+                spec.volumes.get_or_insert_with(Vec::new);
+            }
+            let roomy = working_copy(&pod, 3);
+            assert_eq!(roomy, expected, "{name}");
+            let volumes = roomy.spec.and_then(|s| s.volumes).unwrap_or_default();
+            assert!(volumes.capacity() >= volumes.len() + 3, "{name}");
             assert!(
-                diff(&pod, &working_copy(&pod))
+                diff(&pod, &working_copy(&pod, 2))
                     .expect("serialisable")
                     .0
                     .is_empty(),
