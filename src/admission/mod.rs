@@ -10,7 +10,6 @@
 
 mod admin;
 pub mod answer;
-mod patch_json;
 mod policies;
 pub mod policy_review;
 pub mod prescan;

@@ -949,7 +949,7 @@ fn mutate_pod<'a>(
             return (answer, decision);
         }
     };
-    let ops = mutation.patch.0.len();
+    let ops = mutation.patch.len();
     let mut outcome = if mutation.warnings.is_empty() {
         Outcome::Unchanged
     } else {

@@ -9,9 +9,7 @@ use std::sync::Arc;
 use crate::engine_support::*;
 use proptest::prelude::*;
 use serde_json::{json, Value};
-use spark_admission::engine::{
-    submit_opts_tokens, Deadline, Engine, MutateRequest, SUBMIT_OPTS_VAR,
-};
+use spark_admission::engine::{submit_opts_tokens, Engine, MutateRequest, SUBMIT_OPTS_VAR};
 use spark_admission::matching::PolicySet;
 use spark_admission::pinning::{
     claim_of, Claim, PinCheck, Resolution, Unverified, DRIVER_POLICIES_ANNOTATION,

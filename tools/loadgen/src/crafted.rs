@@ -163,7 +163,7 @@ fn review_once(engine: &Engine, set: &PolicySet, body: &[u8]) -> anyhow::Result<
                             .audit_annotations
                             .insert(AUDIT_APPLIED.to_owned(), mutation.applied.join(","));
                     }
-                    let outcome = format!("{} patch operations", mutation.patch.0.len());
+                    let outcome = format!("{} patch operations", mutation.patch.len());
                     answer.warnings = mutation.warnings;
                     (answer, outcome)
                 }

@@ -18,6 +18,7 @@ mod images;
 mod memory_raise;
 mod metadata;
 mod patch;
+mod planned;
 mod ports;
 mod resources;
 mod rules;
@@ -34,6 +35,7 @@ use serde::Serialize;
 pub use bounds::{PodLimits, TooLarge};
 pub use context::Change;
 pub use deadline::Deadline;
+pub use planned::PlannedPatch;
 pub use rules::{Finding, Validation};
 /// What Spark's launcher reads from a `SPARK_SUBMIT_OPTS` value as written in a pod spec.
 pub use spark_conf::{env_tokens as submit_opts_tokens, SUBMIT_OPTS_VAR};
@@ -86,7 +88,7 @@ pub struct Mutation {
     /// The Spark role, or `None` when the pod is not a Spark pod (then nothing else is set).
     pub role: Option<SparkRole>,
     /// RFC 6902 operations, applying to the pod exactly as received.
-    pub patch: json_patch::Patch,
+    pub patch: PlannedPatch,
     /// `name@hash` of each policy that changed this pod (as written in
     /// [`APPLIED_ANNOTATION`]); empty when no policy changed anything.
     pub applied: Vec<String>,
