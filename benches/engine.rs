@@ -29,7 +29,7 @@ use criterion::{BenchmarkId, Criterion};
 use k8s_openapi::api::core::v1::Pod;
 use spark_admission::admission::answer::Answer;
 use spark_admission::admission::review::{self, Review, AUDIT_APPLIED};
-use spark_admission::engine::{Deadline, Engine};
+use spark_admission::engine::{Deadline, Engine, MutateRequest};
 use spark_admission::matching::PolicySet;
 use spark_admission::policy::{parse_documents, PolicySource};
 use spark_admission::source::FolderSource;
@@ -113,7 +113,7 @@ fn review_once(engine: &Engine, set: &PolicySet, body: &[u8]) -> Vec<u8> {
         Review::PodUpdate(update) => Answer::allow(update.new.uid.as_str()),
         Review::PodCreate(create) => {
             let mutation = engine
-                .mutate(set, &create.pod, &create.namespace)
+                .mutate(MutateRequest::new(set, &create.pod, &create.namespace))
                 .expect("the engine plans the pod");
             let mut answer = Answer::allow(create.uid.as_str());
             answer.set_patch(&mutation.patch).expect("patch encodes");
@@ -156,7 +156,7 @@ fn bench_engine(c: &mut Criterion) {
     // Sanity: the benchmark measures real work (10 policies apply to a driver).
     if let (Some(f), Some((_, set))) = (fixtures.first(), sets.last()) {
         let m = engine
-            .mutate(set, &f.pod, ns)
+            .mutate(MutateRequest::new(set, &f.pod, ns))
             .expect("the engine plans the pod");
         assert!(!m.patch.0.is_empty() && m.applied.len() >= 8, "{m:?}");
     }
@@ -165,7 +165,7 @@ fn bench_engine(c: &mut Criterion) {
         let mut g = c.benchmark_group(format!("mutate/{}", f.name));
         for (n, set) in &sets {
             g.bench_with_input(BenchmarkId::from_parameter(n), set, |b, set| {
-                b.iter(|| engine.mutate(black_box(set), black_box(&f.pod), ns))
+                b.iter(|| engine.mutate(MutateRequest::new(black_box(set), black_box(&f.pod), ns)))
             });
         }
         g.finish();

@@ -14,7 +14,7 @@ use std::path::Path;
 
 use criterion::{BenchmarkId, Criterion};
 use k8s_openapi::api::core::v1::Pod;
-use spark_admission::engine::Engine;
+use spark_admission::engine::{Engine, MutateRequest};
 use spark_admission::matching::PolicySet;
 use spark_admission::memory::{MemoryConfig, MemoryState, Shard};
 use spark_admission::memory_on_oom::{OomRaise, RememberedMemory};
@@ -107,7 +107,7 @@ fn bench(c: &mut Criterion) {
     for (_, s) in &states {
         let r = s.lookup(NS, &pod, now).expect("remembered");
         let m = engine
-            .mutate_remembering(&set, &pod, NS, &[], Some(&r), &set, false)
+            .mutate(MutateRequest::new(&set, &pod, NS).remembering(Some(&r)))
             .expect("planned");
         assert!(m.memory_raised);
     }
@@ -121,13 +121,13 @@ fn bench(c: &mut Criterion) {
     g.finish();
     let mut g = c.benchmark_group("memory/mutate");
     g.bench_function("none", |b| {
-        b.iter(|| engine.mutate(&set, black_box(&pod), NS))
+        b.iter(|| engine.mutate(MutateRequest::new(&set, black_box(&pod), NS)))
     });
     for (n, s) in &states {
         g.bench_with_input(BenchmarkId::from_parameter(n), s, |b, s| {
             b.iter(|| {
                 let r = s.lookup(NS, black_box(&pod), now);
-                engine.mutate_remembering(&set, black_box(&pod), NS, &[], r.as_ref(), &set, false)
+                engine.mutate(MutateRequest::new(&set, black_box(&pod), NS).remembering(r.as_ref()))
             })
         });
     }

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
 use spark_admission::admission::answer::Answer;
 use spark_admission::admission::review::{self, Review};
-use spark_admission::engine::Engine;
+use spark_admission::engine::{Engine, MutateRequest};
 use spark_admission::matching::PolicySet;
 use spark_admission::policy::{parse_documents, PolicySource};
 
@@ -39,7 +39,7 @@ pub fn example_policies() -> &'static PolicySet {
 /// Pod, and a second pass is empty.
 pub fn check_plan(engine: &Engine, set: &PolicySet, raw: &Value, pod: &Pod, namespace: &str) {
     let m = engine
-        .mutate(set, pod, namespace)
+        .mutate(MutateRequest::new(set, pod, namespace))
         .expect("the engine plans the pod");
     let _ = engine.validate(set, pod, namespace);
     if m.patch.0.is_empty() {
@@ -57,7 +57,7 @@ pub fn check_plan(engine: &Engine, set: &PolicySet, raw: &Value, pod: &Pod, name
         Err(e) => panic!("patched object is not a Pod: {e}"),
     };
     let second = engine
-        .mutate(set, &again, namespace)
+        .mutate(MutateRequest::new(set, &again, namespace))
         .expect("the engine plans the pod");
     assert!(
         second.patch.0.is_empty(),
@@ -83,7 +83,7 @@ pub fn review(data: &[u8]) {
     );
 
     let m = engine
-        .mutate(set, &create.pod, &create.namespace)
+        .mutate(MutateRequest::new(set, &create.pod, &create.namespace))
         .expect("the engine plans the pod");
     let mut answer = Answer::allow(create.uid.clone());
     answer.set_patch(&m.patch).expect("the patch serialises");

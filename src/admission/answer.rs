@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::engine::PlannedPatch;
 use serde::Serialize;
 
 /// `response.status`: set when the request is refused.
@@ -51,12 +52,12 @@ impl Answer {
     }
 
     /// Attaches a patch; an empty patch leaves the answer without patch fields.
-    pub fn set_patch(&mut self, patch: &json_patch::Patch) -> Result<(), serde_json::Error> {
-        if patch.0.is_empty() {
+    pub fn set_patch(&mut self, patch: &PlannedPatch) -> Result<(), serde_json::Error> {
+        if patch.is_empty() {
             return Ok(());
         }
         let mut json = Vec::with_capacity(4096);
-        super::patch_json::write(patch, &mut json)?;
+        patch.write_json(&mut json)?;
         self.patch = Some(json);
         Ok(())
     }
@@ -126,6 +127,10 @@ mod tests {
         .unwrap()
     }
 
+    fn planned(p: &json_patch::Patch) -> PlannedPatch {
+        PlannedPatch::try_from(p).unwrap()
+    }
+
     fn body(answer: &Answer) -> Value {
         serde_json::from_slice(&answer.to_review_json().unwrap()).unwrap()
     }
@@ -133,7 +138,7 @@ mod tests {
     #[test]
     fn the_body_is_the_review_with_a_base64_patch_the_api_server_decodes() {
         let mut answer = Answer::allow("uid-\"1\"");
-        answer.set_patch(&patch()).unwrap();
+        answer.set_patch(&planned(&patch())).unwrap();
         answer.warnings.push("careful: \u{1F600}".to_owned());
         answer
             .audit_annotations
@@ -165,7 +170,7 @@ mod tests {
             )
             .unwrap();
             let mut answer = Answer::allow("u");
-            answer.set_patch(&p).unwrap();
+            answer.set_patch(&planned(&p)).unwrap();
             let encoded = body(&answer)["response"]["patch"]
                 .as_str()
                 .unwrap()
@@ -181,12 +186,12 @@ mod tests {
     #[test]
     fn no_patch_and_a_refusal_carry_no_patch_fields() {
         let mut answer = Answer::allow("u");
-        answer.set_patch(&json_patch::Patch(Vec::new())).unwrap();
+        answer.set_patch(&PlannedPatch::default()).unwrap();
         assert!(!answer.has_patch());
         let response = body(&answer)["response"].clone();
         assert!(response.get("patch").is_none() && response.get("patchType").is_none());
 
-        answer.set_patch(&patch()).unwrap();
+        answer.set_patch(&planned(&patch())).unwrap();
         answer.deny(403, "Forbidden", "no".to_owned());
         let response = body(&answer)["response"].clone();
         assert!(response.get("patch").is_none(), "{response}");

@@ -21,7 +21,6 @@ pub mod answer;
 mod body;
 mod decision;
 mod handlers;
-mod patch_json;
 mod pins;
 mod pods;
 mod policies;

@@ -9,7 +9,7 @@ use super::pins;
 use super::refusal::Refusal;
 use super::review::{PodCreate, AUDIT_APPLIED, AUDIT_CHECKED, AUDIT_FINDINGS};
 use super::state::AppState;
-use crate::engine::{Deadline, EngineError, Validation};
+use crate::engine::{Deadline, EngineError, MutateRequest, Validation};
 use crate::metrics::{Endpoint, Outcome};
 use crate::pinning::{self, PinCheck, Unverified};
 use crate::policy::model::RuleMode;
@@ -80,14 +80,11 @@ fn mutate<'a>(
         .memory
         .as_ref()
         .and_then(|m| m.lookup(&create.namespace, &create.pod, crate::memory::now()));
-    let planned = state.engine.mutate_resolved(
-        &set,
-        &create.pod,
-        &create.namespace,
-        &pin,
-        remembered.as_ref(),
-        false,
-        Deadline::at(deadline),
+    let planned = state.engine.mutate(
+        MutateRequest::new(&set, &create.pod, &create.namespace)
+            .resolved(&pin)
+            .remembering(remembered.as_ref())
+            .within(Deadline::at(deadline)),
     );
     let mutation = match planned {
         Ok(m) => m,
@@ -104,7 +101,7 @@ fn mutate<'a>(
     answer
         .set_patch(&mutation.patch)
         .map_err(|e| Refusal::patch_unencodable(&create.uid, mutation.role, e))?;
-    let ops = mutation.patch.0.len();
+    let ops = mutation.patch.len();
     let outcome = if ops > 0 {
         Outcome::Patched
     } else if !mutation.warnings.is_empty() {

@@ -9,7 +9,7 @@ use kube::api::{Api, PostParams};
 use kube::Client;
 use serde_json::Value;
 
-use spark_admission::engine::{Engine, Mutation, Validation};
+use spark_admission::engine::{Engine, MutateRequest, Mutation, Validation};
 use spark_admission::matching::PolicySet;
 use spark_admission::source::load_paths;
 
@@ -36,7 +36,7 @@ impl Expect {
     pub fn mutate(&self, pod: &Value, ns: &str) -> Mutation {
         let typed: Pod = serde_json::from_value(pod.clone()).expect("a Pod");
         self.engine
-            .mutate(&self.set, &typed, ns)
+            .mutate(MutateRequest::new(&self.set, &typed, ns))
             .expect("the engine plans the pod")
     }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
-use spark_admission::engine::{Engine, Mutation};
+use spark_admission::engine::{Engine, MutateRequest, Mutation};
 use spark_admission::matching::PolicySet;
 use spark_admission::policy::{parse_documents, PolicySource};
 
@@ -82,12 +82,12 @@ pub fn typed(pod: &Value) -> Pod {
 pub fn mutate_checked(set: &PolicySet, pod: &Value, ns: &str) -> (Mutation, Value) {
     let engine = Engine::default();
     let m = engine
-        .mutate_described(set, &typed(pod), ns)
+        .mutate(MutateRequest::new(set, &typed(pod), ns).described(true))
         .expect("the engine plans the pod");
     assert_same_decision(
         &m,
         &engine
-            .mutate(set, &typed(pod), ns)
+            .mutate(MutateRequest::new(set, &typed(pod), ns))
             .expect("the engine plans the pod"),
     );
     let mut out = pod.clone();
@@ -100,7 +100,7 @@ pub fn mutate_checked(set: &PolicySet, pod: &Value, ns: &str) -> (Mutation, Valu
     let again_pod: Pod = serde_json::from_value(out.clone())
         .unwrap_or_else(|e| panic!("patched object is not a Pod: {e}"));
     let again = engine
-        .mutate(set, &again_pod, ns)
+        .mutate(MutateRequest::new(set, &again_pod, ns))
         .expect("the engine plans the pod");
     assert!(
         again.patch.0.is_empty(),

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use engine_support::*;
 use serde_json::{json, Value};
-use spark_admission::engine::{Engine, APPLIED_ANNOTATION};
+use spark_admission::engine::{Engine, MutateRequest, APPLIED_ANNOTATION};
 use spark_admission::explain::{explain, read_input};
 
 fn golden(name: &str, actual: &Value) {
@@ -169,11 +169,11 @@ fn gpu_and_spot_policies_apply_in_team_namespaces() {
 fn namespaces_without_policies_are_left_alone() {
     let set = example_policies();
     let m = Engine::default()
-        .mutate(
+        .mutate(MutateRequest::new(
             &set,
             &typed(&review_pod("mutate-driver-rich")),
             "kube-public",
-        )
+        ))
         .expect("the engine plans the pod");
     assert!(m.patch.0.is_empty(), "{:?}", m.patch);
 }

@@ -3,7 +3,7 @@
 //! Spark pods.
 
 use serde_json::{json, Value};
-use spark_admission::engine::Engine;
+use spark_admission::engine::{Engine, MutateRequest};
 use spark_admission::matching::PolicySet;
 use spark_admission::memory_on_oom::{
     memory_key, raise_after_oom, RememberedMemory, RAISED_ANNOTATION,
@@ -71,32 +71,20 @@ fn mutate(
 ) -> (spark_admission::engine::Mutation, Value) {
     let engine = Engine::default();
     let m = engine
-        .mutate_remembering(
-            set,
-            &typed(pod),
-            "team-a",
-            &[],
-            Some(remembered),
-            set,
-            false,
-        )
+        .mutate(MutateRequest::new(set, &typed(pod), "team-a").remembering(Some(remembered)))
         .unwrap();
     let described = engine
-        .mutate_remembering(set, &typed(pod), "team-a", &[], Some(remembered), set, true)
+        .mutate(
+            MutateRequest::new(set, &typed(pod), "team-a")
+                .remembering(Some(remembered))
+                .described(true),
+        )
         .unwrap();
     assert_same_decision(&described, &m);
     let mut out = pod.clone();
     json_patch::patch(&mut out, &m.patch).unwrap();
     let again = engine
-        .mutate_remembering(
-            set,
-            &typed(&out),
-            "team-a",
-            &[],
-            Some(remembered),
-            set,
-            false,
-        )
+        .mutate(MutateRequest::new(set, &typed(&out), "team-a").remembering(Some(remembered)))
         .unwrap();
     assert!(again.patch.0.is_empty(), "second pass: {:?}", again.patch);
     (m, out)
@@ -264,14 +252,9 @@ fn never_below_what_the_submitter_asked() {
     c["limits"]["memory"] = json!("8Gi");
     c["requests"]["memory"] = json!("8Gi");
     let m = Engine::default()
-        .mutate_remembering(
-            &set,
-            &typed(&bigger),
-            "team-a",
-            &[],
-            Some(&raise.remembered),
-            &set,
-            false,
+        .mutate(
+            MutateRequest::new(&set, &typed(&bigger), "team-a")
+                .remembering(Some(&raise.remembered)),
         )
         .unwrap();
     assert!(m.patch.0.is_empty(), "{:?}", m.patch);
@@ -302,14 +285,9 @@ fn drivers_have_their_own_setting() {
     let executors_only = executor_oom();
     assert!(learn(&executors_only, &ended(driver.clone(), "OOMKilled")).is_none());
     let m = Engine::default()
-        .mutate_remembering(
-            &executors_only,
-            &typed(&driver),
-            "team-a",
-            &[],
-            Some(&raise.remembered),
-            &executors_only,
-            false,
+        .mutate(
+            MutateRequest::new(&executors_only, &typed(&driver), "team-a")
+                .remembering(Some(&raise.remembered)),
         )
         .unwrap();
     assert!(m.patch.0.is_empty());
@@ -373,14 +351,10 @@ spec:
     let raise = learn(&pinned, &ended(spark_pod("executor-rich-1"), "OOMKilled")).unwrap();
     let pod = spark_pod("executor-rich-2");
     let m = Engine::default()
-        .mutate_remembering(
-            &pinned,
-            &typed(&pod),
-            "team-a",
-            &[],
-            Some(&raise.remembered),
-            &current,
-            false,
+        .mutate(
+            MutateRequest::new(&current, &typed(&pod), "team-a")
+                .pinned(&pinned, &[])
+                .remembering(Some(&raise.remembered)),
         )
         .unwrap();
     let mut out = pod.clone();

@@ -5,7 +5,7 @@ use crate::engine_support;
 
 use engine_support::*;
 use serde_json::json;
-use spark_admission::engine::{Engine, APPLIED_ANNOTATION};
+use spark_admission::engine::{Engine, MutateRequest, APPLIED_ANNOTATION};
 
 const HEADER: &str = "apiVersion: spark-admission.io/v1alpha1\nkind: SparkPodPolicy\n";
 
@@ -129,7 +129,11 @@ fn pods_without_a_spark_role_are_never_touched() {
         .unwrap()
         .remove("spark-role");
     let m = Engine::default()
-        .mutate(&example_policies(), &typed(&pod), "spark-jobs")
+        .mutate(MutateRequest::new(
+            &example_policies(),
+            &typed(&pod),
+            "spark-jobs",
+        ))
         .expect("the engine plans the pod");
     assert!(m.patch.0.is_empty());
     assert!(m.role.is_none());
@@ -698,7 +702,7 @@ fn selector_limits_policies_by_role_app_name_and_labels() {
     let engine = Engine::default();
     let hit = |fixture: &str, ns: &str| {
         let m = engine
-            .mutate(&set, &typed(&review_pod(fixture)), ns)
+            .mutate(MutateRequest::new(&set, &typed(&review_pod(fixture)), ns))
             .expect("the engine plans the pod");
         !m.patch.0.is_empty()
     };
@@ -821,7 +825,7 @@ fn policies_that_change_nothing_leave_the_pod_without_a_patch() {
     pod["metadata"]["labels"]["tier"] = json!("gold");
     let set = policies(&policy("kept", 0, "all:\n  labels: {tier: bronze}"));
     let m = Engine::default()
-        .mutate(&set, &typed(&pod), "spark-jobs")
+        .mutate(MutateRequest::new(&set, &typed(&pod), "spark-jobs"))
         .expect("the engine plans the pod");
     assert!(m.patch.0.is_empty(), "{:?}", m.patch);
     assert!(m.applied.is_empty(), "{:?}", m.applied);

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::engine_support::*;
 use proptest::prelude::*;
 use serde_json::{json, Value};
-use spark_admission::engine::{submit_opts_tokens, Deadline, Engine, SUBMIT_OPTS_VAR};
+use spark_admission::engine::{submit_opts_tokens, Engine, MutateRequest, SUBMIT_OPTS_VAR};
 use spark_admission::matching::PolicySet;
 use spark_admission::pinning::{
     claim_of, Claim, PinCheck, Resolution, Unverified, DRIVER_POLICIES_ANNOTATION,
@@ -93,10 +93,10 @@ proptest! {
         let resolution = Resolution::of(&set, &claim, PinCheck::Unverified(why), history);
         prop_assert!(resolution.pinned().is_none());
         let got = engine()
-            .mutate_resolved(&set, &pinned, ns, &resolution, None, false, Deadline::none())
+            .mutate(MutateRequest::new(&set, &pinned, ns).resolved(&resolution))
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
         let plain = engine()
-            .mutate(&set, &pinned, ns)
+            .mutate(MutateRequest::new(&set, &pinned, ns))
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(&got.patch, &plain.patch, "{} in {} with pin {:?}", name, ns, pin);
         prop_assert_eq!(&got.applied, &plain.applied);
@@ -128,7 +128,7 @@ proptest! {
         let engine = Engine::default().with_job_pinning(pinning_on);
         let pod = typed(&driver);
         let m = engine
-            .mutate(&set, &pod, "spark-jobs")
+            .mutate(MutateRequest::new(&set, &pod, "spark-jobs"))
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
         let mut once = driver.clone();
         json_patch::patch(&mut once, &m.patch).map_err(|e| TestCaseError::fail(e.to_string()))?;
@@ -154,7 +154,7 @@ proptest! {
         }
         // And a second pass changes nothing.
         let again = engine
-            .mutate(&set, &typed(&once), "spark-jobs")
+            .mutate(MutateRequest::new(&set, &typed(&once), "spark-jobs"))
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert!(again.patch.0.is_empty(), "{:?}", again.patch);
     }

@@ -8,7 +8,7 @@ use crate::engine_support;
 use engine_support::*;
 use proptest::prelude::*;
 use serde_json::{json, Value};
-use spark_admission::engine::{submit_opts_tokens, Engine, SUBMIT_OPTS_VAR};
+use spark_admission::engine::{submit_opts_tokens, Engine, MutateRequest, SUBMIT_OPTS_VAR};
 
 fn pick<T: Clone + std::fmt::Debug + 'static>(items: &'static [T]) -> impl Strategy<Value = T> {
     proptest::sample::select(items)
@@ -320,7 +320,7 @@ proptest! {
             "/spec/schedulerName", "/spec/runtimeClassName", "/spec/securityContext",
             "/spec/terminationGracePeriodSeconds", "/spec/topologySpreadConstraints", "/spec/dnsConfig", "/spec/hostAliases",
         ];
-        let m = Engine::default().mutate(&set, &typed(&pod), "spark-jobs").expect("the engine plans the pod");
+        let m = Engine::default().mutate(MutateRequest::new(&set, &typed(&pod), "spark-jobs")).expect("the engine plans the pod");
         for op in serde_json::to_value(&m.patch).unwrap().as_array().unwrap() {
             let path = op["path"].as_str().unwrap();
             prop_assert!(REACH.iter().any(|r| path == *r || path.starts_with(&format!("{r}/"))), "out of reach: {}", path);
@@ -367,7 +367,7 @@ proptest! {
         let set = policies(&yaml);
         let mut pod = pod;
         pod["metadata"]["labels"].as_object_mut().unwrap().remove("spark-role");
-        let m = Engine::default().mutate(&set, &typed(&pod), "spark-jobs").expect("the engine plans the pod");
+        let m = Engine::default().mutate(MutateRequest::new(&set, &typed(&pod), "spark-jobs")).expect("the engine plans the pod");
         prop_assert!(m.patch.0.is_empty());
         prop_assert!(m.warnings.is_empty());
     }

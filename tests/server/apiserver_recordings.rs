@@ -18,7 +18,7 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 use spark_admission::admission::{webhook_router, AppState, Limits};
-use spark_admission::engine::{Engine, Mutation};
+use spark_admission::engine::{Engine, MutateRequest, Mutation};
 use spark_admission::matching::PolicySet;
 use spark_admission::metrics::Metrics;
 use spark_admission::source::{load_paths, PolicyStore};
@@ -72,7 +72,7 @@ fn mutate(set: &PolicySet, pod: &Value) -> Mutation {
         .unwrap_or_else(|| panic!("a stored pod has its namespace: {pod}"));
     let typed: Pod = serde_json::from_value(pod.clone()).expect("a Pod");
     engine()
-        .mutate(set, &typed, ns)
+        .mutate(MutateRequest::new(set, &typed, ns))
         .expect("the engine plans the pod")
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
 
-use spark_admission::engine::{submit_opts_tokens, Engine, SUBMIT_OPTS_VAR};
+use spark_admission::engine::{submit_opts_tokens, Engine, MutateRequest, SUBMIT_OPTS_VAR};
 use spark_admission::matching::PolicySet;
 use spark_admission::pinning::{
     self, DRIVER_POLICIES_ANNOTATION, MISSING_POLICIES_ANNOTATION, PIN_SPARK_CONF_KEY,
@@ -125,7 +125,7 @@ fn a_pinned_executor_planned_after_a_change_gets_what_it_got_before_and_a_second
     for ns in NAMESPACES {
         let (_, driver) = &fixtures("driver-")[0];
         let first = engine()
-            .mutate(&v1, driver, ns)
+            .mutate(MutateRequest::new(&v1, driver, ns))
             .unwrap_or_else(|e| panic!("{e}"));
         let admitted = apply(driver, &first.patch);
         let pin = pin_in(&admitted).unwrap_or_else(|| panic!("{ns}: the driver has no pin"));
@@ -136,7 +136,7 @@ fn a_pinned_executor_planned_after_a_change_gets_what_it_got_before_and_a_second
             // What the executor got while v1 was current, and what it gets now, pinned.
             let pinned_pod = with_pin(&executor, &pin);
             let then = engine()
-                .mutate(&v1, &pinned_pod, ns)
+                .mutate(MutateRequest::new(&v1, &pinned_pod, ns))
                 .unwrap_or_else(|e| panic!("{e}"));
             let tags: Vec<&str> = pin.split(',').collect();
             let resolved = store.pinned(&v2, &tags);
@@ -146,14 +146,20 @@ fn a_pinned_executor_planned_after_a_change_gets_what_it_got_before_and_a_second
                 resolved.missing
             );
             let now = engine()
-                .mutate_pinned(&resolved.set, &pinned_pod, ns, &resolved.missing)
+                .mutate(
+                    MutateRequest::new(&resolved.set, &pinned_pod, ns)
+                        .pinned(&resolved.set, &resolved.missing),
+                )
                 .unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(then.patch, now.patch, "{name} in {ns}");
             assert_eq!(then.applied, now.applied, "{name} in {ns}");
 
             let once = apply(&pinned_pod, &now.patch);
             let again = engine()
-                .mutate_pinned(&resolved.set, &once, ns, &resolved.missing)
+                .mutate(
+                    MutateRequest::new(&resolved.set, &once, ns)
+                        .pinned(&resolved.set, &resolved.missing),
+                )
                 .unwrap_or_else(|e| panic!("{e}"));
             assert!(
                 again.patch.0.is_empty(),
@@ -166,7 +172,7 @@ fn a_pinned_executor_planned_after_a_change_gets_what_it_got_before_and_a_second
 
             // Without the pin, the same executor gets the current versions.
             let unpinned = engine()
-                .mutate(&v2, &executor, ns)
+                .mutate(MutateRequest::new(&v2, &executor, ns))
                 .unwrap_or_else(|e| panic!("{e}"));
             let current = apply(&executor, &unpinned.patch);
             let labels = current.metadata.labels.unwrap_or_default();
@@ -183,13 +189,13 @@ fn a_new_driver_pins_the_new_versions_and_its_second_pass_is_empty() {
     for (name, driver) in fixtures("driver-") {
         for ns in NAMESPACES {
             let first = engine()
-                .mutate(&set, &driver, ns)
+                .mutate(MutateRequest::new(&set, &driver, ns))
                 .unwrap_or_else(|e| panic!("{e}"));
             let once = apply(&driver, &first.patch);
             let pin = pin_in(&once).unwrap_or_else(|| panic!("{name} in {ns}: no pin"));
             assert!(pin.contains(&versioned("2").tag), "{name} in {ns}: {pin}");
             let again = engine()
-                .mutate(&set, &once, ns)
+                .mutate(MutateRequest::new(&set, &once, ns))
                 .unwrap_or_else(|e| panic!("{e}"));
             assert!(
                 again.patch.0.is_empty(),
@@ -210,7 +216,10 @@ fn an_expired_pin_falls_back_to_the_current_version_named_on_the_executor() {
     let resolved = store.pinned(&current, &["pinned-team@0000000000"]);
     assert_eq!(resolved.missing, ["pinned-team@0000000000"]);
     let m = engine()
-        .mutate_pinned(&resolved.set, &pod, "spark-jobs", &resolved.missing)
+        .mutate(
+            MutateRequest::new(&resolved.set, &pod, "spark-jobs")
+                .pinned(&resolved.set, &resolved.missing),
+        )
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(
         m.warnings

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
-use spark_admission::engine::{Engine, SUBMIT_OPTS_VAR};
+use spark_admission::engine::{Engine, MutateRequest, SUBMIT_OPTS_VAR};
 use spark_admission::matching::PolicySet;
 use spark_admission::policy::{parse_documents, PolicySource};
 
@@ -65,7 +65,7 @@ fn plan_with(policy: &str) -> Planned {
         serde_json::from_str(&std::fs::read_to_string(fixture).expect("fixture")).expect("JSON");
     let typed: Pod = serde_json::from_value(pod.clone()).expect("a Pod");
     let m = Engine::default()
-        .mutate(&set, &typed, NAMESPACE)
+        .mutate(MutateRequest::new(&set, &typed, NAMESPACE))
         .expect("the engine plans the pod");
     assert!(m.warnings.is_empty(), "{:?}", m.warnings);
     json_patch::patch(&mut pod, &m.patch).expect("the patch applies");

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{json, Value};
-use spark_admission::engine::{Engine, SUBMIT_OPTS_VAR};
+use spark_admission::engine::{Engine, MutateRequest, SUBMIT_OPTS_VAR};
 use spark_admission::matching::PolicySet;
 use spark_admission::policy::{parse_documents, PolicySource};
 
@@ -117,7 +117,7 @@ fn planned_submit_opts() -> String {
     let set = PolicySet::new(loaded.into_iter().map(Arc::new));
     let typed: Pod = serde_json::from_value(pod.clone()).expect("a Pod");
     let m = Engine::default()
-        .mutate(&set, &typed, NAMESPACE)
+        .mutate(MutateRequest::new(&set, &typed, NAMESPACE))
         .expect("the engine plans the pod");
     assert!(m.warnings.is_empty(), "{:?}", m.warnings);
     json_patch::patch(&mut pod, &m.patch).expect("the patch applies");

@@ -4,7 +4,7 @@ use k8s_openapi::api::core::v1::Pod;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::engine::{Deadline, Engine, Mutation, Validation, SUBMIT_OPTS_VAR};
+use crate::engine::{Engine, MutateRequest, Mutation, Validation, SUBMIT_OPTS_VAR};
 use crate::matching::PolicySet;
 use crate::pinning;
 use crate::policy::model::RuleMode;
@@ -165,14 +165,11 @@ pub fn explain_remembering(
         .and_then(|spark| crate::memory_on_oom::memory_key(namespace, &spark))
         .and_then(|key| remembered(&key));
     let mutation = engine
-        .mutate_resolved(
-            set,
-            &input.pod,
-            namespace,
-            &pin,
-            memory.as_ref(),
-            true,
-            Deadline::none(),
+        .mutate(
+            MutateRequest::new(set, &input.pod, namespace)
+                .resolved(&pin)
+                .remembering(memory.as_ref())
+                .described(true),
         )
         .map_err(ExplainError::Engine)?;
     let mut mutated = input.pod_json.clone();

@@ -655,7 +655,7 @@ mod tests {
 #[cfg(test)]
 mod engine_tests {
     use super::*;
-    use crate::engine::Engine;
+    use crate::engine::{Engine, MutateRequest};
     use crate::policy::{parse_documents, PolicySource};
     use crate::spark::ContainerNames;
 
@@ -699,7 +699,7 @@ mod engine_tests {
         let set = PolicySet::new([Arc::clone(&gpu)]);
         let driver = pod("driver", serde_json::json!({}));
         let first = engine()
-            .mutate(&set, &driver, "jobs")
+            .mutate(MutateRequest::new(&set, &driver, "jobs"))
             .unwrap_or_else(|e| panic!("{e}"));
         let once = applied(&driver, &first.patch);
         let opts = serde_json::to_string(&once).unwrap_or_default();
@@ -708,12 +708,12 @@ mod engine_tests {
             "{opts}"
         );
         let second = engine()
-            .mutate(&set, &once, "jobs")
+            .mutate(MutateRequest::new(&set, &once, "jobs"))
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(second.patch.0.is_empty(), "{:?}", second.patch);
         // Without pinning (explain, policy tests) the driver is left alone.
         let off = Engine::new(ContainerNames::default())
-            .mutate(&set, &driver, "jobs")
+            .mutate(MutateRequest::new(&set, &driver, "jobs"))
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(off.patch.0.is_empty());
     }
@@ -728,7 +728,9 @@ mod engine_tests {
         );
         let pinned = resolve(&current, &["team@0000000000"], |_| None);
         let first = engine()
-            .mutate_pinned(&pinned.set, &exec, "jobs", &pinned.missing)
+            .mutate(
+                MutateRequest::new(&pinned.set, &exec, "jobs").pinned(&pinned.set, &pinned.missing),
+            )
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(!first.warnings.is_empty());
         let once = applied(&exec, &first.patch);
@@ -746,11 +748,9 @@ mod engine_tests {
             Some("2")
         );
         let second = engine()
-            .mutate_pinned(
-                &pinned.set,
-                &applied(&exec, &first.patch),
-                "jobs",
-                &pinned.missing,
+            .mutate(
+                MutateRequest::new(&pinned.set, &applied(&exec, &first.patch), "jobs")
+                    .pinned(&pinned.set, &pinned.missing),
             )
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(second.patch.0.is_empty(), "{:?}", second.patch);
@@ -766,7 +766,10 @@ mod engine_tests {
         let current = PolicySet::new([Arc::clone(&theirs)]);
         let pinned = resolve(&current, &[theirs.tag.as_str()], |_| None);
         let m = engine()
-            .mutate_pinned(&pinned.set, &exec, "elsewhere", &pinned.missing)
+            .mutate(
+                MutateRequest::new(&pinned.set, &exec, "elsewhere")
+                    .pinned(&pinned.set, &pinned.missing),
+            )
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(m.patch.0.is_empty(), "{:?}", m.patch);
     }

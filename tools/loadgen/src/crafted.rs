@@ -25,7 +25,7 @@ use spark_admission::admission::answer::Answer;
 use spark_admission::admission::prescan;
 use spark_admission::admission::review::{self, Review, AUDIT_APPLIED};
 use spark_admission::duration::parse_duration;
-use spark_admission::engine::{Deadline, Engine, PodLimits};
+use spark_admission::engine::{Deadline, Engine, MutateRequest, PodLimits};
 use spark_admission::matching::PolicySet;
 use spark_admission::policy::{parse_documents, PolicySource};
 use spark_admission_testkit::bench_policies as policies;
@@ -209,11 +209,9 @@ fn review_once(engine: &Engine, set: &PolicySet, body: &[u8]) -> anyhow::Result<
         ),
         Review::PodCreate(create) => {
             let mut answer = Answer::allow(create.uid.as_str());
-            match engine.mutate_within(
-                set,
-                &create.pod,
-                &create.namespace,
-                Deadline::at(Instant::now() + Duration::from_secs(60)),
+            match engine.mutate(
+                MutateRequest::new(set, &create.pod, &create.namespace)
+                    .within(Deadline::at(Instant::now() + Duration::from_secs(60))),
             ) {
                 Ok(mutation) => {
                     answer.set_patch(&mutation.patch)?;
@@ -222,7 +220,7 @@ fn review_once(engine: &Engine, set: &PolicySet, body: &[u8]) -> anyhow::Result<
                             .audit_annotations
                             .insert(AUDIT_APPLIED.to_owned(), mutation.applied.join(","));
                     }
-                    let outcome = format!("{} patch operations", mutation.patch.0.len());
+                    let outcome = format!("{} patch operations", mutation.patch.len());
                     answer.warnings = mutation.warnings;
                     (answer, outcome)
                 }

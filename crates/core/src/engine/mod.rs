@@ -18,6 +18,7 @@ mod images;
 mod memory_raise;
 mod metadata;
 mod patch;
+mod planned;
 mod ports;
 mod resources;
 mod rules;
@@ -34,6 +35,7 @@ use serde::Serialize;
 pub use bounds::{PodLimits, TooLarge};
 pub use context::Change;
 pub use deadline::Deadline;
+pub use planned::PlannedPatch;
 pub use rules::{Finding, Validation};
 /// What Spark's launcher reads from a `SPARK_SUBMIT_OPTS` value as written in a pod spec.
 pub use spark_conf::{env_tokens as submit_opts_tokens, SUBMIT_OPTS_VAR};
@@ -86,13 +88,13 @@ pub struct Mutation {
     /// The Spark role, or `None` when the pod is not a Spark pod (then nothing else is set).
     pub role: Option<SparkRole>,
     /// RFC 6902 operations, applying to the pod exactly as received.
-    pub patch: json_patch::Patch,
+    pub patch: PlannedPatch,
     /// `name@hash` of each policy that changed this pod (as written in
     /// [`APPLIED_ANNOTATION`]); empty when no policy changed anything.
     pub applied: Vec<String>,
     /// How many changes each policy made, in the order the policies applied.
     pub changes_by_policy: Vec<(String, u32)>,
-    /// Every change, described (only from [`Engine::mutate_described`]).
+    /// Every change, described (only with [`MutateRequest::detail`]).
     pub changes: Vec<Change>,
     /// Messages for the submitter (returned as admission warnings).
     pub warnings: Vec<String>,
@@ -104,6 +106,93 @@ pub struct Mutation {
 impl Mutation {
     pub fn is_spark(&self) -> bool {
         self.role.is_some()
+    }
+}
+
+/// One pod to plan, with everything that decides its patch besides the engine's settings.
+/// `MutateRequest::new(set, pod, namespace)` is a plain plan with the current set; the
+/// builder methods add a pin, a remembered raise, a deadline or change descriptions.
+#[derive(Debug, Clone, Copy)]
+pub struct MutateRequest<'a> {
+    pub pod: &'a Pod,
+    /// Where the pod is being created (the policies' namespace match).
+    pub namespace: &'a str,
+    /// The current policy set: applied unless `pin` gives other versions, and always the
+    /// set whose enforced `maxResources` rules cap a remembered raise (validation uses it,
+    /// also for a pinned executor).
+    pub current: &'a PolicySet,
+    pub pin: Pin<'a>,
+    /// The raise remembered for this pod's application after an OOMKilled pod (see
+    /// [`crate::memory_on_oom`]).
+    pub memory: Option<&'a RememberedMemory>,
+    /// Planning gives up with [`EngineError::Deadline`] once this passes.
+    pub deadline: Deadline,
+    /// Describe every change ([`Mutation::changes`], for `explain`); the patch, warnings
+    /// and policies applied are the same either way.
+    pub detail: bool,
+}
+
+/// Which policy versions a request applies.
+#[derive(Debug, Clone, Copy)]
+pub enum Pin<'a> {
+    /// The current set.
+    None,
+    /// A pod whose pin claim has been resolved ([`pinning::Resolution`]): a verified pin's
+    /// versions, otherwise the current set (so an unverified pin never changes what the pod
+    /// gets), with the pin's warning first. The webhook's case.
+    Resolved(&'a pinning::Resolution),
+    /// These versions, and the pinned tags that could not be found (recorded in
+    /// [`pinning::MISSING_POLICIES_ANNOTATION`]).
+    Versions {
+        set: &'a PolicySet,
+        missing: &'a [String],
+    },
+}
+
+impl<'a> MutateRequest<'a> {
+    /// `pod` created in `namespace`, planned with `current`: no pin, no remembered raise,
+    /// no deadline, no descriptions.
+    pub fn new(current: &'a PolicySet, pod: &'a Pod, namespace: &'a str) -> Self {
+        Self {
+            pod,
+            namespace,
+            current,
+            pin: Pin::None,
+            memory: None,
+            deadline: Deadline::none(),
+            detail: false,
+        }
+    }
+
+    /// Gives up with [`EngineError::Deadline`] once `deadline` passes.
+    pub fn within(self, deadline: Deadline) -> Self {
+        Self { deadline, ..self }
+    }
+
+    /// Describes every change, or not.
+    pub fn described(self, detail: bool) -> Self {
+        Self { detail, ..self }
+    }
+
+    /// Applies what the resolved pin claim says (see [`Pin::Resolved`]).
+    pub fn resolved(self, pin: &'a pinning::Resolution) -> Self {
+        Self {
+            pin: Pin::Resolved(pin),
+            ..self
+        }
+    }
+
+    /// Applies the pinned versions `set`, recording `missing` (see [`Pin::Versions`]).
+    pub fn pinned(self, set: &'a PolicySet, missing: &'a [String]) -> Self {
+        Self {
+            pin: Pin::Versions { set, missing },
+            ..self
+        }
+    }
+
+    /// With the raise remembered for this pod's application, if any.
+    pub fn remembering(self, memory: Option<&'a RememberedMemory>) -> Self {
+        Self { memory, ..self }
     }
 }
 
@@ -122,124 +211,40 @@ impl Engine {
         self
     }
 
-    /// Plans the patch for a pod being created in `namespace`: what the webhook answers.
-    pub fn mutate(
-        &self,
-        set: &PolicySet,
-        pod: &Pod,
-        namespace: &str,
-    ) -> Result<Mutation, EngineError> {
-        self.plan(set, pod, namespace, false, &[], None, Deadline::none())
-    }
-
-    /// `mutate` that gives up with [`EngineError::Deadline`] once `deadline` passes.
-    pub fn mutate_within(
-        &self,
-        set: &PolicySet,
-        pod: &Pod,
-        namespace: &str,
-        deadline: Deadline,
-    ) -> Result<Mutation, EngineError> {
-        self.plan(set, pod, namespace, false, &[], None, deadline)
-    }
-
-    /// `mutate` for a pinned executor: `set` holds the pinned versions, and `missing` the
-    /// pinned tags that could not be found, recorded in [`pinning::MISSING_POLICIES_ANNOTATION`].
-    pub fn mutate_pinned(
-        &self,
-        set: &PolicySet,
-        pod: &Pod,
-        namespace: &str,
-        missing: &[String],
-    ) -> Result<Mutation, EngineError> {
-        self.plan(set, pod, namespace, false, missing, None, Deadline::none())
-    }
-
-    /// `mutate` for a pod whose pin claim has been resolved ([`pinning::Resolution`]): a
-    /// verified pin's versions, otherwise the current set (so an unverified pin never
-    /// changes what the pod gets), with the pin's warning first. `detail` describes every
-    /// change, as [`Engine::mutate_described`]. `memory` is the raise remembered for this
-    /// pod's application after an OOMKilled pod (see [`crate::memory_on_oom`]), capped by
-    /// the enforced `maxResources` rules of `current` (the set validation uses, also for a
-    /// pinned executor). Gives up with [`EngineError::Deadline`] once `deadline` passes
-    /// (the webhook's entry point).
-    #[allow(clippy::too_many_arguments)]
-    pub fn mutate_resolved(
-        &self,
-        current: &PolicySet,
-        pod: &Pod,
-        namespace: &str,
-        pin: &pinning::Resolution,
-        memory: Option<&RememberedMemory>,
-        detail: bool,
-        deadline: Deadline,
-    ) -> Result<Mutation, EngineError> {
-        let memory = memory.map(|m| (m, current));
-        let mut out = match pin.pinned() {
-            Some(p) => self.plan(&p.set, pod, namespace, detail, &p.missing, memory, deadline)?,
-            None => self.plan(current, pod, namespace, detail, &[], memory, deadline)?,
+    /// Plans the patch for one pod: what the webhook answers (see [`MutateRequest`]).
+    pub fn mutate(&self, req: MutateRequest<'_>) -> Result<Mutation, EngineError> {
+        let (set, missing) = match req.pin {
+            Pin::None => (req.current, &[][..]),
+            Pin::Versions { set, missing } => (set, missing),
+            Pin::Resolved(pin) => match pin.pinned() {
+                Some(p) => (&p.set, &p.missing[..]),
+                None => (req.current, &[][..]),
+            },
         };
-        let name = pod
-            .metadata
-            .name
-            .as_deref()
-            .or(pod.metadata.generate_name.as_deref())
-            .unwrap_or_default();
-        if let Some(w) = pin.warning(name) {
-            out.warnings.insert(0, w);
+        let mut out = self.plan(&req, set, missing)?;
+        if let Pin::Resolved(pin) = req.pin {
+            let meta = &req.pod.metadata;
+            let name = meta
+                .name
+                .as_deref()
+                .or(meta.generate_name.as_deref())
+                .unwrap_or_default();
+            if let Some(w) = pin.warning(name) {
+                out.warnings.insert(0, w);
+            }
         }
         Ok(out)
     }
 
-    /// `mutate`, plus a description of every change (for `explain`). The patch, warnings
-    /// and policies applied are the same.
-    pub fn mutate_described(
-        &self,
-        set: &PolicySet,
-        pod: &Pod,
-        namespace: &str,
-    ) -> Result<Mutation, EngineError> {
-        self.plan(set, pod, namespace, true, &[], None, Deadline::none())
-    }
-
-    /// `mutate` (or `mutate_pinned`, with `missing`) with the raise remembered for this
-    /// pod's application after an OOMKilled pod (see [`crate::memory_on_oom`]); `detail`
-    /// describes every change, as [`Engine::mutate_described`]. `validating` is the set
-    /// validation will use (the current one, also for a pinned executor): its enforced
-    /// `maxResources` rules cap the raise.
-    #[allow(clippy::too_many_arguments)]
-    pub fn mutate_remembering(
-        &self,
-        set: &PolicySet,
-        pod: &Pod,
-        namespace: &str,
-        missing: &[String],
-        memory: Option<&RememberedMemory>,
-        validating: &PolicySet,
-        detail: bool,
-    ) -> Result<Mutation, EngineError> {
-        self.plan(
-            set,
-            pod,
-            namespace,
-            detail,
-            missing,
-            memory.map(|m| (m, validating)),
-            Deadline::none(),
-        )
-    }
-
-    #[allow(clippy::too_many_arguments)]
+    /// Plans `req.pod` with the policies of `set`, recording the pinned tags `missing`.
     fn plan(
         &self,
+        req: &MutateRequest<'_>,
         set: &PolicySet,
-        pod: &Pod,
-        namespace: &str,
-        detail: bool,
         missing: &[String],
-        memory: Option<(&RememberedMemory, &PolicySet)>,
-        deadline: Deadline,
     ) -> Result<Mutation, EngineError> {
+        let (pod, namespace, detail) = (req.pod, req.namespace, req.detail);
+        let memory = req.memory.map(|m| (m, req.current));
         let spark = match SparkPod::recognise(pod, &self.container_names) {
             Ok(s) => s,
             Err(NotSpark::NoRoleLabel) => return Ok(Mutation::default()),
@@ -284,12 +289,11 @@ impl Engine {
         if policies.is_empty() && pin.is_empty() && missing.is_empty() && !foreign_pin {
             return Ok(out);
         }
-        let mut ctx = Ctx::new(detail, deadline);
+        let mut ctx = Ctx::new(detail, req.deadline);
         if ctx.watch.seen() {
             return Err(EngineError::Deadline);
         }
-        let mut planned = patch::working_copy(pod);
-        reserve_volumes(&mut planned, &policies, spark.role);
+        let mut planned = patch::working_copy(pod, more_volumes(&policies, spark.role));
         ctx.image_rewrites = policies
             .iter()
             .flat_map(|p| p.patches_for(spark.role))
@@ -502,22 +506,14 @@ fn remove_foreign_pin(ctx: &mut Ctx<'_>, pod: &mut Pod, spark: Option<usize>, pi
     ));
 }
 
-/// Room for every volume the matching policies may add, at once: a `Volume` is large, so
-/// the list is copied once here rather than at each doubling as policies add to it.
-fn reserve_volumes(pod: &mut Pod, policies: &[&CompiledPolicy], role: SparkRole) {
-    let Some(spec) = pod.spec.as_mut() else {
-        return;
-    };
-    let more: usize = policies
+/// How many volumes the matching policies may add: room made at once in the working copy,
+/// since a `Volume` is large and each doubling of the list would copy it again.
+fn more_volumes(policies: &[&CompiledPolicy], role: SparkRole) -> usize {
+    policies
         .iter()
         .flat_map(|p| p.patches_for(role))
         .map(|s| s.volumes.len() + s.dependencies.len())
-        .sum();
-    if more > 0 {
-        spec.volumes
-            .get_or_insert_with(Vec::new)
-            .reserve_exact(more);
-    }
+        .sum()
 }
 
 /// One policy section, in a fixed order: pod metadata and scheduling, then storage and the

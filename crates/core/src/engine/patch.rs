@@ -2,8 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use json_patch::jsonptr::PointerBuf;
-use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, ReplaceOperation};
+use super::planned::{Op, PlannedPatch};
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
@@ -12,7 +11,9 @@ use serde_json::Value;
 /// The copy of the pod that planning edits: all of it but `metadata.managedFields`, which
 /// no merge step reads or writes and which is the largest part of a pod the API server
 /// sends (cloning it was a fifth of the engine's time). [`diff`] never compares it.
-pub(crate) fn working_copy(pod: &Pod) -> Pod {
+/// `more_volumes` is room for the volumes the policies may add, made while copying: a
+/// `Volume` is large, and growing the copied list afterwards copied it a second time.
+pub(crate) fn working_copy(pod: &Pod, more_volumes: usize) -> Pod {
     let m = &pod.metadata;
     Pod {
         // Every field named: a field added by a new k8s-openapi must be decided on here.
@@ -33,8 +34,65 @@ pub(crate) fn working_copy(pod: &Pod) -> Pod {
             self_link: m.self_link.clone(),
             uid: m.uid.clone(),
         },
-        spec: pod.spec.clone(),
+        spec: pod.spec.as_ref().map(|s| spec_copy(s, more_volumes)),
         status: pod.status.clone(),
+    }
+}
+
+/// `spec`, cloned, with its volume list (made when there is room to make) able to take
+/// `more_volumes` without growing.
+fn spec_copy(s: &PodSpec, more_volumes: usize) -> PodSpec {
+    let volumes = match (&s.volumes, more_volumes) {
+        (v, 0) => v.clone(),
+        (v, more) => {
+            let old = v.as_deref().unwrap_or_default();
+            let mut copy = Vec::with_capacity(old.len() + more);
+            copy.extend_from_slice(old);
+            Some(copy)
+        }
+    };
+    // Every field named: a field added by a new k8s-openapi must be decided on here.
+    PodSpec {
+        active_deadline_seconds: s.active_deadline_seconds,
+        affinity: s.affinity.clone(),
+        automount_service_account_token: s.automount_service_account_token,
+        containers: s.containers.clone(),
+        dns_config: s.dns_config.clone(),
+        dns_policy: s.dns_policy.clone(),
+        enable_service_links: s.enable_service_links,
+        ephemeral_containers: s.ephemeral_containers.clone(),
+        host_aliases: s.host_aliases.clone(),
+        host_ipc: s.host_ipc,
+        host_network: s.host_network,
+        host_pid: s.host_pid,
+        host_users: s.host_users,
+        hostname: s.hostname.clone(),
+        image_pull_secrets: s.image_pull_secrets.clone(),
+        init_containers: s.init_containers.clone(),
+        node_name: s.node_name.clone(),
+        node_selector: s.node_selector.clone(),
+        os: s.os.clone(),
+        overhead: s.overhead.clone(),
+        preemption_policy: s.preemption_policy.clone(),
+        priority: s.priority,
+        priority_class_name: s.priority_class_name.clone(),
+        readiness_gates: s.readiness_gates.clone(),
+        resource_claims: s.resource_claims.clone(),
+        resources: s.resources.clone(),
+        restart_policy: s.restart_policy.clone(),
+        runtime_class_name: s.runtime_class_name.clone(),
+        scheduler_name: s.scheduler_name.clone(),
+        scheduling_gates: s.scheduling_gates.clone(),
+        security_context: s.security_context.clone(),
+        service_account: s.service_account.clone(),
+        service_account_name: s.service_account_name.clone(),
+        set_hostname_as_fqdn: s.set_hostname_as_fqdn,
+        share_process_namespace: s.share_process_namespace,
+        subdomain: s.subdomain.clone(),
+        termination_grace_period_seconds: s.termination_grace_period_seconds,
+        tolerations: s.tolerations.clone(),
+        topology_spread_constraints: s.topology_spread_constraints.clone(),
+        volumes,
     }
 }
 
@@ -51,19 +109,20 @@ pub(crate) fn working_copy(pod: &Pod) -> Pod {
 ///
 /// An error means the patch is unknown: the caller must refuse the pod, never admit it
 /// unchanged (that would let it run without its policies).
-pub(crate) fn diff(original: &Pod, planned: &Pod) -> Result<Patch, serde_json::Error> {
+/// Added values are written straight from the typed pod to JSON text ([`PlannedPatch`]).
+pub(crate) fn diff(original: &Pod, planned: &Pod) -> Result<PlannedPatch, serde_json::Error> {
     let mut d = Differ::default();
     d.pod(original, planned)?;
     if d.ops.is_empty() {
-        return Ok(Patch(Vec::new()));
+        return Ok(PlannedPatch::default());
     }
     fault_point(original)?;
     // Containers created on the way but left empty ({} or []) carry no meaning: drop them.
     d.ops.retain(|op| match op {
-        PatchOperation::Add(add) => !is_empty_container(&add.value),
+        Op::Add { value, .. } => value != "{}" && value != "[]",
         _ => true,
     });
-    Ok(Patch(d.ops))
+    Ok(PlannedPatch::new(d.ops))
 }
 
 /// With fault injection (tests only), a pod (`original`) that carries the fault annotation
@@ -116,7 +175,7 @@ macro_rules! object {
 #[derive(Default)]
 struct Differ {
     path: String,
-    ops: Vec<PatchOperation>,
+    ops: Vec<Op>,
 }
 
 impl Differ {
@@ -259,7 +318,7 @@ impl Differ {
             (Some(x), Some(y)) => self.required(key, x, y, how),
             (None, Some(y)) => {
                 let len = push_key(&mut self.path, key);
-                let res = to_json(y).map(|value| self.add(value));
+                let res = self.add(y);
                 self.path.truncate(len);
                 res
             }
@@ -271,7 +330,7 @@ impl Differ {
     /// scalars and for the deep fields the engine seldom changes.
     fn values<T: Serialize + PartialEq>(&mut self, a: &T, b: &T) -> Res {
         if a != b {
-            diff_values(to_json(a)?, to_json(b)?, &mut self.path, &mut self.ops);
+            diff_values(to_json(a)?, to_json(b)?, &mut self.path, &mut self.ops)?;
         }
         Ok(())
     }
@@ -304,7 +363,7 @@ impl Differ {
                     self.remove();
                     Ok(())
                 }
-                (None, Some(y)) => to_json(y).map(|value| self.add(value)),
+                (None, Some(y)) => self.add(y),
                 (None, None) => Ok(()),
             };
             self.path.truncate(len);
@@ -326,7 +385,7 @@ impl Differ {
             let len = push_key(&mut self.path, key);
             let res = match a.get(key) {
                 Some(x) => self.values(x, y),
-                None => to_json(y).map(|value| self.add(value)),
+                None => self.add(y),
             };
             self.path.truncate(len);
             res?;
@@ -337,17 +396,19 @@ impl Differ {
         Ok(())
     }
 
-    fn add(&mut self, value: Value) {
-        self.ops.push(PatchOperation::Add(AddOperation {
-            path: pointer(&self.path),
-            value,
-        }));
+    /// Adds `value` at the current path, written straight to JSON text.
+    fn add<T: Serialize + ?Sized>(&mut self, value: &T) -> Res {
+        self.ops.push(Op::Add {
+            path: self.path.clone(),
+            value: serde_json::to_string(value)?,
+        });
+        Ok(())
     }
 
     fn remove(&mut self) {
-        self.ops.push(PatchOperation::Remove(RemoveOperation {
-            path: pointer(&self.path),
-        }));
+        self.ops.push(Op::Remove {
+            path: self.path.clone(),
+        });
     }
 
     fn remove_key(&mut self, key: &str) {
@@ -361,26 +422,22 @@ impl Differ {
 /// order, removals after the keys of the new object, list items by index), consuming both
 /// sides: added and replaced values move into the patch instead of being cloned, and the
 /// path is built in one string.
-fn diff_values(before: Value, after: Value, path: &mut String, ops: &mut Vec<PatchOperation>) {
+fn diff_values(before: Value, after: Value, path: &mut String, ops: &mut Vec<Op>) -> Res {
     match (before, after) {
         (Value::Object(mut left), Value::Object(right)) => {
             for (key, value) in right {
                 let len = push_key(path, &key);
-                match left.remove(&key) {
+                let res = match left.remove(&key) {
                     Some(old) => diff_values(old, value, path, ops),
-                    None => ops.push(PatchOperation::Add(AddOperation {
-                        path: pointer(path),
-                        value,
-                    })),
-                }
+                    None => add_value(path, &value, ops),
+                };
                 path.truncate(len);
+                res?;
             }
             // What is left was not in the new object.
             for key in left.keys() {
                 let len = push_key(path, key);
-                ops.push(PatchOperation::Remove(RemoveOperation {
-                    path: pointer(path),
-                }));
+                ops.push(Op::Remove { path: path.clone() });
                 path.truncate(len);
             }
         }
@@ -390,29 +447,35 @@ fn diff_values(before: Value, after: Value, path: &mut String, ops: &mut Vec<Pat
             let mut removed = 0;
             for idx in 0..n {
                 let len = push_index(path, idx - removed);
-                match (left.next(), right.next()) {
+                let res = match (left.next(), right.next()) {
                     (Some(old), Some(value)) => diff_values(old, value, path, ops),
                     (Some(_), None) => {
                         removed += 1;
-                        ops.push(PatchOperation::Remove(RemoveOperation {
-                            path: pointer(path),
-                        }));
+                        ops.push(Op::Remove { path: path.clone() });
+                        Ok(())
                     }
-                    (None, Some(value)) => ops.push(PatchOperation::Add(AddOperation {
-                        path: pointer(path),
-                        value,
-                    })),
-                    (None, None) => {}
-                }
+                    (None, Some(value)) => add_value(path, &value, ops),
+                    (None, None) => Ok(()),
+                };
                 path.truncate(len);
+                res?;
             }
         }
         (old, value) if old == value => {}
-        (_, value) => ops.push(PatchOperation::Replace(ReplaceOperation {
-            path: pointer(path),
-            value,
-        })),
+        (_, value) => ops.push(Op::Replace {
+            path: path.clone(),
+            value: serde_json::to_string(&value)?,
+        }),
     }
+    Ok(())
+}
+
+fn add_value(path: &str, value: &Value, ops: &mut Vec<Op>) -> Res {
+    ops.push(Op::Add {
+        path: path.to_owned(),
+        value: serde_json::to_string(value)?,
+    });
+    Ok(())
 }
 
 /// Appends `/key` with JSON Pointer escaping; returns the length to truncate back to.
@@ -456,29 +519,25 @@ fn push_index(path: &mut String, idx: usize) -> usize {
     len
 }
 
-fn pointer(path: &str) -> PointerBuf {
-    // Built from escaped tokens only, so it always parses; the fallback is unreachable.
-    PointerBuf::parse(path).unwrap_or_default()
-}
-
-fn is_empty_container(v: &Value) -> bool {
-    match v {
-        Value::Object(m) => m.is_empty(),
-        Value::Array(a) => a.is_empty(),
-        _ => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use json_patch::{Patch, PatchOperation};
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+    fn is_empty_container(v: &Value) -> bool {
+        match v {
+            Value::Object(m) => m.is_empty(),
+            Value::Array(a) => a.is_empty(),
+            _ => false,
+        }
+    }
 
     /// The reference: `json_patch::diff` of both whole pods as JSON (without managedFields,
     /// which the engine never plans on).
     fn full_diff(original: &Pod, planned: &Pod) -> Patch {
-        let before = serde_json::to_value(working_copy(original)).unwrap();
-        let after = serde_json::to_value(working_copy(planned)).unwrap();
+        let before = serde_json::to_value(working_copy(original, 0)).unwrap();
+        let after = serde_json::to_value(working_copy(planned, 0)).unwrap();
         let mut patch = json_patch::diff(&before, &after);
         patch.0.retain(|op| match op {
             PatchOperation::Add(add) => !is_empty_container(&add.value),
@@ -853,14 +912,56 @@ mod tests {
         for (name, pod) in fixture_pods() {
             let mut expected = pod.clone();
             expected.metadata.managed_fields = None;
-            assert_eq!(working_copy(&pod), expected, "{name}");
+            assert_eq!(working_copy(&pod, 0), expected, "{name}");
+            // Room for volumes makes the list, as the first added volume would.
+            if let Some(spec) = expected.spec.as_mut() {
+                spec.volumes.get_or_insert_with(Vec::new);
+            }
+            let roomy = working_copy(&pod, 3);
+            assert_eq!(roomy, expected, "{name}");
+            let volumes = roomy.spec.and_then(|s| s.volumes).unwrap_or_default();
+            assert!(volumes.capacity() >= volumes.len() + 3, "{name}");
             assert!(
-                diff(&pod, &working_copy(&pod))
+                diff(&pod, &working_copy(&pod, 2))
                     .expect("serialisable")
                     .0
                     .is_empty(),
                 "{name}"
             );
+        }
+    }
+
+    /// The JSON the webhook sends is the patch the tests read, for every edit of every pod.
+    #[test]
+    fn written_json_is_the_patch() {
+        for (name, pod) in start_pods() {
+            for (what, edit) in &edits() {
+                let mut planned = pod.clone();
+                edit(&mut planned);
+                let patch = diff(&pod, &planned).expect("serialisable");
+                let mut out = Vec::new();
+                patch.write_json(&mut out).expect("written");
+                let written: Value = serde_json::from_slice(&out).expect("JSON");
+                assert_eq!(
+                    written,
+                    serde_json::to_value(&*patch).unwrap(),
+                    "{name}: {what}"
+                );
+                assert_eq!(patch.len(), patch.0.len(), "{name}: {what}");
+                // The old way (whole pods diffed as JSON `Value`s, the oracle) and the
+                // written patch, applied to the pod: the same pod.
+                let written: Patch = serde_json::from_value(written).expect("a patch");
+                let start = serde_json::to_value(working_copy(&pod, 0)).unwrap();
+                let (mut new, mut old) = (start.clone(), start);
+                let applied = json_patch::patch(&mut new, &written);
+                if applied.is_err() {
+                    // A diff the oracle cannot apply either (e.g. "no spec" into a list).
+                    assert!(json_patch::patch(&mut old, &full_diff(&pod, &planned)).is_err());
+                    continue;
+                }
+                json_patch::patch(&mut old, &full_diff(&pod, &planned)).expect("oracle");
+                assert_eq!(new, old, "{name}: {what}");
+            }
         }
     }
 
@@ -872,13 +973,13 @@ mod tests {
                 let mut planned = pod.clone();
                 edit(&mut planned);
                 assert_eq!(
-                    diff(&pod, &planned).expect("serialisable"),
+                    *diff(&pod, &planned).expect("serialisable"),
                     full_diff(&pod, &planned),
                     "{name}: {what}"
                 );
                 // The other direction turns adds into removals.
                 assert_eq!(
-                    diff(&planned, &pod).expect("serialisable"),
+                    *diff(&planned, &pod).expect("serialisable"),
                     full_diff(&planned, &pod),
                     "{name}: {what}, reversed"
                 );
@@ -890,7 +991,7 @@ mod tests {
                 edit(&mut planned);
             }
             assert_eq!(
-                diff(&pod, &planned).expect("serialisable"),
+                *diff(&pod, &planned).expect("serialisable"),
                 full_diff(&pod, &planned),
                 "{name}"
             );
