@@ -61,9 +61,10 @@ fn policy_set(test: &str) -> PolicySet {
     PolicySet::new(policies)
 }
 
-/// The webhook's engine, as `serve` runs it (job pinning on).
+/// The webhook's engine, as `serve` ran it for the recording: the folder source, so job
+/// pinning off (pins are written only where stored drivers can verify them).
 fn engine() -> Engine {
-    Engine::default().with_job_pinning(true)
+    Engine::default().with_job_pinning(false)
 }
 
 fn mutate(set: &PolicySet, pod: &Value) -> Mutation {
