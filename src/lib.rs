@@ -21,3 +21,4 @@ pub mod metrics;
 pub mod policytest;
 pub mod shutdown;
 pub mod source;
+pub mod watch;

@@ -8,16 +8,15 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PostParams};
-use kube::runtime::watcher::{self, watcher, Event};
-use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 use tokio::sync::mpsc;
 
 use super::{decode, encode, now, MemoryError, MemoryState, Shard, DATA_KEY, STATE_LABEL};
 use crate::memory_on_oom::{OomRaise, RememberedMemory};
+use crate::watch::Watch;
 
 /// Raises taken from the queue and written together (one write per shard per batch), so
 /// a flood of OOMKilled pods costs a bounded number of writes.
@@ -227,18 +226,11 @@ pub async fn run_watch(
     stop: impl Future<Output = ()>,
 ) {
     let config = watcher::Config::default().labels(&format!("{STATE_LABEL}=true"));
-    let stream = watcher(api, config).default_backoff();
-    let mut stream = std::pin::pin!(stream);
+    let mut watch = Watch::new(api, config, "memory state");
     let mut stop = std::pin::pin!(stop);
-    loop {
-        let next = tokio::select! {
-            biased;
-            () = &mut stop => return,
-            n = stream.next() => n,
-        };
-        match next {
-            None => return,
-            Some(Ok(Event::Apply(cm) | Event::InitApply(cm))) => {
+    while let Some(event) = watch.next(&mut stop).await {
+        match event {
+            Event::Apply(cm) | Event::InitApply(cm) => {
                 let Some(index) = cm.metadata.name.as_deref().and_then(|n| state.index_of(n))
                 else {
                     continue;
@@ -257,17 +249,14 @@ pub async fn run_watch(
                     }
                 }
             }
-            Some(Ok(Event::Delete(cm))) => {
+            Event::Delete(cm) => {
                 if let Some(index) = cm.metadata.name.as_deref().and_then(|n| state.index_of(n)) {
                     state.install(index, Shard::default());
                 }
             }
             // Every state ConfigMap has been delivered once: ready to serve from it.
-            Some(Ok(Event::InitDone)) => state.mark_listed(),
-            Some(Ok(Event::Init)) => {}
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "memory state watch failed; retrying");
-            }
+            Event::InitDone => state.mark_listed(),
+            Event::Init => {}
         }
     }
 }

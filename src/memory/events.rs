@@ -14,22 +14,21 @@
 use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use k8s_openapi::api::events::v1::Event as KubeEvent;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
-use kube::runtime::watcher::{self, watcher, Event};
-use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 
 use super::{now, MemoryState};
-use crate::memory_on_oom::{enabled_anywhere, format_bytes, RAISED_ANNOTATION};
+use crate::memory_on_oom::{format_bytes, RAISED_ANNOTATION};
 use crate::metrics::{EventResult, Metrics};
 use crate::source::events::{PolicyEvent, Reporter};
 use crate::source::PolicyStore;
 use crate::spark::ROLE_LABEL;
+use crate::watch::Watch;
 
 /// The Event's reason.
 pub const REASON: &str = "MemoryRaised";
@@ -42,8 +41,6 @@ pub const RATE_PER_SECOND: f64 = 5.0;
 pub const BURST: f64 = 20.0;
 /// Pods remembered as done (their uid), so updates of a pending pod write nothing more.
 const SEEN: usize = 10_000;
-/// How often the watch checks, while no policy enables `memoryOnOOM`, whether one does.
-const ENABLED_POLL: Duration = Duration::from_secs(1);
 
 /// One Event per raised pod, within a rate.
 #[derive(Debug)]
@@ -167,34 +164,22 @@ pub async fn run(
     stop: impl Future<Output = ()>,
 ) {
     let mut stop = std::pin::pin!(stop);
-    while !(policies.is_loaded() && enabled_anywhere(&policies.snapshot())) {
-        tokio::select! {
-            biased;
-            () = &mut stop => return,
-            () = tokio::time::sleep(ENABLED_POLL) => {}
-        }
+    if !super::pods::until_enabled(&policies, &mut stop).await {
+        return;
     }
     metrics.init_policy_events(&[REASON]);
     let config = watcher::Config::default()
         .labels(ROLE_LABEL)
         .fields(PENDING_PHASE);
-    let stream = watcher(Api::<Pod>::all(client.clone()), config).default_backoff();
-    let mut stream = std::pin::pin!(stream);
+    let mut watch = Watch::new(
+        Api::<Pod>::all(client.clone()),
+        config,
+        "pending Spark pods",
+    );
     let mut events = RaiseEvents::default();
-    loop {
-        let next = tokio::select! {
-            biased;
-            () = &mut stop => return,
-            n = stream.next() => n,
-        };
-        let pod = match next {
-            None => return,
-            Some(Ok(Event::Apply(pod) | Event::InitApply(pod))) => pod,
-            Some(Ok(Event::Delete(_) | Event::Init | Event::InitDone)) => continue,
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "watch of pending Spark pods failed; retrying");
-                continue;
-            }
+    while let Some(event) = watch.next(&mut stop).await {
+        let (Event::Apply(pod) | Event::InitApply(pod)) = event else {
+            continue;
         };
         match events.decide(&state, &pod, &reporter, Instant::now()) {
             Decision::Nothing => {}
@@ -229,6 +214,7 @@ mod tests {
     use crate::memory::{MemoryConfig, Shard};
     use crate::memory_on_oom::RememberedMemory;
     use crate::spark::ContainerNames;
+    use std::time::Duration;
 
     fn state_with(key: &str) -> MemoryState {
         let state = MemoryState::new(MemoryConfig::default(), ContainerNames::default(), None);

@@ -8,11 +8,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
-use kube::runtime::watcher::{self, watcher, Event};
-use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 use tokio::sync::mpsc;
 
 use super::{now, MemoryState};
@@ -20,6 +18,7 @@ use crate::memory_on_oom::{enabled_anywhere, oom_at_max, raise_after_oom, OomRai
 use crate::metrics::OomResult;
 use crate::source::PolicyStore;
 use crate::spark::ROLE_LABEL;
+use crate::watch::Watch;
 
 /// Only pods that ended: the field selector the API server applies for us.
 pub const FAILED_PHASE: &str = "status.phase=Failed";
@@ -105,6 +104,22 @@ impl AtMax {
     }
 }
 
+/// Waits until a loaded policy enables `memoryOnOOM` (a cluster without it never lists a
+/// pod); `false` when `stop` came first.
+pub(super) async fn until_enabled<S: Future<Output = ()>>(
+    policies: &PolicyStore,
+    stop: &mut std::pin::Pin<&mut S>,
+) -> bool {
+    while !(policies.is_loaded() && enabled_anywhere(&policies.snapshot())) {
+        tokio::select! {
+            biased;
+            () = stop.as_mut() => return false,
+            () = tokio::time::sleep(ENABLED_POLL) => {}
+        }
+    }
+    true
+}
+
 /// Watches ended Spark pods in every namespace until `stop`; starts only once a policy
 /// enables `memoryOnOOM` (a cluster without it never lists a pod).
 pub async fn run(
@@ -115,40 +130,23 @@ pub async fn run(
     stop: impl Future<Output = ()>,
 ) {
     let mut stop = std::pin::pin!(stop);
-    while !(policies.is_loaded() && enabled_anywhere(&policies.snapshot())) {
-        tokio::select! {
-            biased;
-            () = &mut stop => return,
-            () = tokio::time::sleep(ENABLED_POLL) => {}
-        }
+    if !until_enabled(&policies, &mut stop).await {
+        return;
     }
     let config = watcher::Config::default()
         .labels(ROLE_LABEL)
         .fields(FAILED_PHASE);
-    let stream = watcher(api, config).default_backoff();
-    let mut stream = std::pin::pin!(stream);
+    let mut watch = Watch::new(api, config, "ended Spark pods");
     tracing::info!(
         labels = ROLE_LABEL,
         fields = FAILED_PHASE,
         "watching ended Spark pods for OOMKilled containers"
     );
     let mut at_max = AtMax::default();
-    loop {
-        let next = tokio::select! {
-            biased;
-            () = &mut stop => return,
-            n = stream.next() => n,
-        };
-        match next {
-            None => return,
-            Some(Ok(Event::Apply(pod) | Event::InitApply(pod))) => {
-                if observe(&state, &policies, &pod, &queue).is_none() {
-                    at_max.observe(&state, &policies, &pod);
-                }
-            }
-            Some(Ok(Event::Delete(_) | Event::Init | Event::InitDone)) => {}
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "watch of ended Spark pods failed; retrying")
+    while let Some(event) = watch.next(&mut stop).await {
+        if let Event::Apply(pod) | Event::InitApply(pod) = event {
+            if observe(&state, &policies, &pod, &queue).is_none() {
+                at_max.observe(&state, &policies, &pod);
             }
         }
     }

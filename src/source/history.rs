@@ -19,17 +19,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{ObjectMeta, PostParams};
-use kube::runtime::watcher::{self, watcher, Event};
-use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 use kube::Api;
 use serde::{Deserialize, Serialize};
 
 use crate::matching::PolicySet;
 use crate::metrics::Metrics;
 use crate::policy::{parse_documents, CompiledPolicy, PolicySource};
+use crate::watch::Watch;
 
 /// The first ConfigMap holding the history, in the webhook's own namespace (the others
 /// add `-1`, `-2`, …: [`shard_name`]).
@@ -564,18 +563,11 @@ pub async fn run_watch(
     stop: impl Future<Output = ()>,
 ) {
     let config = watcher::Config::default().labels(&format!("{HISTORY_LABEL}=true"));
-    let stream = watcher(api, config).default_backoff();
-    let mut stream = std::pin::pin!(stream);
+    let mut watch = Watch::new(api, config, "policy history");
     let mut stop = std::pin::pin!(stop);
-    loop {
-        let next = tokio::select! {
-            biased;
-            () = &mut stop => return,
-            n = stream.next() => n,
-        };
-        match next {
-            None => return,
-            Some(Ok(Event::Apply(cm) | Event::InitApply(cm))) => {
+    while let Some(event) = watch.next(&mut stop).await {
+        match event {
+            Event::Apply(cm) | Event::InitApply(cm) => {
                 if cm.metadata.name.as_deref().and_then(shard_index).is_none() {
                     continue;
                 }
@@ -589,13 +581,10 @@ pub async fn run_watch(
                     );
                 }
             }
-            Some(Ok(Event::InitDone)) => history.mark_listed(),
+            Event::InitDone => history.mark_listed(),
             // A deleted part loses nothing here: its versions stay in memory and the
             // persister writes them back.
-            Some(Ok(Event::Delete(_) | Event::Init)) => {}
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "policy history watch failed; retrying");
-            }
+            Event::Delete(_) | Event::Init => {}
         }
     }
 }
