@@ -391,7 +391,7 @@ impl Metrics {
                 family.get_or_create(&ResultLabels { result }).inc_by(0);
             }
         }
-        for slot in ["review", "large_review", "heavy_review"] {
+        for slot in ["review", "large_review", "heavy_review", "large_read"] {
             slot_waits.get_or_create(&SlotLabels { slot }).inc_by(0);
         }
         let memory = MemoryMetrics::register(&mut registry);

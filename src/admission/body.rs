@@ -14,7 +14,7 @@ use http_body_util::BodyExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::refusal::Refusal;
-use super::state::{AppState, Clock};
+use super::state::{AppState, Clock, INLINE_BODY_BYTES};
 use crate::metrics::SlowClient;
 
 /// The request's body, at most `--max-body-bytes`, with its bytes' share of the budget
@@ -37,6 +37,16 @@ pub(super) async fn receive(
         }
         return Err(Refusal::body_too_large(limit));
     }
+    // Receiving is CPU work too (TLS, copying): large bodies are read a few at a time, as
+    // they are evaluated, so that a flood of them, refused in microseconds once read,
+    // cannot take the cores from everyone's ordinary reviews. Small bodies never wait.
+    let _large_read = match declared_length(&req) {
+        Some(n) if n > INLINE_BODY_BYTES as u64 => match take_large_read(state, clock).await {
+            Some(permit) => Some(permit),
+            None => return Err(Refusal::busy("large-body read", clock.budget)),
+        },
+        _ => None,
+    };
     // HTTP/1.1: a request cut while its body is still arriving closes its connection, so
     // the client cannot go on using it (h2 resets the stream by itself).
     let close_after = req.version() <= http::Version::HTTP_11;
@@ -70,6 +80,19 @@ pub(super) async fn receive(
         BodyError::Deadline => Refusal::body_late(clock.budget),
         BodyError::NoBudget => Refusal::busy("room for the request body", clock.budget),
     })
+}
+
+/// A large-body read permit, if one frees up before the deadline (a wait is counted).
+async fn take_large_read(state: &AppState, clock: Clock) -> Option<OwnedSemaphorePermit> {
+    let reads = Arc::clone(&state.large_reads);
+    if let Ok(permit) = Arc::clone(&reads).try_acquire_owned() {
+        return Some(permit);
+    }
+    state.metrics.record_slot_wait("large_read");
+    tokio::time::timeout_at(clock.deadline, reads.acquire_owned())
+        .await
+        .ok()?
+        .ok()
 }
 
 fn declared_length(req: &Request) -> Option<u64> {

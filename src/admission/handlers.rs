@@ -180,6 +180,50 @@ spec:
         assert!(String::from_utf8_lossy(&body).contains("no review slot"));
     }
 
+    /// While every large-body read is taken, a body declared over 64 KiB waits (503 at its
+    /// deadline, its body never read), and an ordinary review is answered at once.
+    #[tokio::test]
+    async fn large_bodies_wait_for_a_read_and_ordinary_reviews_do_not() {
+        let state = state(Limits::default());
+        let router = webhook_router(Arc::clone(&state));
+        let reads = state.large_reads.available_permits();
+        let _reading = state
+            .large_reads
+            .acquire_many(u32::try_from(reads).expect("a few permits"))
+            .await
+            .expect("open semaphore");
+        let mut large: Value = serde_json::from_slice(&driver_review(None)).expect("JSON");
+        large["request"]["object"]["metadata"]["annotations"] =
+            serde_json::json!({"example.com/padding": "x".repeat(100 * 1024)});
+        let large = serde_json::to_vec(&large).expect("JSON");
+        let req = Request::post(format!("{MUTATE_PATH}?timeout=500ms"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CONTENT_LENGTH, large.len())
+            .body(Body::from(large))
+            .expect("request");
+        let resp = router.clone().oneshot(req).await.expect("infallible");
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        assert!(
+            String::from_utf8_lossy(&body).contains("no large-body read"),
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+        let small = driver_review(None);
+        let req = Request::post(MUTATE_PATH)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CONTENT_LENGTH, small.len())
+            .body(Body::from(small))
+            .expect("request");
+        let resp = router.oneshot(req).await.expect("infallible");
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert!(metric_line(
+            &state.metrics,
+            "spark_admission_slot_waits_total{slot=\"large_read\"} 1"
+        )
+        .is_some());
+    }
+
     /// The driver review a kube-apiserver sent, its pod marked with `fault` if given.
     fn driver_review(fault: Option<&str>) -> Vec<u8> {
         let path = concat!(

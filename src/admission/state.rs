@@ -78,6 +78,8 @@ pub struct AppState {
     pub(super) large_slots: Arc<Semaphore>,
     /// One permit per body byte held (`Limits::max_body_bytes_in_flight`).
     pub(super) body_bytes: Arc<Semaphore>,
+    /// Bodies declared above [`INLINE_BODY_BYTES`] read at once (see `body::receive`).
+    pub(super) large_reads: Arc<Semaphore>,
     /// Raises remembered after OOMKilled pods (ConfigMap source only).
     pub(super) memory: Option<Arc<MemoryState>>,
 }
@@ -101,6 +103,7 @@ impl AppState {
             .max(limits.max_body_bytes)
             .min(Semaphore::MAX_PERMITS);
         let body_bytes = Arc::new(Semaphore::new(body_bytes));
+        let large_reads = Arc::new(Semaphore::new(heavy_at_once()));
         Self {
             engine,
             store,
@@ -111,6 +114,7 @@ impl AppState {
             heavy_slots,
             large_slots,
             body_bytes,
+            large_reads,
             memory: None,
         }
     }
