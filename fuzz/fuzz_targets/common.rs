@@ -52,6 +52,11 @@ pub fn check_plan(engine: &Engine, set: &PolicySet, raw: &Value, pod: &Pod, name
             serde_json::to_string(&m.patch).unwrap_or_default()
         );
     }
+    // The webhook never reads managedFields (the API server validates and owns them), so
+    // their content may be anything here: read the result as the webhook reads a pod.
+    if let Some(meta) = patched.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("managedFields");
+    }
     let again: Pod = match serde_json::from_value(patched) {
         Ok(p) => p,
         Err(e) => panic!("patched object is not a Pod: {e}"),
