@@ -24,7 +24,7 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use crate::engine::PodLimits;
+use crate::engine::{PodLimits, CONTAINER_ENTRIES_FIELD};
 use crate::spark::SparkRole;
 
 /// A Spark pod's review refused by the scan.
@@ -79,6 +79,8 @@ struct Scan {
     sub_resource: bool,
     role: Option<SparkRole>,
     over: Option<OverLimit>,
+    /// Entries of the lists counted towards `PodLimits::container_entries`, so far.
+    container_entries: usize,
     /// The read ended early, at `over`, the head and label already known.
     stopped: bool,
 }
@@ -91,6 +93,26 @@ impl Scan {
             && self.create
             && !self.sub_resource
             && self.role.is_some()
+    }
+
+    /// Records the first list over its limit and ends the read when that decides the
+    /// review; otherwise (not known yet whether this is a Spark pod's creation) skips the
+    /// rest of `seq` unbuilt, to decide at the end.
+    fn over_limit<'de, A: SeqAccess<'de>>(
+        &mut self,
+        field: String,
+        limit: usize,
+        mut seq: A,
+    ) -> Result<(), A::Error> {
+        if self.over.is_none() {
+            self.over = Some(OverLimit { field, limit });
+        }
+        if self.decided() {
+            self.stopped = true;
+            return Err(de::Error::custom(STOP));
+        }
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(())
     }
 
     fn refusal(self) -> Option<Refused> {
@@ -134,6 +156,8 @@ enum At {
     List {
         limit: usize,
         item: &'static At,
+        /// Its entries count towards `PodLimits::container_entries` too.
+        pooled: bool,
     },
     /// Anything the scan does not read: skipped unbuilt.
     Skip,
@@ -142,7 +166,17 @@ enum At {
 impl At {
     /// The position of `key`'s value in an object at `self`, and the key as a path part.
     fn child(self, key: &str, l: &PodLimits) -> Option<(At, &'static str)> {
-        let list = |limit, item| At::List { limit, item };
+        let list = |limit, item| At::List {
+            limit,
+            item,
+            pooled: false,
+        };
+        // A list of a container (not an ephemeral one) counted towards the pod's total.
+        let pooled = |limit| At::List {
+            limit,
+            item: &At::Skip,
+            pooled: true,
+        };
         const SKIP: &At = &At::Skip;
         let (at, name) = match (self, key) {
             (At::Review, "request") => (At::Request, "request"),
@@ -177,18 +211,17 @@ impl At {
             (At::Spec, "imagePullSecrets") => (list(l.terms, SKIP), "imagePullSecrets"),
             (At::Spec, "dnsConfig") => (At::Dns, "dnsConfig"),
             (At::Spec, "affinity") => (At::Affinity, "affinity"),
-            (At::Container { .. }, "env") => (list(l.env, SKIP), "env"),
+            (At::Container { ephemeral: true }, "env") => (list(l.env, SKIP), "env"),
+            (At::Container { ephemeral: false }, "env") => (pooled(l.env), "env"),
             (At::Container { ephemeral: false }, "envFrom") => {
-                (list(l.container_lists, SKIP), "envFrom")
+                (pooled(l.container_lists), "envFrom")
             }
-            (At::Container { ephemeral: false }, "ports") => {
-                (list(l.container_lists, SKIP), "ports")
-            }
+            (At::Container { ephemeral: false }, "ports") => (pooled(l.container_lists), "ports"),
             (At::Container { ephemeral: false }, "volumeMounts") => {
-                (list(l.container_lists, SKIP), "volumeMounts")
+                (pooled(l.container_lists), "volumeMounts")
             }
-            (At::Container { ephemeral: false }, "command") => (list(l.arguments, SKIP), "command"),
-            (At::Container { ephemeral: false }, "args") => (list(l.arguments, SKIP), "args"),
+            (At::Container { ephemeral: false }, "command") => (pooled(l.arguments), "command"),
+            (At::Container { ephemeral: false }, "args") => (pooled(l.arguments), "args"),
             (At::HostAlias, "hostnames") => (list(l.terms, SKIP), "hostnames"),
             (At::Dns, "nameservers") => (list(l.terms, SKIP), "nameservers"),
             (At::Dns, "searches") => (list(l.terms, SKIP), "searches"),
@@ -384,11 +417,25 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let At::List { limit, item } = self.at else {
+        let At::List {
+            limit,
+            item,
+            pooled,
+        } = self.at
+        else {
             return Err(de::Error::invalid_type(de::Unexpected::Seq, &self));
         };
         let mut n = 0;
         while n < limit {
+            if pooled {
+                self.scan.container_entries += 1;
+                if self.scan.container_entries > self.scan.limits.container_entries {
+                    let limit = self.scan.limits.container_entries;
+                    return self
+                        .scan
+                        .over_limit(CONTAINER_ENTRIES_FIELD.to_owned(), limit, seq);
+                }
+            }
             let path = self.path.child(Part::Index(n));
             let node = Node {
                 scan: &mut *self.scan,
@@ -404,19 +451,7 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
         if seq.next_element::<IgnoredAny>()?.is_none() {
             return Ok(());
         }
-        if self.scan.over.is_none() {
-            self.scan.over = Some(OverLimit {
-                field: self.path.to_string(),
-                limit,
-            });
-        }
-        if self.scan.decided() {
-            self.scan.stopped = true;
-            return Err(de::Error::custom(STOP));
-        }
-        // Not known yet whether this is a Spark pod's creation: skip the rest, then decide.
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(())
+        self.scan.over_limit(self.path.to_string(), limit, seq)
     }
 }
 
@@ -582,6 +617,8 @@ mod tests {
         env: 5,
         container_lists: 2,
         arguments: 3,
+        // The pod's total is tested on its own: here it never decides.
+        container_entries: usize::MAX,
     };
 
     /// A list's length relative to its limit.

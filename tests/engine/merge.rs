@@ -1363,3 +1363,36 @@ fn dependency_sources_take_variables_and_are_skipped_without_their_label() {
         "/spec/all/dependencies/0/source/secret/secretName"
     );
 }
+
+/// The engine's own check (bodies under 64 KiB are not scanned first): the entries of every
+/// container's lists together are bounded, whatever each list holds.
+#[test]
+fn the_entries_of_all_containers_lists_together_are_bounded() {
+    let limits = spark_admission::engine::PodLimits {
+        container_entries: 40,
+        ..spark_admission::engine::PodLimits::default()
+    };
+    let engine = Engine {
+        limits,
+        ..Engine::default()
+    };
+    let mut pod = review_pod("mutate-driver-scala-sparkpi");
+    let containers = pod["spec"]["containers"].as_array_mut().unwrap();
+    for c in 0..5 {
+        containers.push(json!({
+            "name": format!("wide-{c}"),
+            "image": "busybox",
+            "env": (0..10).map(|i| json!({"name": format!("W{i}"), "value": "1"})).collect::<Vec<_>>(),
+        }));
+    }
+    let set = example_policies();
+    let err = engine
+        .mutate(MutateRequest::new(&set, &typed(&pod), "spark-jobs"))
+        .expect_err("over the total");
+    let text = err.to_string();
+    assert!(
+        text.contains(spark_admission::engine::CONTAINER_ENTRIES_FIELD)
+            && text.contains("more than the 40"),
+        "{text}"
+    );
+}

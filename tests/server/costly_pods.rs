@@ -326,3 +326,39 @@ async fn thirty_thousand_container_args_are_refused_naming_the_container() {
         "{resp}"
     );
 }
+
+/// Every list under its own limit, but 64 containers of them: refused by their total, before
+/// decoding (the scan) and by the engine's own check alike.
+#[tokio::test]
+async fn containers_whose_lists_together_pass_the_pods_total_are_refused() {
+    let (router, _) = router_with(&[LABEL_POLICY], Limits::default());
+    let limits = PodLimits::default();
+    let per = limits.env - 24;
+    let count = limits.container_entries / per + 1;
+    let mut review = fixture_json("mutate-driver-rich.json");
+    let containers = review["request"]["object"]["spec"]["containers"]
+        .as_array_mut()
+        .expect("containers");
+    for c in 0..count {
+        containers.push(json!({
+            "name": format!("wide-{c}"),
+            "image": "busybox",
+            "env": (0..per).map(|i| json!({"name": format!("W{i}"), "value": "1"})).collect::<Vec<_>>(),
+        }));
+    }
+    assert!(
+        count < limits.containers,
+        "each list stays under its own limit"
+    );
+    let resp = answer(&router, "/mutate", &review).await;
+    assert_eq!(resp["allowed"], false, "{resp}");
+    assert_eq!(resp["status"]["code"], 422, "{resp}");
+    assert!(
+        message(&resp).contains(&format!(
+            "{} has more than {} entries",
+            spark_admission::engine::CONTAINER_ENTRIES_FIELD,
+            limits.container_entries
+        )),
+        "{resp}"
+    );
+}

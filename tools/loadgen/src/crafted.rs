@@ -108,8 +108,11 @@ fn with_items(base: &Value, shape: Shape, n: usize) -> Value {
         }
         Shape::Wide => {
             if let Some(list) = pod["spec"]["containers"].as_array_mut() {
-                for i in 0..n.min(WIDE_CONTAINERS * WIDE_ENV) {
-                    let c = i / WIDE_ENV;
+                // Added containers only: the pod's own keep their env as it is.
+                let first = list.len();
+                let room = WIDE_CONTAINERS.saturating_sub(first) * WIDE_ENV;
+                for i in 0..n.min(room) {
+                    let c = first + i / WIDE_ENV;
                     if c == list.len() {
                         list.push(json!({"name": format!("w-{c}"), "image": "busybox", "env": []}));
                     }

@@ -30,7 +30,15 @@ pub struct PodLimits {
     /// `command` and `args` of one container: nothing merges into them, but each entry is a
     /// string decoded and copied, so a crafted list costs many times its bytes.
     pub arguments: usize,
+    /// The entries of those lists (env, envFrom, ports, volumeMounts, command, args) over
+    /// every container and init container together: each list under its own limit, 64
+    /// containers of them would still cost ~20x a benign body of the same size.
+    pub container_entries: usize,
 }
+
+/// The field [`PodLimits::container_entries`] is reported under.
+pub const CONTAINER_ENTRIES_FIELD: &str =
+    "all containers' env, envFrom, ports, volumeMounts, command and args together";
 
 impl Default for PodLimits {
     fn default() -> Self {
@@ -43,6 +51,7 @@ impl Default for PodLimits {
             env: 1024,
             container_lists: 256,
             arguments: 4096,
+            container_entries: 8192,
         }
     }
 }
@@ -59,6 +68,7 @@ impl PodLimits {
             env: usize::MAX,
             container_lists: usize::MAX,
             arguments: usize::MAX,
+            container_entries: usize::MAX,
         }
     }
 }
@@ -100,13 +110,22 @@ pub(crate) fn check(pod: &Pod, limits: &PodLimits) -> Result<(), TooLarge> {
     at_most(spec.init_containers.as_ref(), limits.containers, || {
         "spec.initContainers".to_owned()
     })?;
+    let mut entries = 0;
     for (kind, list) in [
         ("containers", Some(&spec.containers)),
         ("initContainers", spec.init_containers.as_ref()),
     ] {
         for (i, c) in list.into_iter().flatten().enumerate() {
             check_container(c, limits, kind, i)?;
+            entries += container_entries(c);
         }
+    }
+    if entries > limits.container_entries {
+        return Err(TooLarge {
+            field: CONTAINER_ENTRIES_FIELD.to_owned(),
+            count: entries,
+            limit: limits.container_entries,
+        });
     }
     // Ephemeral containers arrive by UPDATE (`kubectl debug`), and the rules read them too.
     at_most(
@@ -126,6 +145,19 @@ pub(crate) fn check(pod: &Pod, limits: &PodLimits) -> Result<(), TooLarge> {
         "spec.tolerations".to_owned()
     })?;
     check_scheduling(spec, limits)
+}
+
+/// The entries of `c`'s lists that [`PodLimits::container_entries`] counts.
+fn container_entries(c: &Container) -> usize {
+    fn len<T>(v: Option<&Vec<T>>) -> usize {
+        v.map_or(0, Vec::len)
+    }
+    len(c.env.as_ref())
+        + len(c.env_from.as_ref())
+        + len(c.ports.as_ref())
+        + len(c.volume_mounts.as_ref())
+        + len(c.command.as_ref())
+        + len(c.args.as_ref())
 }
 
 fn check_container(

@@ -32,7 +32,7 @@ mod volumes;
 use k8s_openapi::api::core::v1::Pod;
 use serde::Serialize;
 
-pub use bounds::{PodLimits, TooLarge};
+pub use bounds::{PodLimits, TooLarge, CONTAINER_ENTRIES_FIELD};
 pub use context::Change;
 pub use deadline::Deadline;
 pub use planned::PlannedPatch;
