@@ -5,6 +5,8 @@
 use std::fmt::Debug;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use futures::stream::BoxStream;
 use futures::StreamExt;
@@ -47,5 +49,20 @@ where
                 Err(e) => tracing::warn!(error = %e, "{} watch failed; retrying", self.what),
             }
         }
+    }
+}
+
+/// Whether a watched state has been listed once; readiness waits for it, or a fresh replica
+/// would serve without what the others already know. Clones share the flag.
+#[derive(Debug, Clone, Default)]
+pub struct Listed(Arc<AtomicBool>);
+
+impl Listed {
+    pub fn is_done(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    pub fn mark(&self) {
+        self.0.store(true, Ordering::Release);
     }
 }

@@ -27,7 +27,7 @@ pub struct Health {
 pub struct ReadyGate {
     /// Says why not ready, e.g. "memory state not listed".
     pub waiting: &'static str,
-    pub done: Arc<std::sync::atomic::AtomicBool>,
+    pub done: crate::watch::Listed,
 }
 
 impl Health {
@@ -37,11 +37,7 @@ impl Health {
             Err("shutting down")
         } else if !self.store.is_loaded() {
             Err("policies not loaded")
-        } else if let Some(g) = self
-            .gates
-            .iter()
-            .find(|g| !g.done.load(std::sync::atomic::Ordering::Acquire))
-        {
+        } else if let Some(g) = self.gates.iter().find(|g| !g.done.is_done()) {
             Err(g.waiting)
         } else {
             Ok(())

@@ -255,7 +255,7 @@ pub async fn run_watch(
                 }
             }
             // Every state ConfigMap has been delivered once: ready to serve from it.
-            Event::InitDone => state.mark_listed(),
+            Event::InitDone => state.listed().mark(),
             Event::Init => {}
         }
     }

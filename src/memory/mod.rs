@@ -27,6 +27,7 @@ use sha2::{Digest, Sha256};
 use crate::memory_on_oom::{memory_key, OomRaise, RememberedMemory};
 use crate::metrics::Metrics;
 use crate::spark::{ContainerNames, SparkPod};
+use crate::watch::Listed;
 
 /// Label of the state ConfigMaps (value `"true"`), which the replicas watch.
 pub const STATE_LABEL: &str = "spark-admission.io/memory-state";
@@ -139,7 +140,7 @@ pub struct MemoryState {
     metrics: Option<Arc<Metrics>>,
     /// Set once the watch has listed the state ConfigMaps: readiness waits for it, or a
     /// fresh replica would admit a pod without a raise another replica remembered.
-    listed: Arc<std::sync::atomic::AtomicBool>,
+    listed: Listed,
 }
 
 impl MemoryState {
@@ -156,23 +157,13 @@ impl MemoryState {
             names,
             shards,
             metrics,
-            listed: Arc::default(),
+            listed: Listed::default(),
         }
     }
 
     /// Whether the state ConfigMaps have been listed once.
-    pub fn is_listed(&self) -> bool {
-        self.listed.load(std::sync::atomic::Ordering::Acquire)
-    }
-
-    /// The flag [`Self::is_listed`] reads, for readiness.
-    pub fn listed_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
-        Arc::clone(&self.listed)
-    }
-
-    pub fn mark_listed(&self) {
-        self.listed
-            .store(true, std::sync::atomic::Ordering::Release);
+    pub fn listed(&self) -> &Listed {
+        &self.listed
     }
 
     pub fn config(&self) -> &MemoryConfig {

@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::matching::PolicySet;
 use crate::metrics::Metrics;
 use crate::policy::{parse_documents, CompiledPolicy, PolicySource};
+use crate::watch::Listed;
 use crate::watch::Watch;
 
 /// The first ConfigMap holding the history, in the webhook's own namespace (the others
@@ -161,7 +162,7 @@ pub struct PolicyHistory {
     metrics: Option<Arc<Metrics>>,
     /// Whether the stored history has been read once (the watch's first list): until
     /// then a replica is not ready, or it would ignore pins of versions only others know.
-    listed: Arc<std::sync::atomic::AtomicBool>,
+    listed: Listed,
 }
 
 impl Default for PolicyHistory {
@@ -186,7 +187,7 @@ impl PolicyHistory {
             shards: 1,
             changed: tokio::sync::Notify::new(),
             metrics,
-            listed: Arc::default(),
+            listed: Listed::default(),
         }
     }
 
@@ -205,20 +206,9 @@ impl PolicyHistory {
         self.shards
     }
 
-    /// Whether the stored history has been read once (see [`Self::mark_listed`]).
-    pub fn is_listed(&self) -> bool {
-        self.listed.load(std::sync::atomic::Ordering::Acquire)
-    }
-
-    /// The flag [`Self::is_listed`] reads, for readiness.
-    pub fn listed_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
-        Arc::clone(&self.listed)
-    }
-
-    /// Called once the stored history has been read (or there is none to read).
-    pub fn mark_listed(&self) {
-        self.listed
-            .store(true, std::sync::atomic::Ordering::Release);
+    /// Whether the stored history has been read once (or there was none to read).
+    pub fn listed(&self) -> &Listed {
+        &self.listed
     }
 
     /// The compiled version with this tag, if kept. Lock-free.
@@ -581,7 +571,7 @@ pub async fn run_watch(
                     );
                 }
             }
-            Event::InitDone => history.mark_listed(),
+            Event::InitDone => history.listed().mark(),
             // A deleted part loses nothing here: its versions stay in memory and the
             // persister writes them back.
             Event::Delete(_) | Event::Init => {}

@@ -94,7 +94,7 @@ pub(super) fn start_watchers(
             // Versions other replicas store arrive by watch, not by a periodic re-read.
             gates.push(ReadyGate {
                 waiting: "policy version history not listed",
-                done: history.listed_flag(),
+                done: history.listed().clone(),
             });
             let stop = shutdown.clone();
             tokio::spawn(run_watch(
@@ -167,7 +167,7 @@ pub(super) fn review_state(
         );
         gates.push(ReadyGate {
             waiting: "memory state not listed",
-            done: memory.listed_flag(),
+            done: memory.listed().clone(),
         });
         state = state.with_memory(memory);
     }
