@@ -317,7 +317,27 @@ mod tests {
     #[test]
     fn a_pod_at_the_limits_passes_and_one_more_entry_is_refused_by_name() {
         let l = PodLimits::default();
-        assert_eq!(check(&pod_with(l.containers, l.env), &l), Ok(()));
+        // Every container at once, their entries exactly at the pod's total.
+        let per = l.container_entries / l.containers;
+        assert_eq!(check(&pod_with(l.containers, per), &l), Ok(()));
+        // Each list at its own limit, but together far over the total.
+        let err = check(&pod_with(l.containers, l.env), &l).unwrap_err();
+        assert_eq!(
+            (err.field.as_str(), err.count, err.limit),
+            (
+                CONTAINER_ENTRIES_FIELD,
+                l.containers * l.env,
+                l.container_entries
+            )
+        );
+        let mut one_more = pod_with(l.containers, per);
+        if let Some(spec) = one_more.spec.as_mut() {
+            spec.containers[0].args = Some(vec!["x".to_owned()]);
+        }
+        assert_eq!(
+            check(&one_more, &l).map_err(|e| e.count),
+            Err(l.container_entries + 1)
+        );
         assert_eq!(
             check(&pod_with(l.containers + 1, 0), &l),
             Err(TooLarge {
