@@ -83,11 +83,12 @@ pub struct TooLarge {
     pub limit: usize,
 }
 
+/// The list's length, or the error when it is over `limit`.
 fn at_most<T>(
     list: Option<&Vec<T>>,
     limit: usize,
     field: impl FnOnce() -> String,
-) -> Result<(), TooLarge> {
+) -> Result<usize, TooLarge> {
     let count = list.map_or(0, Vec::len);
     if count > limit {
         return Err(TooLarge {
@@ -96,7 +97,7 @@ fn at_most<T>(
             limit,
         });
     }
-    Ok(())
+    Ok(count)
 }
 
 /// The first list of `pod` above its limit, if any. Costs one pass over the lists' lengths.
@@ -116,8 +117,7 @@ pub(crate) fn check(pod: &Pod, limits: &PodLimits) -> Result<(), TooLarge> {
         ("initContainers", spec.init_containers.as_ref()),
     ] {
         for (i, c) in list.into_iter().flatten().enumerate() {
-            check_container(c, limits, kind, i)?;
-            entries += container_entries(c);
+            entries += check_container(c, limits, kind, i)?;
         }
     }
     if entries > limits.container_entries {
@@ -147,43 +147,25 @@ pub(crate) fn check(pod: &Pod, limits: &PodLimits) -> Result<(), TooLarge> {
     check_scheduling(spec, limits)
 }
 
-/// The entries of `c`'s lists that [`PodLimits::container_entries`] counts.
-fn container_entries(c: &Container) -> usize {
-    fn len<T>(v: Option<&Vec<T>>) -> usize {
-        v.map_or(0, Vec::len)
-    }
-    len(c.env.as_ref())
-        + len(c.env_from.as_ref())
-        + len(c.ports.as_ref())
-        + len(c.volume_mounts.as_ref())
-        + len(c.command.as_ref())
-        + len(c.args.as_ref())
-}
-
+/// Checks `c`'s lists against their limits; returns their entries together, which
+/// [`PodLimits::container_entries`] bounds over all containers.
 fn check_container(
     c: &Container,
     limits: &PodLimits,
     kind: &str,
     i: usize,
-) -> Result<(), TooLarge> {
-    at_most(c.env.as_ref(), limits.env, || {
-        format!("spec.{kind}[{i}].env")
-    })?;
-    at_most(c.env_from.as_ref(), limits.container_lists, || {
-        format!("spec.{kind}[{i}].envFrom")
-    })?;
-    at_most(c.ports.as_ref(), limits.container_lists, || {
-        format!("spec.{kind}[{i}].ports")
-    })?;
-    at_most(c.volume_mounts.as_ref(), limits.container_lists, || {
-        format!("spec.{kind}[{i}].volumeMounts")
-    })?;
-    at_most(c.command.as_ref(), limits.arguments, || {
-        format!("spec.{kind}[{i}].command")
-    })?;
-    at_most(c.args.as_ref(), limits.arguments, || {
-        format!("spec.{kind}[{i}].args")
-    })
+) -> Result<usize, TooLarge> {
+    let field = |name: &str| format!("spec.{kind}[{i}].{name}");
+    Ok(at_most(c.env.as_ref(), limits.env, || field("env"))?
+        + at_most(c.env_from.as_ref(), limits.container_lists, || {
+            field("envFrom")
+        })?
+        + at_most(c.ports.as_ref(), limits.container_lists, || field("ports"))?
+        + at_most(c.volume_mounts.as_ref(), limits.container_lists, || {
+            field("volumeMounts")
+        })?
+        + at_most(c.command.as_ref(), limits.arguments, || field("command"))?
+        + at_most(c.args.as_ref(), limits.arguments, || field("args"))?)
 }
 
 fn check_scheduling(spec: &PodSpec, limits: &PodLimits) -> Result<(), TooLarge> {
@@ -291,7 +273,8 @@ fn check_term(
     })?;
     at_most(t.match_fields.as_ref(), limits.expressions, || {
         format!("{}.matchFields", at())
-    })
+    })?;
+    Ok(())
 }
 
 #[cfg(test)]
