@@ -79,17 +79,36 @@ impl Answer {
         });
     }
 
+    /// Room for the whole body, so that it is written without growing: the warnings and
+    /// audit annotations of a review that many policies applied are kilobytes, and
+    /// growing past a small guess copied the body once or twice (~14k instructions of a
+    /// review, BENCHMARKS.md). Escapes can still make it longer; that only grows once.
+    fn body_len_hint(&self) -> usize {
+        // Quotes, colons and commas of each field, and the fixed field names.
+        const FRAME: usize = 128;
+        let status = self.status.as_ref().map_or(0, |s| {
+            s.message.len() + s.reason.as_ref().map_or(0, String::len) + 48
+        });
+        let warnings: usize = self.warnings.iter().map(|w| w.len() + 3).sum();
+        let annotations: usize = self
+            .audit_annotations
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 6)
+            .sum();
+        let patch = self
+            .patch
+            .as_ref()
+            .map_or(0, |p| PATCH_FIELDS.len() + p.len().div_ceil(3) * 4 + 2);
+        HEAD.len() + FRAME + self.uid.len() + status + warnings + annotations + patch
+    }
+
     /// The full AdmissionReview body carrying this answer.
     ///
     /// serde writes every field but the patch; the patch is base64-encoded straight into
     /// the body after it. The base64 alphabet needs no JSON escaping, so the patch string
     /// (most of the body) is neither copied into a `String` first nor scanned for escapes.
     pub fn to_review_json(&self) -> Result<Vec<u8>, serde_json::Error> {
-        let patch_len = self
-            .patch
-            .as_ref()
-            .map_or(0, |p| PATCH_FIELDS.len() + p.len().div_ceil(3) * 4 + 1);
-        let mut out = Vec::with_capacity(HEAD.len() + 256 + patch_len);
+        let mut out = Vec::with_capacity(self.body_len_hint());
         out.extend_from_slice(HEAD);
         serde_json::to_writer(&mut out, self)?;
         if let Some(json) = &self.patch {
@@ -181,6 +200,37 @@ mod tests {
                 base64::engine::general_purpose::STANDARD.encode(&json)
             );
         }
+    }
+
+    #[test]
+    fn the_room_made_for_a_body_holds_it_without_escapes() {
+        // Plain text: the hint is the most the body can take without growing.
+        let mut answer = Answer::allow("0a1b2c3d-uid");
+        let patch = json_patch::Patch(
+            (0..40)
+                .map(|i| {
+                    serde_json::from_value(json!(
+                        {"op": "add", "path": format!("/metadata/labels/l{i}"), "value": "v".repeat(i)}
+                    ))
+                    .unwrap()
+                })
+                .collect(),
+        );
+        answer.set_patch(&planned(&patch)).unwrap();
+        for i in 0..30 {
+            answer
+                .warnings
+                .push(format!("policy p{i}: set cpu to {}", "9".repeat(i)));
+        }
+        answer
+            .audit_annotations
+            .insert("applied-policies".to_owned(), "p@1,".repeat(50));
+        let hint = answer.body_len_hint();
+        let written = answer.to_review_json().unwrap().len();
+        assert!(written <= hint, "{written} > {hint}");
+        answer.deny(403, "Forbidden", "denied: ".repeat(40));
+        let written = answer.to_review_json().unwrap().len();
+        assert!(written <= answer.body_len_hint(), "{written}");
     }
 
     #[test]
