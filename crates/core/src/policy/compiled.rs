@@ -2,13 +2,12 @@
 //! so that nothing on the request path parses or compiles anything.
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
-use regex_automata::meta;
-use regex_automata::util::syntax;
 use sha2::{Digest, Sha256};
 
 use super::model::{
     DependencySource, DownloadSource, DownloadUrl, PodPatch, ResourceValues, Rules, SparkPodPolicy,
 };
+use super::pattern::Pattern;
 use super::template::{self, Parsed, Template};
 use super::PolicyError;
 use crate::quantity;
@@ -102,49 +101,6 @@ pub struct CompiledRules {
     pub rules: Rules,
     pub allowed_images: Option<Vec<Pattern>>,
     pub allowed_service_accounts: Option<Vec<Pattern>>,
-}
-
-/// A compiled `appName` regex or glob. Built with regex-automata's meta engine like the
-/// `regex` and `globset` crates do, same syntax and same matches, but without the full
-/// DFA those crates build up front for small patterns: that DFA was half the time of
-/// compiling a policy set (a reload), and the lazy DFA used instead is built as it matches.
-#[derive(Debug, Clone)]
-pub struct Pattern(meta::Regex);
-
-impl Pattern {
-    /// A regular expression, as `regex::Regex::new` reads it.
-    pub fn regex(pattern: &str) -> Result<Self, String> {
-        meta::Regex::builder()
-            .configure(meta::Config::new().dfa(false))
-            .build(pattern)
-            .map(Pattern)
-            // The syntax error's own text, as `regex::Error` shows it.
-            .map_err(|e| {
-                e.syntax_error()
-                    .map_or_else(|| e.to_string(), |s| s.to_string())
-            })
-    }
-
-    /// A glob, as `globset::Glob::compile_matcher` matches it (on the bytes of the text).
-    pub fn glob(glob: &str) -> Result<Self, String> {
-        let re = Glob::new(glob).map_err(|e| e.to_string())?;
-        meta::Regex::builder()
-            .syntax(syntax::Config::new().utf8(false).dot_matches_new_line(true))
-            .configure(
-                meta::Config::new()
-                    .dfa(false)
-                    .utf8_empty(false)
-                    .nfa_size_limit(Some(10 * (1 << 20)))
-                    .hybrid_cache_capacity(10 * (1 << 20)),
-            )
-            .build(re.regex())
-            .map(Pattern)
-            .map_err(|e| format!("{glob}: {e}"))
-    }
-
-    pub fn is_match(&self, text: &str) -> bool {
-        self.0.is_match(text.as_bytes())
-    }
 }
 
 /// The policy's namespace globs as one set. Each entry must parse and its matcher must
@@ -617,61 +573,4 @@ fn escape_pointer(s: &str) -> String {
 
 fn last_line(s: &str) -> &str {
     s.lines().last().unwrap_or(s)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn globs_match_as_globset_matches_them() {
-        let globs = [
-            "apache/spark:*",
-            "registry.example.com/spark/*",
-            "*",
-            "team-?",
-            "spark-[ab]*",
-            "{a,b}/*",
-            "**/x",
-            "a*b*c",
-        ];
-        let texts = [
-            "apache/spark:3.5.3",
-            "apache/spark",
-            "registry.example.com/spark/x:1",
-            "registry.example.com/spark/a/b:1",
-            "team-a",
-            "team-ab",
-            "spark-a1",
-            "spark-c",
-            "a/1",
-            "c/1",
-            "deep/path/x",
-            "x",
-            "aXbYc",
-            "",
-            "line\nbreak",
-            "ünïcode",
-        ];
-        for g in globs {
-            let ours = Pattern::glob(g).unwrap();
-            let theirs = Glob::new(g).unwrap().compile_matcher();
-            for t in texts {
-                assert_eq!(ours.is_match(t), theirs.is_match(t), "{g:?} on {t:?}");
-            }
-        }
-        assert!(Pattern::glob("a[").is_err());
-    }
-
-    #[test]
-    fn regexes_match_with_the_regex_crate_syntax() {
-        let re = Pattern::regex("^(spark|client|pyspark)").unwrap();
-        assert!(re.is_match("spark-pi") && re.is_match("pyspark-pi"));
-        assert!(!re.is_match("my-spark"));
-        assert!(Pattern::regex(r"^\p{L}+$").unwrap().is_match("ünïcode"));
-        assert!(Pattern::regex(".").unwrap().is_match("x"));
-        assert!(!Pattern::regex(".").unwrap().is_match(""));
-        let err = Pattern::regex("([").unwrap_err();
-        assert!(err.lines().last().unwrap().contains("unclosed"), "{err}");
-    }
 }

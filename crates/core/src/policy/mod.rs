@@ -3,12 +3,14 @@
 mod compiled;
 mod load;
 pub mod model;
+mod pattern;
 mod schema;
 pub mod template;
 
-pub use compiled::{CompiledPatch, CompiledPolicy, CompiledRules, Pattern, Site, Templated};
+pub use compiled::{CompiledPatch, CompiledPolicy, CompiledRules, Site, Templated};
 pub use load::{parse_documents, LoadedPolicy, PolicySource};
 pub use model::{SparkPodPolicy, API_VERSION, KIND};
+pub use pattern::Pattern;
 pub use schema::strip_optional_null;
 pub use schema::{schema_json, schema_validator, SchemaValidator, SchemaViolation};
 
