@@ -51,7 +51,7 @@ pub(crate) fn merge_container(
     c: &Container,
 ) {
     let same = list.iter().position(|e| e.name == c.name);
-    let key = format!("{field}/{}", c.name);
+    let key = [field, c.name.as_str()];
     if same
         .and_then(|i| list.get(i))
         .is_some_and(|e| is_ours_after_admission(ctx, e, c))

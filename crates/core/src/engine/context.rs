@@ -34,6 +34,9 @@ pub(crate) struct Ctx<'p> {
     /// Field key -> policy that decided it first (the higher-priority one).
     /// foldhash: SipHash was a twentieth of a whole review for these short, trusted keys.
     claims: HashMap<String, &'p str, RandomState>,
+    /// Where a [`Key`] is written to be looked up, reused: a key is stored (copied) only
+    /// the first time it is claimed.
+    key: String,
     pub changes: Vec<Change>,
     /// Changes per policy that made any, in the order of each one's first change. Only
     /// values that end up in the pod count: losing and undone values do not.
@@ -62,6 +65,7 @@ impl<'p> Ctx<'p> {
             policy: "",
             overwrite: false,
             claims: HashMap::default(),
+            key: String::new(),
             changes: Vec::new(),
             counts: Vec::new(),
             warnings: Vec::new(),
@@ -144,30 +148,37 @@ impl<'p> Ctx<'p> {
     }
 
     /// Who decided `key` before the current policy, if another policy did.
-    pub fn claimed_by_other(&self, key: &str) -> Option<&'p str> {
+    pub fn claimed_by_other(&mut self, key: impl Key) -> Option<&'p str> {
+        self.key.clear();
+        key.write(&mut self.key);
         self.claims
-            .get(key)
+            .get(self.key.as_str())
             .copied()
             .filter(|owner| *owner != self.policy)
     }
 
     /// Marks `key` as decided by the current policy; returns the earlier owner if it was
     /// already decided by a higher-priority policy (which then wins).
-    /// Takes the key by value so a `format!`ed key is stored without a second copy.
-    pub fn claim<K: AsRef<str> + Into<String>>(&mut self, key: K) -> Result<(), &'p str> {
-        if let Some(owner) = self.claimed_by_other(key.as_ref()) {
-            return Err(owner);
+    pub fn claim(&mut self, key: impl Key) -> Result<(), &'p str> {
+        self.key.clear();
+        key.write(&mut self.key);
+        match self.claims.get(self.key.as_str()) {
+            Some(owner) if *owner != self.policy => Err(*owner),
+            Some(_) => Ok(()),
+            // Stored (copied) only when new.
+            None => {
+                self.claims.insert(self.key.clone(), self.policy);
+                Ok(())
+            }
         }
-        self.claims.insert(key.into(), self.policy);
-        Ok(())
     }
 
     /// The rule for one scalar value: the highest-priority policy decides; a value the pod
     /// already has wins unless the policy says `overwrite: true`. Returns true when the
     /// caller should write `wanted`.
-    pub fn decide<T: PartialEq, K: AsRef<str> + Into<String>>(
+    pub fn decide<T: PartialEq>(
         &mut self,
-        key: K,
+        key: impl Key,
         field: impl Fn() -> String,
         current: Option<&T>,
         wanted: &T,
@@ -177,9 +188,9 @@ impl<'p> Ctx<'p> {
     }
 
     /// `decide` with an explicit overwrite flag (resources `force` always overwrites).
-    pub fn decide_with<T: PartialEq, K: AsRef<str> + Into<String>>(
+    pub fn decide_with<T: PartialEq>(
         &mut self,
-        key: K,
+        key: impl Key,
         field: impl Fn() -> String,
         current: Option<&T>,
         wanted: &T,
@@ -225,6 +236,30 @@ impl<'p> Ctx<'p> {
                 ));
                 false
             }
+        }
+    }
+}
+
+/// A claim key: the field's kind and the names that locate it, joined by `/` (for example
+/// `resources/spark-kubernetes-driver/limits/memory`). Written into [`Ctx`]'s one buffer
+/// rather than `format!`ed per field: formatting the keys was a tenth of planning.
+pub(crate) trait Key {
+    fn write(&self, out: &mut String);
+}
+
+impl Key for &str {
+    fn write(&self, out: &mut String) {
+        out.push_str(self);
+    }
+}
+
+impl<const N: usize> Key for [&str; N] {
+    fn write(&self, out: &mut String) {
+        for (i, part) in self.iter().enumerate() {
+            if i > 0 {
+                out.push('/');
+            }
+            out.push_str(part);
         }
     }
 }

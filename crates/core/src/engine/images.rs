@@ -49,8 +49,8 @@ pub(crate) fn apply_image_rules<'p>(
             for c in containers {
                 if let Some(current) = c.image.as_deref() {
                     // One rewrite per image and pass: the first (highest-priority) rule that matches.
-                    let key = format!("image/{}", c.name);
-                    if ctx.claimed_by_other(&key).is_none() {
+                    let key = ["image", c.name.as_str()];
+                    if ctx.claimed_by_other(key).is_none() {
                         if let Some(r) = image
                             .rewrite
                             .iter()
@@ -71,7 +71,7 @@ pub(crate) fn apply_image_rules<'p>(
                 }
                 if let Some(pp) = image.pull_policy {
                     let wanted = pp.as_str().to_owned();
-                    let key = format!("pullPolicy/{}", c.name);
+                    let key = ["pullPolicy", c.name.as_str()];
                     let shown = || format!("containers[{}].imagePullPolicy", c.name);
                     if ctx.decide(key, shown, c.image_pull_policy.as_ref(), &wanted, quoted) {
                         c.image_pull_policy = Some(wanted);

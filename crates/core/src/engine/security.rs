@@ -55,7 +55,7 @@ fn merge_fields<T: Serialize + DeserializeOwned + PartialEq>(
         if v.is_null() {
             continue;
         }
-        let claim = format!("securityContext/{key}/{k}");
+        let claim = ["securityContext", key, k.as_str()];
         let shown = || format!("{field}.{k}");
         if ctx.decide(claim, shown, merged.get(&k), &v, json) {
             merged.insert(k, v);

@@ -48,7 +48,7 @@ pub(crate) fn add_volume(ctx: &mut Ctx<'_>, spec: &mut PodSpec, volume: &Volume)
         Some(existing) if is_ours_after_admission(existing, volume) => true,
         Some(existing) => {
             let by = ctx
-                .claimed_by_other(&format!("volume/{}", volume.name))
+                .claimed_by_other(["volume", volume.name.as_str()])
                 .map(|p| format!("policy \"{p}\""))
                 .unwrap_or_else(|| "the pod".to_owned());
             ctx.warn(format!(
@@ -60,7 +60,7 @@ pub(crate) fn add_volume(ctx: &mut Ctx<'_>, spec: &mut PodSpec, volume: &Volume)
             false
         }
         None => {
-            let _ = ctx.claim(format!("volume/{}", volume.name));
+            let _ = ctx.claim(["volume", volume.name.as_str()]);
             list.push(volume.clone());
             ctx.change(|| ("volumes", format!("added \"{}\"", volume.name)));
             true
