@@ -111,7 +111,11 @@ fn spec_copy(s: &PodSpec, more_volumes: usize) -> PodSpec {
 /// unchanged (that would let it run without its policies).
 /// Added values are written straight from the typed pod to JSON text ([`PlannedPatch`]).
 pub(crate) fn diff(original: &Pod, planned: &Pod) -> Result<PlannedPatch, serde_json::Error> {
-    let mut d = Differ::default();
+    let mut d = Differ {
+        // Room for the deepest path the walk builds, so that pushing a key never grows it.
+        path: String::with_capacity(128),
+        ops: Vec::new(),
+    };
     d.pod(original, planned)?;
     if d.ops.is_empty() {
         return Ok(PlannedPatch::default());
@@ -172,7 +176,6 @@ macro_rules! object {
 }
 
 /// The path being walked (a JSON Pointer, built in one string) and the operations so far.
-#[derive(Default)]
 struct Differ {
     path: String,
     ops: Vec<Op>,
@@ -291,14 +294,18 @@ impl Differ {
         ], skip: [])
     }
 
-    /// A field present on both sides: diffed by `how` under its key.
-    fn required<T>(
+    /// A field present on both sides: diffed by `how` under its key. Equal sides (most
+    /// fields of a pod) are passed over before the key is written into the path.
+    fn required<T: PartialEq>(
         &mut self,
         key: &str,
         a: &T,
         b: &T,
         how: impl FnOnce(&mut Self, &T, &T) -> Res,
     ) -> Res {
+        if a == b {
+            return Ok(());
+        }
         let len = push_key(&mut self.path, key);
         let res = how(self, a, b);
         self.path.truncate(len);
@@ -307,7 +314,7 @@ impl Differ {
 
     /// An optional field, first pass: diffed when on both sides, added when only new.
     /// Removal (only old) waits for the second pass, after every key of the new side.
-    fn field<T: Serialize>(
+    fn field<T: Serialize + PartialEq>(
         &mut self,
         key: &str,
         a: &Option<T>,
@@ -382,8 +389,12 @@ impl Differ {
             return Ok(());
         }
         for (key, y) in b {
+            let old = a.get(key);
+            if old == Some(y) {
+                continue;
+            }
             let len = push_key(&mut self.path, key);
-            let res = match a.get(key) {
+            let res = match old {
                 Some(x) => self.values(x, y),
                 None => self.add(y),
             };
@@ -482,18 +493,19 @@ fn add_value(path: &str, value: &Value, ops: &mut Vec<Op>) -> Res {
 fn push_key(path: &mut String, key: &str) -> usize {
     let len = path.len();
     path.push('/');
-    // Most keys need no escaping: copied whole rather than char by char.
-    if !key.bytes().any(|b| b == b'~' || b == b'/') {
-        path.push_str(key);
-        return len;
+    // Copied a run at a time between the characters to escape (label and annotation keys
+    // often hold a `/`), not char by char.
+    let mut rest = key;
+    while let Some(at) = rest.find(['~', '/']) {
+        path.push_str(&rest[..at]);
+        path.push_str(if rest.as_bytes()[at] == b'~' {
+            "~0"
+        } else {
+            "~1"
+        });
+        rest = &rest[at + 1..];
     }
-    for c in key.chars() {
-        match c {
-            '~' => path.push_str("~0"),
-            '/' => path.push_str("~1"),
-            c => path.push(c),
-        }
-    }
+    path.push_str(rest);
     len
 }
 
