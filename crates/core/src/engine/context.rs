@@ -2,6 +2,7 @@
 //! field, what changed, and the warnings for the submitter.
 
 use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
 
 use foldhash::fast::RandomState;
 
@@ -25,8 +26,6 @@ pub(crate) struct Ctx<'p> {
     /// Keep a described [`Change`] for every change (`explain`); the admission path only
     /// counts changes per policy, which saves formatting a description of each.
     detail: bool,
-    /// Describe changes even without `detail`, for steps that read the records back.
-    pub describe: bool,
     /// The policy being applied now.
     pub policy: &'p str,
     /// That policy's section allows replacing values the pod already has.
@@ -41,6 +40,8 @@ pub(crate) struct Ctx<'p> {
     /// Changes per policy that made any, in the order of each one's first change. Only
     /// values that end up in the pod count: losing and undone values do not.
     pub counts: Vec<(&'p str, u32)>,
+    /// Without `detail`: the resource values policies set, for [`Ctx::undo`].
+    set_resources: Vec<SetResource<'p>>,
     pub warnings: Vec<String>,
     /// The warnings already given, so each is given once without a search through them
     /// all (a crafted pod can earn one per container).
@@ -61,7 +62,7 @@ impl<'p> Ctx<'p> {
     pub fn new(detail: bool, deadline: Deadline) -> Self {
         Self {
             detail,
-            describe: false,
+            set_resources: Vec::new(),
             policy: "",
             overwrite: false,
             claims: HashMap::default(),
@@ -101,7 +102,7 @@ impl<'p> Ctx<'p> {
         describe: impl FnOnce() -> (F, A),
         applied: bool,
     ) {
-        if self.detail || self.describe {
+        if self.detail {
             let (field, action) = describe();
             self.changes.push(Change {
                 policy: self.policy.to_owned(),
@@ -112,22 +113,59 @@ impl<'p> Ctx<'p> {
         }
     }
 
-    /// Takes back the described changes whose field `undone` accepts: the pod keeps its
-    /// own value, so they are no longer counted. Returns the policies that made them.
+    /// Notes a resource value the current policy set on `container` (`kind`: requests or
+    /// limits), so that [`Ctx::undo`] can take it back. With `detail` the described change
+    /// is the note.
+    pub fn set_resource(&mut self, container: &str, kind: &'static str, resource: &str) {
+        if !self.detail {
+            self.set_resources.push(SetResource {
+                policy: self.policy,
+                container: container.to_owned(),
+                kind,
+                resource: resource.to_owned(),
+                applied: true,
+            });
+        }
+    }
+
+    /// Takes back the resource values whose field (as described:
+    /// `containers[NAME].resources.KIND[RESOURCE]`) `undone` accepts: the pod keeps its own
+    /// value, so they are no longer counted. Returns the policies that set them.
     pub fn undo(&mut self, undone: impl Fn(&str) -> bool) -> Vec<String> {
-        let mut by = Vec::new();
-        for c in self
-            .changes
-            .iter_mut()
-            .filter(|c| c.applied && undone(&c.field))
-        {
-            c.applied = false;
-            c.action.push_str(" (undone)");
-            if let Some((_, n)) = self.counts.iter_mut().find(|(p, _)| *p == c.policy) {
+        let mut by: Vec<String> = Vec::new();
+        let mut taken_back = |counts: &mut Vec<(&'p str, u32)>, policy: &str| {
+            if let Some((_, n)) = counts.iter_mut().find(|(p, _)| *p == policy) {
                 *n = n.saturating_sub(1);
             }
-            if !by.contains(&c.policy) {
-                by.push(c.policy.clone());
+            if !by.iter().any(|b| b == policy) {
+                by.push(policy.to_owned());
+            }
+        };
+        if self.detail {
+            for c in self
+                .changes
+                .iter_mut()
+                .filter(|c| c.applied && undone(&c.field))
+            {
+                c.applied = false;
+                c.action.push_str(" (undone)");
+                taken_back(&mut self.counts, &c.policy);
+            }
+        } else {
+            // The field is written only here, where a request above its limit is found:
+            // describing every value set was most of the resources step.
+            let mut field = String::new();
+            for r in self.set_resources.iter_mut().filter(|r| r.applied) {
+                field.clear();
+                let _ = write!(
+                    field,
+                    "containers[{}].resources.{}[{}]",
+                    r.container, r.kind, r.resource
+                );
+                if undone(&field) {
+                    r.applied = false;
+                    taken_back(&mut self.counts, r.policy);
+                }
             }
         }
         self.counts.retain(|(_, n)| *n > 0);
@@ -262,6 +300,16 @@ impl<const N: usize> Key for [&str; N] {
             out.push_str(part);
         }
     }
+}
+
+/// A resource value a policy set (see [`Ctx::set_resource`]).
+struct SetResource<'p> {
+    policy: &'p str,
+    container: String,
+    kind: &'static str,
+    resource: String,
+    /// Not yet taken back.
+    applied: bool,
 }
 
 /// Quoted display for strings.

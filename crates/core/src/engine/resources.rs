@@ -20,15 +20,12 @@ pub(crate) fn apply(ctx: &mut Ctx<'_>, spec: &mut PodSpec, patch: &PodPatch, spa
     // was set (an empty `resources: {}` would be a change to the pod).
     let had = container.resources.is_some();
     let mut res = container.resources.take().unwrap_or_default();
-    // `reconcile` names the policies that set a resource from these records.
-    ctx.describe = true;
     if let Some(force) = &rp.force {
         set_all(ctx, &container.name, &mut res, force, true);
     }
     if let Some(defaults) = &rp.defaults {
         set_all(ctx, &container.name, &mut res, defaults, false);
     }
-    ctx.describe = false;
     if had || res != ResourceRequirements::default() {
         container.resources = Some(res);
     }
@@ -60,6 +57,8 @@ fn set_all(
             if ctx.decide_with(key, shown, current, q, force, |q| format!("\"{}\"", q.0)) {
                 map.get_or_insert_with(BTreeMap::new)
                     .insert(resource.clone(), q.clone());
+                // `reconcile` takes it back if it puts a request above its limit.
+                ctx.set_resource(container, kind, resource);
             }
         }
     }
