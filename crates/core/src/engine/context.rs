@@ -65,7 +65,9 @@ impl<'p> Ctx<'p> {
             set_resources: Vec::new(),
             policy: "",
             overwrite: false,
-            claims: HashMap::default(),
+            // Room for the claims of a pod under ten policies: growing the table
+            // rehashed every key claimed so far, more than once per pod.
+            claims: HashMap::with_capacity_and_hasher(64, RandomState::default()),
             key: String::new(),
             changes: Vec::new(),
             counts: Vec::new(),
@@ -214,7 +216,7 @@ impl<'p> Ctx<'p> {
     /// The rule for one scalar value: the highest-priority policy decides; a value the pod
     /// already has wins unless the policy says `overwrite: true`. Returns true when the
     /// caller should write `wanted`.
-    pub fn decide<T: PartialEq>(
+    pub fn decide<T: PartialEq + ?Sized>(
         &mut self,
         key: impl Key,
         field: impl Fn() -> String,
@@ -226,7 +228,7 @@ impl<'p> Ctx<'p> {
     }
 
     /// `decide` with an explicit overwrite flag (resources `force` always overwrites).
-    pub fn decide_with<T: PartialEq>(
+    pub fn decide_with<T: PartialEq + ?Sized>(
         &mut self,
         key: impl Key,
         field: impl Fn() -> String,

@@ -496,7 +496,7 @@ fn push_key(path: &mut String, key: &str) -> usize {
     // Copied a run at a time between the characters to escape (label and annotation keys
     // often hold a `/`), not char by char.
     let mut rest = key;
-    while let Some(at) = rest.find(['~', '/']) {
+    while let Some(at) = rest.bytes().position(|b| b == b'~' || b == b'/') {
         path.push_str(&rest[..at]);
         path.push_str(if rest.as_bytes()[at] == b'~' {
             "~0"
