@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::planned::{Op, PlannedPatch};
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 use serde_json::Value;
@@ -279,7 +279,7 @@ impl Differ {
             opt "ports" ports Differ::list,
             opt "readinessProbe" readiness_probe Differ::values,
             opt "resizePolicy" resize_policy Differ::values,
-            opt "resources" resources Differ::values,
+            opt "resources" resources Differ::resources,
             opt "restartPolicy" restart_policy Differ::values,
             opt "securityContext" security_context Differ::values,
             opt "startupProbe" startup_probe Differ::values,
@@ -291,6 +291,16 @@ impl Differ {
             opt "volumeDevices" volume_devices Differ::values,
             opt "volumeMounts" volume_mounts Differ::list,
             opt "workingDir" working_dir Differ::values,
+        ], skip: [])
+    }
+
+    /// A container's resources, the field the policies change most: its maps walked key
+    /// by key rather than both sides made JSON and diffed.
+    fn resources(&mut self, a: &ResourceRequirements, b: &ResourceRequirements) -> Res {
+        object!(self, ResourceRequirements, a, b, [
+            opt "claims" claims Differ::values,
+            opt "limits" limits Differ::map,
+            opt "requests" requests Differ::map,
         ], skip: [])
     }
 
@@ -736,6 +746,17 @@ mod tests {
                 limits.insert("memory".into(), Quantity("3Gi".into()));
                 limits.insert("cpu".into(), Quantity("2".into()));
                 r.requests = None;
+            }),
+            ("resource keys added and removed", |p| {
+                let r = spark(p).resources.get_or_insert_with(Default::default);
+                let limits = r.limits.get_or_insert_with(Default::default);
+                limits.insert("nvidia.com/gpu".into(), Quantity("1".into()));
+                let requests = r.requests.get_or_insert_with(Default::default);
+                let first = requests.keys().next().cloned();
+                if let Some(k) = first {
+                    requests.remove(&k);
+                }
+                requests.insert("a~b".into(), Quantity("1".into()));
             }),
             ("mounts shrunk", |p| {
                 if let Some(m) = spark(p).volume_mounts.as_mut() {
