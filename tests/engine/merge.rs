@@ -609,6 +609,48 @@ fn a_value_that_would_put_a_request_above_its_limit_is_not_applied() {
         "{:?}",
         m.warnings
     );
+    // The value taken back is no change: the policy is not listed as applied.
+    assert!(m.applied.is_empty(), "{:?}", m.applied);
+    assert!(m.changes_by_policy.is_empty(), "{:?}", m.changes_by_policy);
+}
+
+#[test]
+fn a_value_taken_back_names_its_policy_and_the_others_stay_counted() {
+    let pod = review_pod("mutate-executor-rich-1");
+    let set = policies(&format!(
+        "{}---\n{}",
+        policy(
+            "high",
+            10,
+            "executor:\n  resources:\n    force: {requests: {cpu: \"64\"}, limits: {ephemeral-storage: 10Gi}}",
+        ),
+        policy(
+            "low",
+            0,
+            "executor:\n  resources:\n    force: {requests: {cpu: \"32\"}}",
+        )
+    ));
+    let (m, out) = mutate_checked(&set, &pod, "spark-jobs");
+    let r = &spark_container(&out, "spark-kubernetes-executor")["resources"];
+    assert_eq!(r["limits"]["ephemeral-storage"], "10Gi");
+    let warning = m
+        .warnings
+        .iter()
+        .find(|w| w.contains("larger than the limit"))
+        .unwrap_or_else(|| panic!("{:?}", m.warnings));
+    assert!(
+        warning.starts_with("cpu of container \"spark-kubernetes-executor\"")
+            && warning.contains("the values from policy \"high\" would make the request (64)"),
+        "{warning}"
+    );
+    // "high" keeps its ephemeral-storage limit; "low" lost cpu to "high" and changed
+    // nothing; the webhook's own change is the applied annotation.
+    assert_eq!(
+        m.changes_by_policy,
+        vec![("high".to_owned(), 1), ("spark-admission".to_owned(), 1)]
+    );
+    assert_eq!(m.applied.len(), 1, "{:?}", m.applied);
+    assert!(m.applied[0].starts_with("high@"), "{:?}", m.applied);
 }
 
 #[test]

@@ -1,5 +1,7 @@
 //! Init containers and sidecars added by policies, merged by name.
 
+use std::borrow::Cow;
+
 use k8s_openapi::api::core::v1::{Container, PodSpec};
 
 use super::context::{json, Ctx};
@@ -16,7 +18,7 @@ pub(crate) fn apply(ctx: &mut Ctx<'_>, spec: &mut PodSpec, patch: &PodPatch, spa
             continue;
         }
         let list = spec.init_containers.get_or_insert_with(Vec::new);
-        merge_container(ctx, "initContainers", list, c);
+        merge_container(ctx, "initContainers", list, Cow::Borrowed(c));
     }
     for c in &patch.sidecars {
         if c.name == spark_name {
@@ -38,23 +40,24 @@ pub(crate) fn apply(ctx: &mut Ctx<'_>, spec: &mut PodSpec, patch: &PodPatch, spa
             ));
             continue;
         }
-        merge_container(ctx, "containers", &mut spec.containers, c);
+        merge_container(ctx, "containers", &mut spec.containers, Cow::Borrowed(c));
     }
 }
 
 /// Appends the container, or replaces a different one of the same name when the policy
-/// may overwrite. Appending keeps the Spark container where Spark put it.
+/// may overwrite. Appending keeps the Spark container where Spark put it. A container
+/// made for this pod comes owned and is moved in; a policy's is cloned.
 pub(crate) fn merge_container(
     ctx: &mut Ctx<'_>,
     field: &str,
     list: &mut Vec<Container>,
-    c: &Container,
+    c: Cow<'_, Container>,
 ) {
     let same = list.iter().position(|e| e.name == c.name);
-    let key = format!("{field}/{}", c.name);
+    let key = [field, c.name.as_str()];
     if same
         .and_then(|i| list.get(i))
-        .is_some_and(|e| is_ours_after_admission(ctx, e, c))
+        .is_some_and(|e| is_ours_after_admission(ctx, e, &c))
     {
         // Our own container, back on the API server's reinvocation: nothing to do, and
         // nothing to tell the submitter, who did not write it.
@@ -62,12 +65,12 @@ pub(crate) fn merge_container(
         return;
     }
     let shown = || format!("{field}[{}]", c.name);
-    if ctx.decide(key, shown, same.and_then(|i| list.get(i)), c, |c| {
+    if ctx.decide(key, shown, same.and_then(|i| list.get(i)), &*c, |c| {
         json(&c.image)
     }) {
-        match same {
-            Some(i) => list[i] = c.clone(),
-            None => list.push(c.clone()),
+        match same.and_then(|i| list.get_mut(i)) {
+            Some(e) => *e = c.into_owned(),
+            None => list.push(c.into_owned()),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! field, what changed, and the warnings for the submitter.
 
 use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
 
 use foldhash::fast::RandomState;
 
@@ -25,8 +26,6 @@ pub(crate) struct Ctx<'p> {
     /// Keep a described [`Change`] for every change (`explain`); the admission path only
     /// counts changes per policy, which saves formatting a description of each.
     detail: bool,
-    /// Describe changes even without `detail`, for steps that read the records back.
-    pub describe: bool,
     /// The policy being applied now.
     pub policy: &'p str,
     /// That policy's section allows replacing values the pod already has.
@@ -34,10 +33,15 @@ pub(crate) struct Ctx<'p> {
     /// Field key -> policy that decided it first (the higher-priority one).
     /// foldhash: SipHash was a twentieth of a whole review for these short, trusted keys.
     claims: HashMap<String, &'p str, RandomState>,
+    /// Where a [`Key`] is written to be looked up, reused: a key is stored (copied) only
+    /// the first time it is claimed.
+    key: String,
     pub changes: Vec<Change>,
     /// Changes per policy that made any, in the order of each one's first change. Only
     /// values that end up in the pod count: losing and undone values do not.
     pub counts: Vec<(&'p str, u32)>,
+    /// Without `detail`: the resource values policies set, for [`Ctx::undo`].
+    set_resources: Vec<SetResource<'p>>,
     pub warnings: Vec<String>,
     /// The warnings already given, so each is given once without a search through them
     /// all (a crafted pod can earn one per container).
@@ -58,10 +62,13 @@ impl<'p> Ctx<'p> {
     pub fn new(detail: bool, deadline: Deadline) -> Self {
         Self {
             detail,
-            describe: false,
+            set_resources: Vec::new(),
             policy: "",
             overwrite: false,
-            claims: HashMap::default(),
+            // Room for the claims of a pod under ten policies: growing the table
+            // rehashed every key claimed so far, more than once per pod.
+            claims: HashMap::with_capacity_and_hasher(64, RandomState::default()),
+            key: String::new(),
             changes: Vec::new(),
             counts: Vec::new(),
             warnings: Vec::new(),
@@ -97,7 +104,7 @@ impl<'p> Ctx<'p> {
         describe: impl FnOnce() -> (F, A),
         applied: bool,
     ) {
-        if self.detail || self.describe {
+        if self.detail {
             let (field, action) = describe();
             self.changes.push(Change {
                 policy: self.policy.to_owned(),
@@ -108,22 +115,59 @@ impl<'p> Ctx<'p> {
         }
     }
 
-    /// Takes back the described changes whose field `undone` accepts: the pod keeps its
-    /// own value, so they are no longer counted. Returns the policies that made them.
+    /// Notes a resource value the current policy set on `container` (`kind`: requests or
+    /// limits), so that [`Ctx::undo`] can take it back. With `detail` the described change
+    /// is the note.
+    pub fn set_resource(&mut self, container: &str, kind: &'static str, resource: &str) {
+        if !self.detail {
+            self.set_resources.push(SetResource {
+                policy: self.policy,
+                container: container.to_owned(),
+                kind,
+                resource: resource.to_owned(),
+                applied: true,
+            });
+        }
+    }
+
+    /// Takes back the resource values whose field (as described:
+    /// `containers[NAME].resources.KIND[RESOURCE]`) `undone` accepts: the pod keeps its own
+    /// value, so they are no longer counted. Returns the policies that set them.
     pub fn undo(&mut self, undone: impl Fn(&str) -> bool) -> Vec<String> {
-        let mut by = Vec::new();
-        for c in self
-            .changes
-            .iter_mut()
-            .filter(|c| c.applied && undone(&c.field))
-        {
-            c.applied = false;
-            c.action.push_str(" (undone)");
-            if let Some((_, n)) = self.counts.iter_mut().find(|(p, _)| *p == c.policy) {
+        let mut by: Vec<String> = Vec::new();
+        let mut taken_back = |counts: &mut Vec<(&'p str, u32)>, policy: &str| {
+            if let Some((_, n)) = counts.iter_mut().find(|(p, _)| *p == policy) {
                 *n = n.saturating_sub(1);
             }
-            if !by.contains(&c.policy) {
-                by.push(c.policy.clone());
+            if !by.iter().any(|b| b == policy) {
+                by.push(policy.to_owned());
+            }
+        };
+        if self.detail {
+            for c in self
+                .changes
+                .iter_mut()
+                .filter(|c| c.applied && undone(&c.field))
+            {
+                c.applied = false;
+                c.action.push_str(" (undone)");
+                taken_back(&mut self.counts, &c.policy);
+            }
+        } else {
+            // The field is written only here, where a request above its limit is found:
+            // describing every value set was most of the resources step.
+            let mut field = String::new();
+            for r in self.set_resources.iter_mut().filter(|r| r.applied) {
+                field.clear();
+                let _ = write!(
+                    field,
+                    "containers[{}].resources.{}[{}]",
+                    r.container, r.kind, r.resource
+                );
+                if undone(&field) {
+                    r.applied = false;
+                    taken_back(&mut self.counts, r.policy);
+                }
             }
         }
         self.counts.retain(|(_, n)| *n > 0);
@@ -144,30 +188,37 @@ impl<'p> Ctx<'p> {
     }
 
     /// Who decided `key` before the current policy, if another policy did.
-    pub fn claimed_by_other(&self, key: &str) -> Option<&'p str> {
+    pub fn claimed_by_other(&mut self, key: impl Key) -> Option<&'p str> {
+        self.key.clear();
+        key.write(&mut self.key);
         self.claims
-            .get(key)
+            .get(self.key.as_str())
             .copied()
             .filter(|owner| *owner != self.policy)
     }
 
     /// Marks `key` as decided by the current policy; returns the earlier owner if it was
     /// already decided by a higher-priority policy (which then wins).
-    /// Takes the key by value so a `format!`ed key is stored without a second copy.
-    pub fn claim<K: AsRef<str> + Into<String>>(&mut self, key: K) -> Result<(), &'p str> {
-        if let Some(owner) = self.claimed_by_other(key.as_ref()) {
-            return Err(owner);
+    pub fn claim(&mut self, key: impl Key) -> Result<(), &'p str> {
+        self.key.clear();
+        key.write(&mut self.key);
+        match self.claims.get(self.key.as_str()) {
+            Some(owner) if *owner != self.policy => Err(*owner),
+            Some(_) => Ok(()),
+            // Stored (copied) only when new.
+            None => {
+                self.claims.insert(self.key.clone(), self.policy);
+                Ok(())
+            }
         }
-        self.claims.insert(key.into(), self.policy);
-        Ok(())
     }
 
     /// The rule for one scalar value: the highest-priority policy decides; a value the pod
     /// already has wins unless the policy says `overwrite: true`. Returns true when the
     /// caller should write `wanted`.
-    pub fn decide<T: PartialEq, K: AsRef<str> + Into<String>>(
+    pub fn decide<T: PartialEq + ?Sized>(
         &mut self,
-        key: K,
+        key: impl Key,
         field: impl Fn() -> String,
         current: Option<&T>,
         wanted: &T,
@@ -177,9 +228,9 @@ impl<'p> Ctx<'p> {
     }
 
     /// `decide` with an explicit overwrite flag (resources `force` always overwrites).
-    pub fn decide_with<T: PartialEq, K: AsRef<str> + Into<String>>(
+    pub fn decide_with<T: PartialEq + ?Sized>(
         &mut self,
-        key: K,
+        key: impl Key,
         field: impl Fn() -> String,
         current: Option<&T>,
         wanted: &T,
@@ -227,6 +278,40 @@ impl<'p> Ctx<'p> {
             }
         }
     }
+}
+
+/// A claim key: the field's kind and the names that locate it, joined by `/` (for example
+/// `resources/spark-kubernetes-driver/limits/memory`). Written into [`Ctx`]'s one buffer
+/// rather than `format!`ed per field: formatting the keys was a tenth of planning.
+pub(crate) trait Key {
+    fn write(&self, out: &mut String);
+}
+
+impl Key for &str {
+    fn write(&self, out: &mut String) {
+        out.push_str(self);
+    }
+}
+
+impl<const N: usize> Key for [&str; N] {
+    fn write(&self, out: &mut String) {
+        for (i, part) in self.iter().enumerate() {
+            if i > 0 {
+                out.push('/');
+            }
+            out.push_str(part);
+        }
+    }
+}
+
+/// A resource value a policy set (see [`Ctx::set_resource`]).
+struct SetResource<'p> {
+    policy: &'p str,
+    container: String,
+    kind: &'static str,
+    resource: String,
+    /// Not yet taken back.
+    applied: bool,
 }
 
 /// Quoted display for strings.

@@ -7,6 +7,8 @@
 //! spark.executor.extraClassPath, so we never touch it); the driver runs through
 //! spark-submit, whose launcher reads `SPARK_DIST_CLASSPATH`.
 
+use std::borrow::Cow;
+
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EmptyDirVolumeSource, ImageVolumeSource, PodSpec, SeccompProfile,
     SecurityContext, Volume, VolumeMount,
@@ -92,7 +94,7 @@ fn apply_one(
         }
         DependencySource::Download(_) => volume.empty_dir = Some(EmptyDirVolumeSource::default()),
     }
-    if !add_volume(ctx, spec, &volume) {
+    if !add_volume(ctx, spec, Cow::Owned(volume)) {
         return;
     }
     if let Some(fetcher) = fetcher {
@@ -100,7 +102,7 @@ fn apply_one(
             ctx,
             "initContainers",
             spec.init_containers.get_or_insert_with(Vec::new),
-            &fetcher,
+            Cow::Owned(fetcher),
         );
     }
     let mount = VolumeMount {

@@ -28,7 +28,7 @@ pub(crate) fn apply(ctx: &mut Ctx<'_>, spec: &mut PodSpec, patch: &PodPatch, spa
 fn set_var(ctx: &mut Ctx<'_>, container: &mut Container, var: &EnvVar) {
     let list = container.env.get_or_insert_with(Vec::new);
     let same = list.iter().position(|e| e.name == var.name);
-    let key = format!("env/{}/{}", container.name, var.name);
+    let key = ["env", container.name.as_str(), var.name.as_str()];
     let shown = || format!("containers[{}].env[{}]", container.name, var.name);
     let show = |v: &EnvVar| match (&v.value, &v.value_from) {
         (_, Some(from)) => json(from),

@@ -2,7 +2,7 @@
 
 use k8s_openapi::api::core::v1::{LocalObjectReference, Pod, PodSpec};
 
-use super::context::{quoted, Ctx};
+use super::context::Ctx;
 use crate::policy::model::PodPatch;
 use crate::policy::CompiledPolicy;
 use crate::spark::SparkRole;
@@ -49,8 +49,8 @@ pub(crate) fn apply_image_rules<'p>(
             for c in containers {
                 if let Some(current) = c.image.as_deref() {
                     // One rewrite per image and pass: the first (highest-priority) rule that matches.
-                    let key = format!("image/{}", c.name);
-                    if ctx.claimed_by_other(&key).is_none() {
+                    let key = ["image", c.name.as_str()];
+                    if ctx.claimed_by_other(key).is_none() {
                         if let Some(r) = image
                             .rewrite
                             .iter()
@@ -70,11 +70,13 @@ pub(crate) fn apply_image_rules<'p>(
                     }
                 }
                 if let Some(pp) = image.pull_policy {
-                    let wanted = pp.as_str().to_owned();
-                    let key = format!("pullPolicy/{}", c.name);
+                    // Compared as text, made a `String` only when written.
+                    let wanted = pp.as_str();
+                    let key = ["pullPolicy", c.name.as_str()];
                     let shown = || format!("containers[{}].imagePullPolicy", c.name);
-                    if ctx.decide(key, shown, c.image_pull_policy.as_ref(), &wanted, quoted) {
-                        c.image_pull_policy = Some(wanted);
+                    let current = c.image_pull_policy.as_deref();
+                    if ctx.decide(key, shown, current, wanted, |s| format!("\"{s}\"")) {
+                        c.image_pull_policy = Some(wanted.to_owned());
                     }
                 }
             }

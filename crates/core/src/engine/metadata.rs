@@ -28,7 +28,7 @@ pub(crate) fn merge_map(
     wanted: &BTreeMap<String, String>,
 ) {
     for (k, v) in wanted {
-        let key = format!("{field}/{k}");
+        let key = [field, k.as_str()];
         let shown = || format!("{field}[{k}]");
         let current = map.as_ref().and_then(|m| m.get(k));
         if ctx.decide(key, shown, current, v, quoted) {

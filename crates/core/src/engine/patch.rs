@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::planned::{Op, PlannedPatch};
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 use serde_json::Value;
@@ -111,7 +111,11 @@ fn spec_copy(s: &PodSpec, more_volumes: usize) -> PodSpec {
 /// unchanged (that would let it run without its policies).
 /// Added values are written straight from the typed pod to JSON text ([`PlannedPatch`]).
 pub(crate) fn diff(original: &Pod, planned: &Pod) -> Result<PlannedPatch, serde_json::Error> {
-    let mut d = Differ::default();
+    let mut d = Differ {
+        // Room for the deepest path the walk builds, so that pushing a key never grows it.
+        path: String::with_capacity(128),
+        ops: Vec::new(),
+    };
     d.pod(original, planned)?;
     if d.ops.is_empty() {
         return Ok(PlannedPatch::default());
@@ -172,7 +176,6 @@ macro_rules! object {
 }
 
 /// The path being walked (a JSON Pointer, built in one string) and the operations so far.
-#[derive(Default)]
 struct Differ {
     path: String,
     ops: Vec<Op>,
@@ -276,7 +279,7 @@ impl Differ {
             opt "ports" ports Differ::list,
             opt "readinessProbe" readiness_probe Differ::values,
             opt "resizePolicy" resize_policy Differ::values,
-            opt "resources" resources Differ::values,
+            opt "resources" resources Differ::resources,
             opt "restartPolicy" restart_policy Differ::values,
             opt "securityContext" security_context Differ::values,
             opt "startupProbe" startup_probe Differ::values,
@@ -291,14 +294,28 @@ impl Differ {
         ], skip: [])
     }
 
-    /// A field present on both sides: diffed by `how` under its key.
-    fn required<T>(
+    /// A container's resources, the field the policies change most: its maps walked key
+    /// by key rather than both sides made JSON and diffed.
+    fn resources(&mut self, a: &ResourceRequirements, b: &ResourceRequirements) -> Res {
+        object!(self, ResourceRequirements, a, b, [
+            opt "claims" claims Differ::values,
+            opt "limits" limits Differ::map,
+            opt "requests" requests Differ::map,
+        ], skip: [])
+    }
+
+    /// A field present on both sides: diffed by `how` under its key. Equal sides (most
+    /// fields of a pod) are passed over before the key is written into the path.
+    fn required<T: PartialEq>(
         &mut self,
         key: &str,
         a: &T,
         b: &T,
         how: impl FnOnce(&mut Self, &T, &T) -> Res,
     ) -> Res {
+        if a == b {
+            return Ok(());
+        }
         let len = push_key(&mut self.path, key);
         let res = how(self, a, b);
         self.path.truncate(len);
@@ -307,7 +324,7 @@ impl Differ {
 
     /// An optional field, first pass: diffed when on both sides, added when only new.
     /// Removal (only old) waits for the second pass, after every key of the new side.
-    fn field<T: Serialize>(
+    fn field<T: Serialize + PartialEq>(
         &mut self,
         key: &str,
         a: &Option<T>,
@@ -382,8 +399,12 @@ impl Differ {
             return Ok(());
         }
         for (key, y) in b {
+            let old = a.get(key);
+            if old == Some(y) {
+                continue;
+            }
             let len = push_key(&mut self.path, key);
-            let res = match a.get(key) {
+            let res = match old {
                 Some(x) => self.values(x, y),
                 None => self.add(y),
             };
@@ -482,18 +503,19 @@ fn add_value(path: &str, value: &Value, ops: &mut Vec<Op>) -> Res {
 fn push_key(path: &mut String, key: &str) -> usize {
     let len = path.len();
     path.push('/');
-    // Most keys need no escaping: copied whole rather than char by char.
-    if !key.bytes().any(|b| b == b'~' || b == b'/') {
-        path.push_str(key);
-        return len;
+    // Copied a run at a time between the characters to escape (label and annotation keys
+    // often hold a `/`), not char by char.
+    let mut rest = key;
+    while let Some(at) = rest.bytes().position(|b| b == b'~' || b == b'/') {
+        path.push_str(&rest[..at]);
+        path.push_str(if rest.as_bytes()[at] == b'~' {
+            "~0"
+        } else {
+            "~1"
+        });
+        rest = &rest[at + 1..];
     }
-    for c in key.chars() {
-        match c {
-            '~' => path.push_str("~0"),
-            '/' => path.push_str("~1"),
-            c => path.push(c),
-        }
-    }
+    path.push_str(rest);
     len
 }
 
@@ -724,6 +746,17 @@ mod tests {
                 limits.insert("memory".into(), Quantity("3Gi".into()));
                 limits.insert("cpu".into(), Quantity("2".into()));
                 r.requests = None;
+            }),
+            ("resource keys added and removed", |p| {
+                let r = spark(p).resources.get_or_insert_with(Default::default);
+                let limits = r.limits.get_or_insert_with(Default::default);
+                limits.insert("nvidia.com/gpu".into(), Quantity("1".into()));
+                let requests = r.requests.get_or_insert_with(Default::default);
+                let first = requests.keys().next().cloned();
+                if let Some(k) = first {
+                    requests.remove(&k);
+                }
+                requests.insert("a~b".into(), Quantity("1".into()));
             }),
             ("mounts shrunk", |p| {
                 if let Some(m) = spark(p).volume_mounts.as_mut() {

@@ -13,20 +13,20 @@ use crate::quantity;
 
 pub(crate) fn apply(ctx: &mut Ctx<'_>, spec: &mut PodSpec, patch: &PodPatch, spark: usize) {
     let Some(rp) = &patch.resources else { return };
-    let container = &mut spec.containers[spark];
-    let before = container.resources.clone().unwrap_or_default();
-    let mut res = before.clone();
-    let name = container.name.clone();
-    // `reconcile` names the policies that set a resource from these records.
-    ctx.describe = true;
+    let Some(container) = spec.containers.get_mut(spark) else {
+        return;
+    };
+    // Edited in place, not cloned: a pod without resources gets them only when a value
+    // was set (an empty `resources: {}` would be a change to the pod).
+    let had = container.resources.is_some();
+    let mut res = container.resources.take().unwrap_or_default();
     if let Some(force) = &rp.force {
-        set_all(ctx, &name, &mut res, force, true);
+        set_all(ctx, &container.name, &mut res, force, true);
     }
     if let Some(defaults) = &rp.defaults {
-        set_all(ctx, &name, &mut res, defaults, false);
+        set_all(ctx, &container.name, &mut res, defaults, false);
     }
-    ctx.describe = false;
-    if res != before {
+    if had || res != ResourceRequirements::default() {
         container.resources = Some(res);
     }
 }
@@ -45,7 +45,7 @@ fn set_all(
                 _ => &mut res.limits,
             };
             let current = map.as_ref().and_then(|m| m.get(resource));
-            let key = format!("resources/{container}/{kind}/{resource}");
+            let key = ["resources", container, kind, resource.as_str()];
             let shown = || format!("containers[{container}].resources.{kind}[{resource}]");
             if !force && current.is_some() {
                 // A default never competes with a value that is already there, but it still
@@ -57,6 +57,8 @@ fn set_all(
             if ctx.decide_with(key, shown, current, q, force, |q| format!("\"{}\"", q.0)) {
                 map.get_or_insert_with(BTreeMap::new)
                     .insert(resource.clone(), q.clone());
+                // `reconcile` takes it back if it puts a request above its limit.
+                ctx.set_resource(container, kind, resource);
             }
         }
     }
@@ -79,23 +81,22 @@ pub(crate) fn reconcile(ctx: &mut Ctx<'_>, original: &PodSpec, planned: &mut Pod
         let Some(res) = c.resources.as_mut() else {
             continue;
         };
-        let (Some(requests), Some(limits)) = (res.requests.clone(), res.limits.clone()) else {
-            continue;
+        // Found first without copying the maps: most pods have no request above its limit.
+        let over: Vec<(String, String, String)> = match (&res.requests, &res.limits) {
+            (Some(requests), Some(limits)) => requests
+                .iter()
+                .filter_map(|(resource, req)| {
+                    let lim = limits.get(resource)?;
+                    let (r, l) = (quantity::parse(&req.0)?, quantity::parse(&lim.0)?);
+                    (r > l).then(|| (resource.clone(), req.0.clone(), lim.0.clone()))
+                })
+                .collect(),
+            _ => continue,
         };
         let before = by_name
             .get(c.name.as_str())
-            .and_then(|o| o.resources.clone())
-            .unwrap_or_default();
-        for (resource, req) in &requests {
-            let Some(lim) = limits.get(resource) else {
-                continue;
-            };
-            let (Some(r), Some(l)) = (quantity::parse(&req.0), quantity::parse(&lim.0)) else {
-                continue;
-            };
-            if r <= l {
-                continue;
-            }
+            .and_then(|o| o.resources.as_ref());
+        for (resource, req, lim) in &over {
             // The values go back to the pod's: the policies that set them did not change it.
             let prefix = format!("containers[{}].resources", c.name);
             let suffix = format!("[{resource}]");
@@ -108,11 +109,19 @@ pub(crate) fn reconcile(ctx: &mut Ctx<'_>, original: &PodSpec, planned: &mut Pod
                 "{resource} of container \"{}\" was left as the pod had it: the values from policy {} would make the request ({}) larger than the limit ({})",
                 c.name,
                 by.join(", "),
-                req.0,
-                lim.0
+                req,
+                lim
             ));
-            restore(&mut res.requests, before.requests.as_ref(), resource);
-            restore(&mut res.limits, before.limits.as_ref(), resource);
+            restore(
+                &mut res.requests,
+                before.and_then(|b| b.requests.as_ref()),
+                resource,
+            );
+            restore(
+                &mut res.limits,
+                before.and_then(|b| b.limits.as_ref()),
+                resource,
+            );
         }
     }
 }

@@ -70,7 +70,11 @@ pub(crate) fn apply(ctx: &mut Ctx<'_>, spec: &mut PodSpec, patch: &PodPatch) {
         let same = list.iter().position(|e| {
             e.topology_key == c.topology_key && e.when_unsatisfiable == c.when_unsatisfiable
         });
-        let key = format!("topologySpread/{}/{}", c.topology_key, c.when_unsatisfiable);
+        let key = [
+            "topologySpread",
+            c.topology_key.as_str(),
+            c.when_unsatisfiable.as_str(),
+        ];
         let shown = || format!("topologySpreadConstraints[{}]", c.topology_key);
         if ctx.decide(key, shown, same.and_then(|i| list.get(i)), c, json) {
             match same {
@@ -319,7 +323,7 @@ fn merge_dns(ctx: &mut Ctx<'_>, spec: &mut PodSpec, want: &PodDNSConfig) {
     for o in want.options.iter().flatten() {
         let list = dns.options.get_or_insert_with(Vec::new);
         let same = list.iter().position(|e| e.name == o.name);
-        let key = format!("dnsOption/{}", o.name.as_deref().unwrap_or(""));
+        let key = ["dnsOption", o.name.as_deref().unwrap_or("")];
         let shown = || format!("dnsConfig.options[{}]", o.name.as_deref().unwrap_or(""));
         if ctx.decide(key, shown, same.and_then(|i| list.get(i)), o, json) {
             match same {

@@ -11,13 +11,7 @@ use crate::policy::model::PodPatch;
 
 pub(crate) fn apply_pod(ctx: &mut Ctx<'_>, spec: &mut PodSpec, patch: &PodPatch) {
     if let Some(want) = &patch.pod_security_context {
-        merge_fields(
-            ctx,
-            "securityContext",
-            "pod",
-            &mut spec.security_context,
-            want,
-        );
+        merge_fields(ctx, None, &mut spec.security_context, want);
     }
 }
 
@@ -28,18 +22,18 @@ pub(crate) fn apply_container(
     spark: usize,
 ) {
     if let Some(want) = &patch.security_context {
-        let c = &mut spec.containers[spark];
-        let field = format!("containers[{}].securityContext", c.name);
-        let key = format!("container/{}", c.name);
-        merge_fields(ctx, &field, &key, &mut c.security_context, want);
+        let Some(c) = spec.containers.get_mut(spark) else {
+            return;
+        };
+        merge_fields(ctx, Some(&c.name), &mut c.security_context, want);
     }
 }
 
-/// Sets each top-level field of `want` with the usual scalar rule.
+/// Sets each top-level field of `want` with the usual scalar rule: the pod's security
+/// context (`container` None) or that container's.
 fn merge_fields<T: Serialize + DeserializeOwned + PartialEq>(
     ctx: &mut Ctx<'_>,
-    field: &str,
-    key: &str,
+    container: Option<&str>,
     current: &mut Option<T>,
     want: &T,
 ) {
@@ -55,9 +49,22 @@ fn merge_fields<T: Serialize + DeserializeOwned + PartialEq>(
         if v.is_null() {
             continue;
         }
-        let claim = format!("securityContext/{key}/{k}");
-        let shown = || format!("{field}.{k}");
-        if ctx.decide(claim, shown, merged.get(&k), &v, json) {
+        // The field's text is written only when a change is described or warned about.
+        let shown = || match container {
+            Some(name) => format!("containers[{name}].securityContext.{k}"),
+            None => format!("securityContext.{k}"),
+        };
+        let decided = match container {
+            Some(name) => {
+                let claim = ["securityContext", "container", name, k.as_str()];
+                ctx.decide(claim, shown, merged.get(&k), &v, json)
+            }
+            None => {
+                let claim = ["securityContext", "pod", k.as_str()];
+                ctx.decide(claim, shown, merged.get(&k), &v, json)
+            }
+        };
+        if decided {
             merged.insert(k, v);
             changed = true;
         }

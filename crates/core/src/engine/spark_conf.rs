@@ -85,7 +85,7 @@ pub(crate) fn apply(ctx: &mut Ctx<'_>, spec: &mut PodSpec, spark: usize) {
     for (policy, key, value) in &wanted {
         ctx.policy = policy;
         let field = || format!("sparkConf[{key}]");
-        if let Err(owner) = ctx.claim(format!("sparkConf/{key}")) {
+        if let Err(owner) = ctx.claim(["sparkConf", key.as_str()]) {
             let winner = existing
                 .get(key.as_str())
                 .or_else(|| decided.get(key.as_str()));

@@ -1,6 +1,8 @@
 //! Volumes (merged by name) and their mounts (merged by mountPath). A clash with a different
 //! existing volume or mount is reported, never written: the pod stays valid.
 
+use std::borrow::Cow;
+
 use k8s_openapi::api::core::v1::{Container, PodSpec, Volume, VolumeMount};
 
 use super::context::{json, Ctx};
@@ -13,7 +15,7 @@ pub(crate) fn apply(ctx: &mut Ctx<'_>, spec: &mut PodSpec, patch: &PodPatch, spa
             (true, ContainerTarget::Spark, Some(i)) => Some(i),
             _ => None,
         };
-        if !add_volume(ctx, spec, &vp.volume) {
+        if !add_volume(ctx, spec, Cow::Borrowed(&vp.volume)) {
             continue;
         }
         let Some(m) = &vp.mount else { continue };
@@ -41,14 +43,15 @@ pub(crate) fn to_volume_mount(m: &Mount, volume: &str) -> VolumeMount {
 }
 
 /// Adds the volume unless one with that name exists. Returns false when the name is taken
-/// by a different volume (then its mounts must not be added either).
-pub(crate) fn add_volume(ctx: &mut Ctx<'_>, spec: &mut PodSpec, volume: &Volume) -> bool {
+/// by a different volume (then its mounts must not be added either). A volume made for
+/// this pod comes owned and is moved in; a policy's is cloned.
+pub(crate) fn add_volume(ctx: &mut Ctx<'_>, spec: &mut PodSpec, volume: Cow<'_, Volume>) -> bool {
     let list = spec.volumes.get_or_insert_with(Vec::new);
     match list.iter().find(|v| v.name == volume.name) {
-        Some(existing) if is_ours_after_admission(existing, volume) => true,
+        Some(existing) if is_ours_after_admission(existing, &volume) => true,
         Some(existing) => {
             let by = ctx
-                .claimed_by_other(&format!("volume/{}", volume.name))
+                .claimed_by_other(["volume", volume.name.as_str()])
                 .map(|p| format!("policy \"{p}\""))
                 .unwrap_or_else(|| "the pod".to_owned());
             ctx.warn(format!(
@@ -60,9 +63,9 @@ pub(crate) fn add_volume(ctx: &mut Ctx<'_>, spec: &mut PodSpec, volume: &Volume)
             false
         }
         None => {
-            let _ = ctx.claim(format!("volume/{}", volume.name));
-            list.push(volume.clone());
+            let _ = ctx.claim(["volume", volume.name.as_str()]);
             ctx.change(|| ("volumes", format!("added \"{}\"", volume.name)));
+            list.push(volume.into_owned());
             true
         }
     }
