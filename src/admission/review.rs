@@ -836,6 +836,115 @@ mod tests {
         assert!(wrong.is_empty(), "{wrong:#?}");
     }
 
+    /// The parts checked for shape only (`resource`, `requestKind`, `requestResource`,
+    /// `userInfo`) and the borrowed `kind` accept and refuse what kube's types do.
+    #[test]
+    fn shape_only_parts_answer_as_kube_types_do() {
+        let rich = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/admission/mutate-driver-rich.json"),
+        )
+        .unwrap();
+        let parsed: serde_json::Value = serde_json::from_str(&rich).unwrap();
+        let with = |field: &str, value: &str| {
+            let mut v = parsed.clone();
+            v["request"][field] = serde_json::from_str(value).unwrap();
+            serde_json::to_string(&v).unwrap()
+        };
+        let user_info = |value: &str| with("userInfo", value);
+        let cases: Vec<(&str, String, bool)> = vec![
+            ("empty userInfo", user_info("{}"), true),
+            (
+                "null userInfo fields",
+                user_info(r#"{"username":null,"uid":null,"groups":null,"extra":null}"#),
+                true,
+            ),
+            (
+                "extra and an unknown field",
+                user_info(r#"{"extra":{"scopes":["a"],"b":[]},"x":[1]}"#),
+                true,
+            ),
+            (
+                "repeated username",
+                rich.replacen(
+                    "\"username\": \"kas-admin\"",
+                    "\"username\": 1, \"username\": \"kas-admin\"",
+                    1,
+                ),
+                false,
+            ),
+            (
+                "repeated username, both strings",
+                rich.replacen(
+                    "\"username\": \"kas-admin\"",
+                    "\"username\": \"a\", \"username\": \"kas-admin\"",
+                    1,
+                ),
+                true,
+            ),
+            ("userInfo a list", user_info("[]"), false),
+            ("userInfo null", user_info("null"), false),
+            ("groups a string", user_info(r#"{"groups":"a"}"#), false),
+            ("a group a number", user_info(r#"{"groups":[1]}"#), false),
+            ("extra a string", user_info(r#"{"extra":{"a":"b"}}"#), false),
+            ("extra null", user_info(r#"{"extra":{"a":null}}"#), false),
+            ("username a number", user_info(r#"{"username":1}"#), false),
+            (
+                "resource without resource",
+                with("resource", r#"{"group":"","version":"v1"}"#),
+                false,
+            ),
+            (
+                "resource with api_version",
+                with(
+                    "resource",
+                    r#"{"group":"","version":"v1","resource":"pods","api_version":"v1"}"#,
+                ),
+                true,
+            ),
+            (
+                "resource with a numeric api_version",
+                with(
+                    "resource",
+                    r#"{"group":"","version":"v1","resource":"pods","api_version":1}"#,
+                ),
+                false,
+            ),
+            (
+                "resource a list",
+                with("resource", r#"["","v1","pods"]"#),
+                true,
+            ),
+            ("requestKind null", with("requestKind", "null"), true),
+            (
+                "requestKind without kind",
+                with("requestKind", r#"{"group":"","version":"v1"}"#),
+                false,
+            ),
+            (
+                "requestResource with a numeric version",
+                with(
+                    "requestResource",
+                    r#"{"group":"","version":1,"resource":"pods"}"#,
+                ),
+                false,
+            ),
+            ("kind a list", with("kind", r#"["","v1","Pod"]"#), true),
+            (
+                "kind with an escape",
+                rich.replacen("\"kind\": \"Pod\"", r#""kind": "P\u006fd""#, 1),
+                true,
+            ),
+        ];
+        for (what, body, accepted) in cases {
+            let kube = serde_json::from_str::<Envelope<AdmissionRequest<Pod>>>(&body);
+            assert_eq!(kube.is_ok(), accepted, "{what}: kube's types");
+            let ours = decode(body.as_bytes());
+            let expected = if accepted { "pod" } else { "InvalidPodRequest" };
+            assert_eq!(outcome(&ours), expected, "{what}: {ours:?}");
+        }
+    }
+
     #[test]
     fn a_pod_of_another_api_version_or_kind_is_refused_as_before() {
         let body = |object: &str| {
