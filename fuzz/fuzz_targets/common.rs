@@ -8,9 +8,13 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use k8s_openapi::api::core::v1::Pod;
+use kube::core::admission::{AdmissionRequest, AdmissionReview, Operation};
+use serde::de::{MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use spark_admission::admission::answer::Answer;
-use spark_admission::admission::review::{self, Review};
+use spark_admission::admission::review::{self, EnvelopeError, Review, ReviewError};
 use spark_admission::engine::{Engine, MutateRequest};
 use spark_admission::matching::PolicySet;
 use spark_admission::policy::{parse_documents, PolicySource};
@@ -147,5 +151,222 @@ pub fn policy(data: &[u8]) {
     let engine = Engine::default();
     for (raw, pod) in fixture_pods() {
         check_plan(&engine, &set, raw, pod, "spark-jobs");
+    }
+}
+
+/// Differential: `review::decode` against the reference, kube's plain typed decode
+/// (`AdmissionReview<Pod>` through serde_json). They must agree on accept/refuse and on
+/// every field the engine reads. Where `decode` differs on purpose, the rule is below.
+pub fn decoder(data: &[u8]) {
+    let ours = review::decode(data);
+    let Ok(text) = std::str::from_utf8(data) else {
+        // Rule: decode refuses any body that is not UTF-8; serde_json skips the strings no
+        // type reads without checking their UTF-8, so the reference may accept it.
+        assert!(
+            matches!(ours, Err(ReviewError::Envelope(EnvelopeError::NotUtf8(_)))),
+            "not UTF-8 but {ours:?}"
+        );
+        return;
+    };
+    // Rule: decode never builds what nothing reads, so whatever the reference would
+    // refuse inside it, decode accepts as long as it is JSON: the pods'
+    // `metadata.managedFields` (the API server validates and owns them), `request.options`,
+    // `request.requestSubResource` and the envelope's `response`. The reference reads the
+    // body without them (duplicates, order and every other byte's text kept).
+    let reference = unread_removed(text).and_then(|t| kube_decode(&t));
+    match &ours {
+        Ok(Review::PodCreate(c)) => {
+            let req = reference.unwrap_or_else(|| panic!("decode accepts, kube refuses"));
+            assert!(is_judged_pod(&req), "decode judges what kube would not");
+            assert_eq!(req.operation, Operation::Create);
+            assert_eq!(req.sub_resource, None);
+            same_create(c, &req, req.object.as_ref());
+        }
+        Ok(Review::PodUpdate(u)) => {
+            let req = reference.unwrap_or_else(|| panic!("decode accepts, kube refuses"));
+            assert!(is_judged_pod(&req), "decode judges what kube would not");
+            assert_eq!(req.operation, Operation::Update);
+            assert_eq!(u.sub_resource, req.sub_resource);
+            same_create(&u.new, &req, req.object.as_ref());
+            assert_eq!(Some(&u.old), req.old_object.as_ref(), "oldObject differs");
+        }
+        Ok(Review::PassThrough { uid, .. }) => {
+            // The reference may refuse (decode lets any other kind through without reading
+            // its object as a Pod); where it accepts, the request is not one decode judges.
+            if let Some(req) = reference {
+                assert!(!is_judged_pod(&req), "decode passes through a judged pod");
+                assert_eq!(uid, &req.uid);
+            }
+        }
+        Err(e) => {
+            let Some(req) = reference else { return };
+            match e {
+                // Rule: decode also checks the envelope's apiVersion and kind, which kube
+                // leaves to the caller.
+                ReviewError::Envelope(EnvelopeError::WrongType { .. }) => assert!(
+                    req.types.api_version != review::API_VERSION || req.types.kind != review::KIND,
+                    "WrongType for the right type"
+                ),
+                // Rule: decode refuses a judged CREATE/UPDATE without its object(s); kube's
+                // fields are optional.
+                ReviewError::NoObject => {
+                    assert!(is_judged_pod(&req) && req.object.is_none(), "NoObject")
+                }
+                ReviewError::NoOldObject => assert!(
+                    is_judged_pod(&req)
+                        && req.operation == Operation::Update
+                        && req.old_object.is_none(),
+                    "NoOldObject"
+                ),
+                // Rule: decode refuses a key given twice in the review, the request, a pod
+                // or its metadata (ROBUSTNESS.md, "Bad input"); k8s-openapi's decoders of
+                // the pod and its metadata take the last one.
+                ReviewError::InvalidPodRequest(_) if repeated_key(text) => {}
+                _ => panic!("decode refuses ({e}), kube accepts"),
+            }
+        }
+    }
+}
+
+/// kube's typed decode of the whole body, the request taken out as kube does.
+fn kube_decode(text: &str) -> Option<AdmissionRequest<Pod>> {
+    let review: AdmissionReview<Pod> = serde_json::from_str(text).ok()?;
+    review.try_into().ok()
+}
+
+/// A request `decode` judges: a core v1 Pod, CREATE or UPDATE of the pod or of a
+/// subresource that changes what it runs.
+fn is_judged_pod(req: &AdmissionRequest<Pod>) -> bool {
+    let k = &req.kind;
+    let pod = k.group.is_empty() && k.version == "v1" && k.kind == "Pod";
+    let judged = match (&req.operation, req.sub_resource.as_deref()) {
+        (Operation::Create, None) | (Operation::Update, None) => true,
+        (Operation::Update, Some(s)) => review::JUDGED_SUBRESOURCES.contains(&s),
+        _ => false,
+    };
+    pod && judged
+}
+
+/// The fields the engine reads of a judged request. Rule (decode's documented defaults):
+/// the namespace is the request's, else the pod's, else `default`; the name the request's,
+/// else the pod's name, else its generateName.
+fn same_create(c: &review::PodCreate, req: &AdmissionRequest<Pod>, object: Option<&Pod>) {
+    let pod = object.unwrap_or_else(|| panic!("decode has a pod, kube has no object"));
+    assert_eq!(&c.pod, pod, "pod differs");
+    assert_eq!(c.uid, req.uid);
+    assert_eq!(c.dry_run, req.dry_run);
+    let namespace = req
+        .namespace
+        .clone()
+        .filter(|n| !n.is_empty())
+        .or_else(|| pod.metadata.namespace.clone())
+        .unwrap_or_else(|| "default".to_owned());
+    assert_eq!(c.namespace, namespace);
+    let name = Some(req.name.clone())
+        .filter(|n| !n.is_empty())
+        .or_else(|| pod.metadata.name.clone())
+        .or_else(|| pod.metadata.generate_name.clone())
+        .unwrap_or_default();
+    assert_eq!(c.name, name);
+}
+
+/// Whether a key is given twice in the pod objects of the request or their metadata.
+fn repeated_key(text: &str) -> bool {
+    let repeated = |e: &Entries| {
+        let mut keys: Vec<&str> = e.0.iter().map(|(k, _)| k.as_str()).collect();
+        keys.sort_unstable();
+        keys.windows(2).any(|w| w[0] == w[1])
+    };
+    let field = |e: &Entries, key: &str| -> Vec<Entries> {
+        e.0.iter()
+            .filter(|(k, _)| k == key)
+            .filter_map(|(_, v)| Entries::of(v))
+            .collect()
+    };
+    let Some(top) = Entries::of(text) else {
+        return false;
+    };
+    field(&top, "request").iter().any(|request| {
+        ["object", "oldObject"].iter().any(|key| {
+            field(request, key)
+                .iter()
+                .any(|pod| repeated(pod) || field(pod, "metadata").iter().any(repeated))
+        })
+    })
+}
+
+/// The body without the parts `decode` never reads (see `decoder`), or None when it is
+/// not a JSON object.
+fn unread_removed(text: &str) -> Option<String> {
+    let managed = &["managedFields"][..];
+    let request = |t: &str| {
+        let t = without(t, &["object", "metadata"], managed).unwrap_or_else(|| t.to_owned());
+        let t = without(&t, &["oldObject", "metadata"], managed).unwrap_or(t);
+        without(&t, &[], &["options", "requestSubResource"]).unwrap_or(t)
+    };
+    let t = without(text, &[], &["response"])?;
+    let mut entries = Entries::of(&t)?;
+    for (key, value) in &mut entries.0 {
+        if key == "request" {
+            *value = request(value);
+        }
+    }
+    Some(entries.write())
+}
+
+/// The object `text` with the keys `drop` removed from the object at `path` under it;
+/// None when `text` is not an object.
+fn without(text: &str, path: &[&str], drop: &[&str]) -> Option<String> {
+    let mut entries = Entries::of(text)?;
+    match path.split_first() {
+        None => entries.0.retain(|(k, _)| !drop.contains(&k.as_str())),
+        Some((first, rest)) => {
+            for (key, value) in &mut entries.0 {
+                if key == first {
+                    if let Some(v) = without(value, rest, drop) {
+                        *value = v;
+                    }
+                }
+            }
+        }
+    }
+    Some(entries.write())
+}
+
+/// One JSON object's entries in order, duplicates kept, each value as its text.
+struct Entries(Vec<(String, String)>);
+
+impl Entries {
+    fn of(text: &str) -> Option<Self> {
+        serde_json::from_str(text).ok()
+    }
+
+    fn write(&self) -> String {
+        let entries: Vec<String> = self
+            .0
+            .iter()
+            .map(|(k, v)| format!("{}:{v}", Value::String(k.clone())))
+            .collect();
+        format!("{{{}}}", entries.join(","))
+    }
+}
+
+impl<'de> Deserialize<'de> for Entries {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Entries;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entries, A::Error> {
+                let mut entries = Vec::new();
+                while let Some((k, v)) = map.next_entry::<String, &RawValue>()? {
+                    entries.push((k, v.get().to_owned()));
+                }
+                Ok(Entries(entries))
+            }
+        }
+        d.deserialize_map(V)
     }
 }

@@ -40,3 +40,8 @@ fn planner_inputs() {
 fn policy_inputs() {
     replay("policy", common::policy);
 }
+
+#[test]
+fn decoder_inputs() {
+    replay("decoder", common::decoder);
+}
