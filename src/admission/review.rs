@@ -2,15 +2,15 @@
 //!
 //! Requests decode into our own lean mirror of kube's `AdmissionRequest<Pod>` ([`PodRequest`]).
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::fmt;
 
+use k8s_openapi::api::authentication::v1::UserInfo;
 use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use kube::core::admission::Operation;
-use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde::{Deserialize, Deserializer};
+use kube::core::gvk::{GroupVersionKind, GroupVersionResource};
+use serde::de::IgnoredAny;
+use serde::Deserialize;
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 pub const KIND: &str = "AdmissionReview";
@@ -197,35 +197,32 @@ pub enum ReviewError {
 }
 
 /// `request` of a pod review: kube's `AdmissionRequest<Pod>` with the same required
-/// fields and shapes, minus what nothing here reads: `options` is skipped unparsed, the
+/// fields and shapes, minus what nothing here reads: `options` is skipped unparsed and the
 /// pod's `metadata.managedFields` (a third of a real pod, hundreds of small maps) is never
-/// built ([`PodIn`]), and the parts that are only checked for shape (`resource`,
-/// `requestKind`, `requestResource`, `userInfo`) are checked without building their
-/// strings, lists and maps. Decoding was the largest single cost of a review (BENCHMARKS.md).
+/// built ([`PodIn`]). Decoding was the largest single cost of a review (BENCHMARKS.md).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct PodRequest<'a> {
+struct PodRequest {
     uid: String,
-    #[serde(borrow)]
-    kind: GvkIn<'a>,
+    kind: GroupVersionKind,
     // Required and checked for shape as kube does, though nothing reads them.
     #[allow(dead_code)]
-    resource: GvrShape,
+    resource: GroupVersionResource,
     #[serde(default)]
     sub_resource: Option<String>,
     #[serde(default)]
     #[allow(dead_code)]
-    request_kind: Option<GvkShape>,
+    request_kind: Option<GroupVersionKind>,
     #[serde(default)]
     #[allow(dead_code)]
-    request_resource: Option<GvrShape>,
+    request_resource: Option<GroupVersionResource>,
     #[serde(default)]
     name: String,
     #[serde(default)]
     namespace: Option<String>,
     operation: Operation,
     #[allow(dead_code)]
-    user_info: UserInfoShape,
+    user_info: UserInfo,
     object: Option<PodIn>,
     old_object: Option<PodIn>,
     #[serde(default)]
@@ -233,164 +230,6 @@ struct PodRequest<'a> {
     #[serde(default)]
     #[allow(dead_code)]
     options: Option<IgnoredAny>,
-}
-
-/// kube's `GroupVersionKind` (the same derive: three required strings, unknown fields
-/// ignored, a duplicate refused, a list of three accepted), borrowed where the text allows.
-#[derive(Deserialize)]
-struct GvkIn<'a> {
-    #[serde(borrow)]
-    group: Cow<'a, str>,
-    #[serde(borrow)]
-    version: Cow<'a, str>,
-    #[serde(borrow)]
-    kind: Cow<'a, str>,
-}
-
-/// kube's `GroupVersionKind`, checked for shape only (`requestKind`).
-#[derive(Deserialize)]
-#[allow(dead_code)]
-struct GvkShape {
-    group: StrShape,
-    version: StrShape,
-    kind: StrShape,
-}
-
-/// kube's `GroupVersionResource`, checked for shape only: the same derive, whose
-/// `api_version` is spelled in snake case and optional.
-#[derive(Deserialize)]
-#[allow(dead_code)]
-struct GvrShape {
-    group: StrShape,
-    version: StrShape,
-    resource: StrShape,
-    #[serde(default)]
-    api_version: StrShape,
-}
-
-/// A JSON string, checked (escapes, surrogates) as `String` checks it, never kept.
-#[derive(Default)]
-struct StrShape;
-
-impl<'de> Deserialize<'de> for StrShape {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = StrShape;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<StrShape, E> {
-                Ok(StrShape)
-            }
-        }
-        d.deserialize_string(V)
-    }
-}
-
-/// A JSON list of strings (`Vec<String>`), checked, never kept.
-struct StrListShape;
-
-impl<'de> Deserialize<'de> for StrListShape {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = StrListShape;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a sequence")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<StrListShape, A::Error> {
-                while seq.next_element::<StrShape>()?.is_some() {}
-                Ok(StrListShape)
-            }
-        }
-        d.deserialize_seq(V)
-    }
-}
-
-/// k8s-openapi's `UserInfo`, checked for shape only: a map (not a list) whose `username`
-/// and `uid` are strings or null, `groups` a list of strings or null, `extra` a map of
-/// lists of strings or null; unknown fields ignored and a repeated field taken again, as
-/// k8s-openapi's decoder does. No string, list or map is built.
-struct UserInfoShape;
-
-impl<'de> Deserialize<'de> for UserInfoShape {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Extra;
-        impl<'de> Deserialize<'de> for Extra {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                struct V;
-                impl<'de> Visitor<'de> for V {
-                    type Value = Extra;
-                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                        f.write_str("a map")
-                    }
-                    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Extra, A::Error> {
-                        while map.next_entry::<StrShape, StrListShape>()?.is_some() {}
-                        Ok(Extra)
-                    }
-                }
-                d.deserialize_map(V)
-            }
-        }
-
-        enum Field {
-            Extra,
-            Groups,
-            Uid,
-            Username,
-            Other,
-        }
-        impl<'de> Deserialize<'de> for Field {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                struct V;
-                impl Visitor<'_> for V {
-                    type Value = Field;
-                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                        f.write_str("field identifier")
-                    }
-                    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Field, E> {
-                        Ok(match v {
-                            "extra" => Field::Extra,
-                            "groups" => Field::Groups,
-                            "uid" => Field::Uid,
-                            "username" => Field::Username,
-                            _ => Field::Other,
-                        })
-                    }
-                }
-                d.deserialize_identifier(V)
-            }
-        }
-
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = UserInfoShape;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("UserInfo")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<UserInfoShape, A::Error> {
-                while let Some(key) = map.next_key::<Field>()? {
-                    match key {
-                        Field::Extra => {
-                            map.next_value::<Option<Extra>>()?;
-                        }
-                        Field::Groups => {
-                            map.next_value::<Option<StrListShape>>()?;
-                        }
-                        Field::Uid | Field::Username => {
-                            map.next_value::<Option<StrShape>>()?;
-                        }
-                        Field::Other => {
-                            map.next_value::<IgnoredAny>()?;
-                        }
-                    }
-                }
-                Ok(UserInfoShape)
-            }
-        }
-        d.deserialize_struct("UserInfo", &["extra", "groups", "uid", "username"], V)
-    }
 }
 
 /// A Pod as k8s-openapi decodes it (`apiVersion`/`kind` checked when present, unknown
@@ -834,115 +673,6 @@ mod tests {
             })
             .collect();
         assert!(wrong.is_empty(), "{wrong:#?}");
-    }
-
-    /// The parts checked for shape only (`resource`, `requestKind`, `requestResource`,
-    /// `userInfo`) and the borrowed `kind` accept and refuse what kube's types do.
-    #[test]
-    fn shape_only_parts_answer_as_kube_types_do() {
-        let rich = std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/fixtures/admission/mutate-driver-rich.json"),
-        )
-        .unwrap();
-        let parsed: serde_json::Value = serde_json::from_str(&rich).unwrap();
-        let with = |field: &str, value: &str| {
-            let mut v = parsed.clone();
-            v["request"][field] = serde_json::from_str(value).unwrap();
-            serde_json::to_string(&v).unwrap()
-        };
-        let user_info = |value: &str| with("userInfo", value);
-        let cases: Vec<(&str, String, bool)> = vec![
-            ("empty userInfo", user_info("{}"), true),
-            (
-                "null userInfo fields",
-                user_info(r#"{"username":null,"uid":null,"groups":null,"extra":null}"#),
-                true,
-            ),
-            (
-                "extra and an unknown field",
-                user_info(r#"{"extra":{"scopes":["a"],"b":[]},"x":[1]}"#),
-                true,
-            ),
-            (
-                "repeated username",
-                rich.replacen(
-                    "\"username\": \"kas-admin\"",
-                    "\"username\": 1, \"username\": \"kas-admin\"",
-                    1,
-                ),
-                false,
-            ),
-            (
-                "repeated username, both strings",
-                rich.replacen(
-                    "\"username\": \"kas-admin\"",
-                    "\"username\": \"a\", \"username\": \"kas-admin\"",
-                    1,
-                ),
-                true,
-            ),
-            ("userInfo a list", user_info("[]"), false),
-            ("userInfo null", user_info("null"), false),
-            ("groups a string", user_info(r#"{"groups":"a"}"#), false),
-            ("a group a number", user_info(r#"{"groups":[1]}"#), false),
-            ("extra a string", user_info(r#"{"extra":{"a":"b"}}"#), false),
-            ("extra null", user_info(r#"{"extra":{"a":null}}"#), false),
-            ("username a number", user_info(r#"{"username":1}"#), false),
-            (
-                "resource without resource",
-                with("resource", r#"{"group":"","version":"v1"}"#),
-                false,
-            ),
-            (
-                "resource with api_version",
-                with(
-                    "resource",
-                    r#"{"group":"","version":"v1","resource":"pods","api_version":"v1"}"#,
-                ),
-                true,
-            ),
-            (
-                "resource with a numeric api_version",
-                with(
-                    "resource",
-                    r#"{"group":"","version":"v1","resource":"pods","api_version":1}"#,
-                ),
-                false,
-            ),
-            (
-                "resource a list",
-                with("resource", r#"["","v1","pods"]"#),
-                true,
-            ),
-            ("requestKind null", with("requestKind", "null"), true),
-            (
-                "requestKind without kind",
-                with("requestKind", r#"{"group":"","version":"v1"}"#),
-                false,
-            ),
-            (
-                "requestResource with a numeric version",
-                with(
-                    "requestResource",
-                    r#"{"group":"","version":1,"resource":"pods"}"#,
-                ),
-                false,
-            ),
-            ("kind a list", with("kind", r#"["","v1","Pod"]"#), true),
-            (
-                "kind with an escape",
-                rich.replacen("\"kind\": \"Pod\"", r#""kind": "P\u006fd""#, 1),
-                true,
-            ),
-        ];
-        for (what, body, accepted) in cases {
-            let kube = serde_json::from_str::<Envelope<AdmissionRequest<Pod>>>(&body);
-            assert_eq!(kube.is_ok(), accepted, "{what}: kube's types");
-            let ours = decode(body.as_bytes());
-            let expected = if accepted { "pod" } else { "InvalidPodRequest" };
-            assert_eq!(outcome(&ours), expected, "{what}: {ours:?}");
-        }
     }
 
     #[test]
