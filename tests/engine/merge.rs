@@ -859,6 +859,19 @@ fn a_policy_whose_only_change_is_undone_is_not_applied() {
         "{:?}",
         m.changes_by_policy
     );
+    // `explain` still shows the value, taken back.
+    let undone: Vec<_> = m.changes.iter().filter(|c| c.policy == "res").collect();
+    assert_eq!(undone.len(), 1, "{:?}", m.changes);
+    assert!(
+        undone[0].field.ends_with(".resources.requests[cpu]"),
+        "{:?}",
+        undone[0]
+    );
+    assert!(
+        !undone[0].applied && undone[0].action.ends_with(" (undone)"),
+        "{:?}",
+        undone[0]
+    );
 }
 
 #[test]

@@ -2,7 +2,6 @@
 //! field, what changed, and the warnings for the submitter.
 
 use std::collections::{HashMap, HashSet};
-use std::fmt::Write as _;
 
 use foldhash::fast::RandomState;
 
@@ -40,7 +39,7 @@ pub(crate) struct Ctx<'p> {
     /// Changes per policy that made any, in the order of each one's first change. Only
     /// values that end up in the pod count: losing and undone values do not.
     pub counts: Vec<(&'p str, u32)>,
-    /// Without `detail`: the resource values policies set, for [`Ctx::undo`].
+    /// The resource values policies set, for [`Ctx::undo`].
     set_resources: Vec<SetResource<'p>>,
     pub warnings: Vec<String>,
     /// The warnings already given, so each is given once without a search through them
@@ -116,57 +115,43 @@ impl<'p> Ctx<'p> {
     }
 
     /// Notes a resource value the current policy set on `container` (`kind`: requests or
-    /// limits), so that [`Ctx::undo`] can take it back. With `detail` the described change
-    /// is the note.
+    /// limits), so that [`Ctx::undo`] can take it back.
     pub fn set_resource(&mut self, container: &str, kind: &'static str, resource: &str) {
-        if !self.detail {
-            self.set_resources.push(SetResource {
-                policy: self.policy,
-                container: container.to_owned(),
-                kind,
-                resource: resource.to_owned(),
-                applied: true,
-            });
-        }
+        self.set_resources.push(SetResource {
+            policy: self.policy,
+            container: container.to_owned(),
+            kind,
+            resource: resource.to_owned(),
+            applied: true,
+        });
     }
 
-    /// Takes back the resource values whose field (as described:
-    /// `containers[NAME].resources.KIND[RESOURCE]`) `undone` accepts: the pod keeps its own
-    /// value, so they are no longer counted. Returns the policies that set them.
-    pub fn undo(&mut self, undone: impl Fn(&str) -> bool) -> Vec<String> {
+    /// Takes back the values policies set for `resource` of `container`: the pod keeps its
+    /// own value, so they are no longer counted (with `detail`, their described changes are
+    /// marked undone). Returns the policies that set them.
+    pub fn undo(&mut self, container: &str, resource: &str) -> Vec<String> {
         let mut by: Vec<String> = Vec::new();
-        let mut taken_back = |counts: &mut Vec<(&'p str, u32)>, policy: &str| {
-            if let Some((_, n)) = counts.iter_mut().find(|(p, _)| *p == policy) {
+        for r in self
+            .set_resources
+            .iter_mut()
+            .filter(|r| r.applied && r.container == container && r.resource == resource)
+        {
+            r.applied = false;
+            if let Some((_, n)) = self.counts.iter_mut().find(|(p, _)| *p == r.policy) {
                 *n = n.saturating_sub(1);
             }
-            if !by.iter().any(|b| b == policy) {
-                by.push(policy.to_owned());
+            if !by.iter().any(|b| b == r.policy) {
+                by.push(r.policy.to_owned());
             }
-        };
-        if self.detail {
-            for c in self
-                .changes
-                .iter_mut()
-                .filter(|c| c.applied && undone(&c.field))
-            {
-                c.applied = false;
-                c.action.push_str(" (undone)");
-                taken_back(&mut self.counts, &c.policy);
-            }
-        } else {
-            // The field is written only here, where a request above its limit is found:
-            // describing every value set was most of the resources step.
-            let mut field = String::new();
-            for r in self.set_resources.iter_mut().filter(|r| r.applied) {
-                field.clear();
-                let _ = write!(
-                    field,
-                    "containers[{}].resources.{}[{}]",
-                    r.container, r.kind, r.resource
-                );
-                if undone(&field) {
-                    r.applied = false;
-                    taken_back(&mut self.counts, r.policy);
+            if self.detail {
+                let field = resource_field(&r.container, r.kind, &r.resource);
+                if let Some(c) = self
+                    .changes
+                    .iter_mut()
+                    .find(|c| c.applied && c.policy == r.policy && c.field == field)
+                {
+                    c.applied = false;
+                    c.action.push_str(" (undone)");
                 }
             }
         }
@@ -302,6 +287,12 @@ impl<const N: usize> Key for [&str; N] {
             out.push_str(part);
         }
     }
+}
+
+/// How a resource value is named in changes and warnings:
+/// `containers[NAME].resources.KIND[RESOURCE]`.
+pub(crate) fn resource_field(container: &str, kind: &str, resource: &str) -> String {
+    format!("containers[{container}].resources.{kind}[{resource}]")
 }
 
 /// A resource value a policy set (see [`Ctx::set_resource`]).

@@ -7,6 +7,7 @@ use foldhash::fast::RandomState;
 use k8s_openapi::api::core::v1::{Container, PodSpec, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
+use super::context::resource_field;
 use super::Ctx;
 use crate::policy::model::{PodPatch, ResourceValues};
 use crate::quantity;
@@ -46,7 +47,7 @@ fn set_all(
             };
             let current = map.as_ref().and_then(|m| m.get(resource));
             let key = ["resources", container, kind, resource.as_str()];
-            let shown = || format!("containers[{container}].resources.{kind}[{resource}]");
+            let shown = || resource_field(container, kind, resource);
             if !force && current.is_some() {
                 // A default never competes with a value that is already there, but it still
                 // decides the field: otherwise a lower-priority `force` would win only on the
@@ -98,10 +99,8 @@ pub(crate) fn reconcile(ctx: &mut Ctx<'_>, original: &PodSpec, planned: &mut Pod
             .and_then(|o| o.resources.as_ref());
         for (resource, req, lim) in &over {
             // The values go back to the pod's: the policies that set them did not change it.
-            let prefix = format!("containers[{}].resources", c.name);
-            let suffix = format!("[{resource}]");
             let by: Vec<String> = ctx
-                .undo(|field| field.starts_with(&prefix) && field.ends_with(&suffix))
+                .undo(&c.name, resource)
                 .iter()
                 .map(|p| format!("\"{p}\""))
                 .collect();
