@@ -306,7 +306,7 @@ struct SetResource<'p> {
 }
 
 /// Quoted display for strings.
-pub(crate) fn quoted(s: &String) -> String {
+pub(crate) fn quoted<S: std::fmt::Display + ?Sized>(s: &S) -> String {
     format!("\"{s}\"")
 }
 

@@ -2,7 +2,7 @@
 
 use k8s_openapi::api::core::v1::{LocalObjectReference, Pod, PodSpec};
 
-use super::context::Ctx;
+use super::context::{quoted, Ctx};
 use crate::policy::model::PodPatch;
 use crate::policy::CompiledPolicy;
 use crate::spark::SparkRole;
@@ -75,7 +75,7 @@ pub(crate) fn apply_image_rules<'p>(
                     let key = ["pullPolicy", c.name.as_str()];
                     let shown = || format!("containers[{}].imagePullPolicy", c.name);
                     let current = c.image_pull_policy.as_deref();
-                    if ctx.decide(key, shown, current, wanted, |s| format!("\"{s}\"")) {
+                    if ctx.decide(key, shown, current, wanted, quoted) {
                         c.image_pull_policy = Some(wanted.to_owned());
                     }
                 }
