@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Pod, SecurityContext};
+use k8s_openapi::api::core::v1::{Pod, SecurityContext, Volume};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde::Serialize;
 
@@ -356,12 +356,9 @@ impl Checker<'_, '_> {
         };
         let mut bad = Vec::new();
         for v in volumes {
-            let Ok(serde_json::Value::Object(m)) = serde_json::to_value(v) else {
-                continue;
-            };
-            for kind in m.keys().filter(|k| *k != "name") {
+            for kind in volume_kinds(v) {
                 if forbidden.iter().any(|f| f == kind) {
-                    bad.push((v.name.clone(), kind.clone()));
+                    bad.push((v.name.clone(), kind));
                 }
             }
         }
@@ -377,6 +374,58 @@ impl Checker<'_, '_> {
     }
 }
 
+/// `volume_kinds(v)`: the sources a volume sets, by their JSON names (the names
+/// `forbiddenVolumeTypes` lists), read from the typed volume: nothing to serialise, so
+/// nothing that could fail and let a volume go unchecked. The destructuring names every
+/// field, so a volume source added by a new k8s-openapi fails to compile here instead of
+/// passing every rule unseen.
+macro_rules! volume_kinds {
+    ($($field:ident $key:literal),* $(,)?) => {
+        fn volume_kinds(v: &Volume) -> impl Iterator<Item = &'static str> {
+            let Volume { name: _, $($field: _),* } = v;
+            [$((v.$field.is_some(), $key)),*]
+                .into_iter()
+                .filter_map(|(set, key)| set.then_some(key))
+        }
+
+        #[cfg(test)]
+        const VOLUME_KINDS: &[&str] = &[$($key),*];
+    };
+}
+
+volume_kinds![
+    aws_elastic_block_store "awsElasticBlockStore",
+    azure_disk "azureDisk",
+    azure_file "azureFile",
+    cephfs "cephfs",
+    cinder "cinder",
+    config_map "configMap",
+    csi "csi",
+    downward_api "downwardAPI",
+    empty_dir "emptyDir",
+    ephemeral "ephemeral",
+    fc "fc",
+    flex_volume "flexVolume",
+    flocker "flocker",
+    gce_persistent_disk "gcePersistentDisk",
+    git_repo "gitRepo",
+    glusterfs "glusterfs",
+    host_path "hostPath",
+    image "image",
+    iscsi "iscsi",
+    nfs "nfs",
+    persistent_volume_claim "persistentVolumeClaim",
+    photon_persistent_disk "photonPersistentDisk",
+    portworx_volume "portworxVolume",
+    projected "projected",
+    quobyte "quobyte",
+    rbd "rbd",
+    scale_io "scaleIO",
+    secret "secret",
+    storageos "storageos",
+    vsphere_volume "vsphereVolume",
+];
+
 /// Which Spark setting controls a resource of the Spark container.
 fn spark_setting_hint(role: SparkRole, resource: &str, kind: &str) -> String {
     match (resource, kind) {
@@ -388,5 +437,80 @@ fn spark_setting_hint(role: SparkRole, resource: &str, kind: &str) -> String {
         _ => format!(
             "lower spark.kubernetes.{role}.resource / spark.{role}.resource.{resource} settings"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The list names every volume source of the API (its OpenAPI schema, as k8s-openapi
+    /// publishes it), spelled as in JSON.
+    #[test]
+    fn every_volume_source_is_a_kind() {
+        let schema = serde_json::to_value(schemars::schema_for!(Volume)).unwrap();
+        let mut api: Vec<&str> = schema["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .filter(|k| *k != "name")
+            .collect();
+        api.sort_unstable();
+        let mut ours = VOLUME_KINDS.to_vec();
+        ours.sort_unstable();
+        assert_eq!(ours, api);
+    }
+
+    /// The kinds of every volume of the real pods, and of one volume of each source that
+    /// decodes from a small object: the keys of the volume's JSON but `name` (how the rule
+    /// read them before).
+    #[test]
+    fn the_kinds_of_a_volume_are_its_json_keys() {
+        let mut volumes: Vec<Volume> = spark_admission_testkit::fixtures::all_pods()
+            .into_iter()
+            .filter_map(|(_, p)| serde_json::from_value::<Pod>(p).ok()?.spec)
+            .flat_map(|s| s.volumes.unwrap_or_default())
+            .collect();
+        let fixtures = volumes.len();
+        let small = [
+            ("hostPath", serde_json::json!({"path": "/var/run"})),
+            (
+                "persistentVolumeClaim",
+                serde_json::json!({"claimName": "c"}),
+            ),
+            ("nfs", serde_json::json!({"server": "s", "path": "/"})),
+            ("csi", serde_json::json!({"driver": "d"})),
+            ("image", serde_json::json!({"reference": "r"})),
+            ("gitRepo", serde_json::json!({"repository": "r"})),
+            ("ephemeral", serde_json::json!({})),
+        ];
+        for (kind, source) in small {
+            volumes.push(
+                serde_json::from_value(serde_json::json!({"name": "v", kind: source})).unwrap(),
+            );
+        }
+        // Two sources at once (the API server refuses it, the rule must still see both).
+        volumes.push(
+            serde_json::from_value(
+                serde_json::json!({"name": "v", "hostPath": {"path": "/"}, "emptyDir": {}}),
+            )
+            .unwrap(),
+        );
+        assert!(fixtures >= 5, "{fixtures} volumes in the fixtures");
+        for v in &volumes {
+            let json = serde_json::to_value(v).unwrap();
+            let keys: Vec<&str> = json
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .filter(|k| *k != "name")
+                .collect();
+            let mut ours: Vec<&str> = volume_kinds(v).collect();
+            ours.sort_unstable();
+            assert_eq!(ours, keys, "{json}");
+            assert!(!ours.is_empty());
+        }
     }
 }
