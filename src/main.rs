@@ -24,7 +24,10 @@ use spark_admission::spark::ContainerNames;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return refuse_command_line(e),
+    };
     // `serve` with JSON logs ends with a JSON line too: log pipelines and the pod's
     // termination message (FallbackToLogsOnError) then carry why it stopped.
     let json_errors = matches!(&cli.command, Command::Serve(a) if a.log_format == LogFormat::Json);
@@ -46,7 +49,7 @@ fn main() -> ExitCode {
             // On stdout, after the log lines it belongs with.
             println!(
                 "{}",
-                spark_admission::cli::fatal_json_line(&format!("{e:#}"))
+                spark_admission::cli::fatal_json_line("serve stopped", &format!("{e:#}"))
             );
             ExitCode::from(2)
         }
@@ -55,6 +58,58 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// A command line clap refuses. `serve` logs JSON by default, so a flag or environment
+/// value mistyped in a Deployment is said as one JSON line like its other fatal errors
+/// (else the log pipeline gets clap's unparsed text and the usage). Help and version, and
+/// every other command, print as clap does.
+fn refuse_command_line(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let shown = matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    );
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let format = std::env::var("SPARK_ADMISSION_LOG_FORMAT").ok();
+    if shown || !serve_logs_json(&args, format.as_deref()) {
+        e.exit()
+    }
+    // The error and clap's tips ("a similar argument exists"), without the usage text.
+    let text = e.render().to_string();
+    let said = text.split("Usage:").next().unwrap_or_default();
+    let error = said
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let error = error.strip_prefix("error: ").unwrap_or(&error);
+    println!(
+        "{}",
+        spark_admission::cli::fatal_json_line("serve did not start: invalid command line", error)
+    );
+    ExitCode::from(2)
+}
+
+/// Whether a command line that did not parse was `serve` with JSON logs: its first word,
+/// and the last `--log-format` given, else the environment's, else JSON (the default).
+fn serve_logs_json(args: &[String], env_format: Option<&str>) -> bool {
+    if args.first().map(String::as_str) != Some("serve") {
+        return false;
+    }
+    let mut format = env_format;
+    let mut words = args.iter().map(String::as_str);
+    while let Some(word) = words.next() {
+        if word == "--log-format" {
+            format = words.next();
+        } else if let Some(v) = word.strip_prefix("--log-format=") {
+            format = Some(v);
+        }
+    }
+    format != Some("text")
 }
 
 /// mimalloc's defaults keep memory committed for speed: arenas are committed eagerly and

@@ -349,14 +349,15 @@ fn init_logging(format: LogFormat, level: &str) -> Result<(), ServeCommandError>
     Ok(())
 }
 
-/// The last line `serve` prints when it stops on an error and logs are JSON: an object
+/// The last line `serve` prints when it stops on an error (or refuses its command line) and
+/// logs are JSON: an object
 /// shaped like the log lines (`timestamp`, `level`, `message`, `target`), so a log
 /// pipeline keeps it and `kubectl describe pod` shows it as the termination message.
-pub fn fatal_json_line(error: &str) -> String {
+pub fn fatal_json_line(message: &str, error: &str) -> String {
     serde_json::json!({
         "timestamp": k8s_openapi::jiff::Timestamp::now().to_string(),
         "level": "ERROR",
-        "message": "serve stopped",
+        "message": message,
         "error": error,
         "target": "spark_admission",
     })

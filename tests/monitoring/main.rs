@@ -80,6 +80,10 @@ fn main() {
                 startup::a_fatal_serve_error_is_the_last_log_line_and_json_when_logs_are_json,
             ),
             plain(
+                "startup::a_refused_command_line_is_one_json_line_when_serve_logs_json",
+                startup::a_refused_command_line_is_one_json_line_when_serve_logs_json,
+            ),
+            plain(
                 "startup::both_ports_listen_on_ipv4_and_ipv6_by_default",
                 startup::both_ports_listen_on_ipv4_and_ipv6_by_default,
             ),

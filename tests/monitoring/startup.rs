@@ -95,6 +95,78 @@ pub fn a_fatal_serve_error_is_the_last_log_line_and_json_when_logs_are_json() {
     drop(taken);
 }
 
+/// A flag or an environment value `serve` refuses (a Deployment's typo): with JSON logs,
+/// the default, one JSON line shaped like the log's, naming the flag and clap's tip; with
+/// text logs (flag or environment), clap's own text on stderr. Help still prints as help.
+pub fn a_refused_command_line_is_one_json_line_when_serve_logs_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = |args: &[&str], env: Option<&str>| {
+        let mut cmd = serve_command(dir.path());
+        cmd.args(args);
+        if let Some(format) = env {
+            cmd.env("SPARK_ADMISSION_LOG_FORMAT", format);
+        }
+        run_to_exit(cmd)
+    };
+
+    let (code, stdout, stderr) = serve(&["--max-body", "3"], None);
+    assert_eq!(code, Some(2), "{stdout}{stderr}");
+    assert!(
+        stderr.trim().is_empty(),
+        "nothing outside the JSON line: {stderr}"
+    );
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert_eq!(lines.len(), 1, "{stdout}");
+    let line = &lines[0];
+    assert_eq!(line["level"], "ERROR", "{line}");
+    assert_eq!(line["message"], "serve did not start: invalid command line");
+    assert_eq!(line["target"], "spark_admission");
+    assert!(line["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
+    let error = line["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("unexpected argument '--max-body' found")
+            && error.contains("'--max-body-bytes'"),
+        "the flag and clap's tip: {error}"
+    );
+    assert!(!error.contains("Usage:"), "{error}");
+
+    // A value refused, the log format given by the environment (JSON) and by a flag
+    // after it (the flag wins, as clap decides).
+    let (code, stdout, _) = serve(&["--listen", "nonsense"], Some("json"));
+    assert_eq!(code, Some(2));
+    let line: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert!(
+        line["error"]
+            .as_str()
+            .unwrap()
+            .contains("'nonsense' for '--listen"),
+        "{line}"
+    );
+    for (args, env) in [
+        (
+            &["--listen", "nonsense", "--log-format", "text"][..],
+            Some("json"),
+        ),
+        (&["--log-format=text", "--listen", "nonsense"][..], None),
+        (&["--listen", "nonsense"][..], Some("text")),
+    ] {
+        let (code, stdout, stderr) = serve(args, env);
+        assert_eq!(code, Some(2), "{args:?}");
+        assert!(stdout.trim().is_empty(), "{args:?}: {stdout}");
+        assert!(
+            stderr.starts_with("error: invalid value 'nonsense' for '--listen"),
+            "{args:?} {env:?}: {stderr}"
+        );
+    }
+
+    let (code, stdout, _) = serve(&["--help"], None);
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains("--log-format"), "{stdout}");
+}
+
 /// `::1` can be bound on this machine (IPv6 on the loopback interface).
 fn has_ipv6_loopback() -> bool {
     std::net::TcpListener::bind("[::1]:0").is_ok()
