@@ -10,7 +10,17 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::engine::Validation;
+use crate::policy::model::RuleMode;
 use crate::spark::SparkRole;
+
+fn mode_label(mode: RuleMode) -> &'static str {
+    match mode {
+        RuleMode::Enforce => "enforce",
+        RuleMode::Warn => "warn",
+        RuleMode::Audit => "audit",
+    }
+}
 
 /// Every series name starts with this.
 pub const PREFIX: &str = "spark_admission";
@@ -160,6 +170,13 @@ struct PolicyLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct FindingLabels {
+    policy: String,
+    rule: &'static str,
+    mode: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RoleLabels {
     role: &'static str,
 }
@@ -190,6 +207,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     duration: HistogramFamily<EndpointLabels>,
     policy_changes: Family<PolicyLabels, Counter>,
+    rule_findings: Family<FindingLabels, Counter>,
     patch_operations: Family<RoleLabels, Counter>,
     policy_reloads: Family<ResultLabels, Counter>,
     policies_loaded: Gauge,
@@ -243,6 +261,12 @@ impl Metrics {
             "policy_changes",
             "Field changes made to pods, by the policy that made them",
             policy_changes.clone(),
+        );
+        let rule_findings = Family::<FindingLabels, Counter>::default();
+        registry.register(
+            "rule_findings",
+            "Pods judged against a policy's rule and found to break it, by policy, rule and mode (enforce: denied; warn, audit: admitted with a warning or an audit annotation)",
+            rule_findings.clone(),
         );
         let patch_operations = Family::<RoleLabels, Counter>::default();
         registry.register(
@@ -400,6 +424,7 @@ impl Metrics {
             requests,
             duration,
             policy_changes,
+            rule_findings,
             patch_operations,
             policy_reloads,
             policies_loaded,
@@ -448,6 +473,26 @@ impl Metrics {
     pub fn record_changes(&self, by_policy: &[(String, u32)]) {
         for (policy, n) in by_policy {
             self.add_changes(policy, u64::from(*n));
+        }
+    }
+
+    /// The rules one judged pod broke: each (policy, rule, mode) counted once per pod,
+    /// however many of its containers or volumes broke it.
+    pub fn record_findings(&self, validation: &Validation) {
+        let mut counted: Vec<(&str, &str, RuleMode)> = Vec::new();
+        for f in &validation.findings {
+            let key = (f.policy.as_str(), f.rule, f.mode);
+            if counted.contains(&key) {
+                continue;
+            }
+            counted.push(key);
+            self.rule_findings
+                .get_or_create(&FindingLabels {
+                    policy: f.policy.clone(),
+                    rule: f.rule,
+                    mode: mode_label(f.mode),
+                })
+                .inc();
         }
     }
 
@@ -795,5 +840,52 @@ impl Metrics {
     pub fn set_memory_state(&self, entries: usize, bytes: usize) {
         self.memory.entries.set(entries as i64);
         self.memory.bytes.set(bytes as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Finding;
+
+    fn finding(policy: &str, rule: &'static str, mode: RuleMode) -> Finding {
+        Finding {
+            policy: policy.to_owned(),
+            rule,
+            mode,
+            message: String::new(),
+        }
+    }
+
+    /// A rule reported for two volumes of one pod counts the pod once; another rule,
+    /// policy or mode is its own series; the next pod counts again.
+    #[test]
+    fn each_broken_rule_counts_a_pod_once() {
+        let m = Metrics::new();
+        let pod = Validation {
+            findings: vec![
+                finding("team", "forbiddenVolumeTypes", RuleMode::Enforce),
+                finding("team", "forbiddenVolumeTypes", RuleMode::Enforce),
+                finding("team", "allowedImages", RuleMode::Enforce),
+                finding("audit", "forbiddenVolumeTypes", RuleMode::Audit),
+            ],
+            checked: Vec::new(),
+        };
+        m.record_findings(&pod);
+        m.record_findings(&pod);
+        m.record_findings(&Validation::default());
+        let text = m.encode().unwrap();
+        let series: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("spark_admission_rule_findings_total{"))
+            .collect();
+        assert_eq!(series.len(), 3, "{text}");
+        for line in [
+            r#"spark_admission_rule_findings_total{policy="team",rule="forbiddenVolumeTypes",mode="enforce"} 2"#,
+            r#"spark_admission_rule_findings_total{policy="team",rule="allowedImages",mode="enforce"} 2"#,
+            r#"spark_admission_rule_findings_total{policy="audit",rule="forbiddenVolumeTypes",mode="audit"} 2"#,
+        ] {
+            assert!(series.contains(&line), "missing {line:?} in\n{text}");
+        }
     }
 }

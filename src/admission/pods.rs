@@ -135,7 +135,7 @@ fn validate<'a>(
         .engine
         .validate_within(&set, &create.pod, &create.namespace, Deadline::at(deadline))
         .map_err(|e| not_evaluated(create, &e))?;
-    Ok(judged(create, &validation))
+    Ok(judged(state, create, &validation))
 }
 
 /// A pod the engine would not judge (too large, or its deadline passed).
@@ -145,7 +145,12 @@ pub(super) fn not_evaluated(create: &PodCreate, e: &EngineError) -> Refusal {
 
 /// The answer to a judged pod: denied for an enforced finding, warnings and audit
 /// annotations for the others.
-pub(super) fn judged<'a>(create: &'a PodCreate, validation: &Validation) -> (Answer, Decision<'a>) {
+pub(super) fn judged<'a>(
+    state: &AppState,
+    create: &'a PodCreate,
+    validation: &Validation,
+) -> (Answer, Decision<'a>) {
+    state.metrics.record_findings(validation);
     let mut answer = Answer::allow(create.uid.as_str());
     answer.warnings = validation
         .with_mode(RuleMode::Warn)

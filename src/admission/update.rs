@@ -54,7 +54,7 @@ fn validate<'a>(
     );
     match judged {
         Err(e) => Err(pods::not_evaluated(new, &e)),
-        Ok(Some(validation)) => Ok(pods::judged(new, &validation)),
+        Ok(Some(validation)) => Ok(pods::judged(state, new, &validation)),
         Ok(None) => Ok((
             Answer::allow(new.uid.as_str()),
             Decision::unjudged(new, Outcome::Unchanged),

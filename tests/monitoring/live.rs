@@ -243,6 +243,14 @@ async fn evaluates_everything(prometheus: PathBuf) {
     )
     .await;
 
+    // A rule in audit mode, so that reviews break it (the findings panel).
+    write_atomic(&w.policies.join("test-escalation.yaml"), AUDIT_POLICY);
+    prom.until_nonempty(
+        "the audit policy loaded",
+        &format!("spark_admission_policies_loaded{job} == 2"),
+    )
+    .await;
+
     // Load, with every event the dashboard and the alerts are about.
     let ca = w.ca_pem();
     reviews(&w, &ca, 25).await;

@@ -210,6 +210,13 @@ async fn validate_denies_with_403_and_the_rule_message() {
     assert!(metrics.contains(
         r#"spark_admission_requests_total{endpoint="validate",role="driver",outcome="denied"} 1"#
     ));
+    // The denial counted under its policy and rule; the pod that passed is not.
+    assert!(
+        metrics.contains(
+            r#"spark_admission_rule_findings_total{policy="test-cost-center",rule="requiredLabels",mode="enforce"} 1"#
+        ),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -231,6 +238,12 @@ async fn warn_findings_become_warnings_and_audit_findings_audit_annotations() {
     assert!(metrics.contains(
         r#"spark_admission_requests_total{endpoint="validate",role="executor",outcome="warned"} 1"#
     ));
+    for line in [
+        r#"spark_admission_rule_findings_total{policy="test-owner",rule="requiredLabels",mode="warn"} 1"#,
+        r#"spark_admission_rule_findings_total{policy="test-escalation",rule="forbidPrivilegeEscalation",mode="audit"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
+    }
 }
 
 #[tokio::test]
