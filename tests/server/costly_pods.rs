@@ -285,46 +285,41 @@ async fn a_benign_large_review_is_planned() {
     assert!(resp["patch"].is_string(), "{resp}");
 }
 
+/// A driver review whose Spark container has `entries` as its `field` list: refused with
+/// 422, naming the container's list and `limit`.
+async fn refused_naming_the_list(field: &str, entries: Vec<Value>, limit: usize) {
+    let (router, _) = router_with(&[LABEL_POLICY], Limits::default());
+    let mut review = fixture_json("mutate-driver-rich.json");
+    review["request"]["object"]["spec"]["containers"][0][field] = Value::Array(entries);
+    let resp = answer(&router, "/mutate", &review).await;
+    assert_eq!(resp["allowed"], false, "{resp}");
+    assert_eq!(resp["status"]["code"], 422, "{resp}");
+    assert!(
+        message(&resp).contains(&format!(
+            "spec.containers[0].{field} has more than {limit} entries"
+        )),
+        "{resp}"
+    );
+}
+
 /// The huge-array review the robustness tests once sent (30,000 env entries) is a pod no
 /// Spark submission makes: refused naming the container's env, its count and the limit.
 #[tokio::test]
 async fn thirty_thousand_env_entries_are_refused_naming_the_container() {
-    let (router, _) = router_with(&[LABEL_POLICY], Limits::default());
-    let mut review = fixture_json("mutate-driver-rich.json");
-    review["request"]["object"]["spec"]["containers"][0]["env"] = json!((0..30_000)
+    let env = (0..30_000)
         .map(|i| json!({"name": format!("V{i}"), "value": "1"}))
-        .collect::<Vec<_>>());
-    let resp = answer(&router, "/mutate", &review).await;
-    assert_eq!(resp["allowed"], false, "{resp}");
-    assert_eq!(resp["status"]["code"], 422, "{resp}");
-    let limit = PodLimits::default().env;
-    assert!(
-        message(&resp).contains(&format!(
-            "spec.containers[0].env has more than {limit} entries"
-        )),
-        "{resp}"
-    );
+        .collect();
+    refused_naming_the_list("env", env, PodLimits::default().env).await;
 }
 
 /// Container args: nothing merges into them, but 30,000 short strings cost ~15x a benign
 /// body of the same size to decode; no Spark submission passes that many.
 #[tokio::test]
 async fn thirty_thousand_container_args_are_refused_naming_the_container() {
-    let (router, _) = router_with(&[LABEL_POLICY], Limits::default());
-    let mut review = fixture_json("mutate-driver-rich.json");
-    review["request"]["object"]["spec"]["containers"][0]["args"] = json!((0..30_000)
-        .map(|i| format!("--application-arg-{i}=1"))
-        .collect::<Vec<_>>());
-    let resp = answer(&router, "/mutate", &review).await;
-    assert_eq!(resp["allowed"], false, "{resp}");
-    assert_eq!(resp["status"]["code"], 422, "{resp}");
-    let limit = PodLimits::default().arguments;
-    assert!(
-        message(&resp).contains(&format!(
-            "spec.containers[0].args has more than {limit} entries"
-        )),
-        "{resp}"
-    );
+    let args = (0..30_000)
+        .map(|i| json!(format!("--application-arg-{i}=1")))
+        .collect();
+    refused_naming_the_list("args", args, PodLimits::default().arguments).await;
 }
 
 /// Every list under its own limit, but 64 containers of them: refused by their total, before
