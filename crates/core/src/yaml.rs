@@ -274,7 +274,9 @@ mod tests {
     /// spellings of YAML scalars read the same (see `spellings_that_read_the_same`).
     #[test]
     fn scalars_that_read_differently_from_serde_saphyr() {
-        let cases: &[(&str, Result<Value, &str>, Result<Value, &str>)] = &[
+        // A value, or a part of the error text.
+        type Read = Result<Value, &'static str>;
+        let cases: &[(&str, Read, Read)] = &[
             // YAML 1.1 booleans: strings in YAML 1.2, as libyaml-based readers have them.
             ("v: yes", Ok(json!({"v": true})), Ok(json!({"v": "yes"}))),
             ("v: on", Ok(json!({"v": true})), Ok(json!({"v": "on"}))),
@@ -311,6 +313,27 @@ mod tests {
                 _ => panic!("{text:?}: {now:?}"),
             }
         }
+    }
+
+    /// serde-saphyr's default budget refused texts this reader reads: more than 1,024
+    /// documents, more than 250,000 values, nesting deeper than 64 (the limit is now 128;
+    /// what bounds a text is its size, see `value_budget`).
+    #[test]
+    fn limits_that_moved() {
+        let many_documents = "a: 1\n---\n".repeat(1_100);
+        let many_values = format!("v: [{}]\n", vec!["1"; 300_000].join(", "));
+        let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
+        for (what, text, count) in [
+            ("1,100 documents", many_documents, 1_100),
+            ("300,000 values", many_values, 1),
+            ("100 levels", deep, 1),
+        ] {
+            assert!(saphyr(&text).is_err(), "serde-saphyr read {what}");
+            assert_eq!(documents(&text).expect(what).len(), count, "{what}");
+        }
+        let too_deep = format!("{}{}", "[".repeat(129), "]".repeat(129));
+        let e = documents(&too_deep).expect_err("129 levels").to_string();
+        assert!(e.contains("recursion limit exceeded"), "{e}");
     }
 
     #[test]
