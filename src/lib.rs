@@ -8,7 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub use spark_admission_core::{
-    engine, explain, matching, memory_on_oom, pinning, policy, quantity, spark,
+    engine, explain, matching, memory_on_oom, pinning, policy, quantity, spark, yaml,
 };
 
 pub mod admission;

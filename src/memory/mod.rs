@@ -358,7 +358,7 @@ pub fn decode(text: &str) -> Result<HashMap<String, RememberedMemory>, serde_jso
 /// The entries of state ConfigMaps as exported by `kubectl get configmap … -o yaml` (one
 /// ConfigMap or a List of them; JSON is YAML too), for `explain --memory-state`.
 pub fn read_exported(text: &str) -> Result<HashMap<String, RememberedMemory>, ExportError> {
-    let doc: serde_json::Value = serde_saphyr::from_str(text).map_err(ExportError::Yaml)?;
+    let doc: serde_json::Value = crate::yaml::document(text).map_err(ExportError::Yaml)?;
     let items = match doc.get("items").and_then(|i| i.as_array()) {
         Some(items) => items.clone(),
         None => vec![doc],
@@ -379,7 +379,7 @@ pub fn read_exported(text: &str) -> Result<HashMap<String, RememberedMemory>, Ex
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
     #[error("not YAML or JSON")]
-    Yaml(#[source] serde_saphyr::Error),
+    Yaml(#[source] crate::yaml::YamlError),
     #[error("ConfigMap {name}: {DATA_KEY} is not a memory state")]
     Entries {
         name: String,

@@ -16,6 +16,7 @@ use crate::policy::{parse_documents, CompiledPolicy, PolicySource};
 use crate::source::configmap::{has_policy_label, is_policy_key, key_source, POLICY_LABEL};
 use crate::source::policy_files;
 use crate::spark::{role_of, NotSpark};
+use crate::yaml;
 
 /// A test file that cannot be run as written: exit code 2, never a failed expectation.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, thiserror::Error)]
@@ -159,7 +160,7 @@ pub fn load(path: &Path, allow_empty_expectations: bool) -> Result<LoadedTest, V
 
 /// YAML, then the schema (errors with JSON paths), then the typed model.
 pub fn parse_test_file(path: &Path, text: &str) -> Result<TestFile, Vec<InputError>> {
-    let doc: Value = serde_saphyr::from_str(text).map_err(|e| {
+    let doc: Value = yaml::document(text).map_err(|e| {
         vec![InputError::new(
             path,
             "",
@@ -271,7 +272,7 @@ fn load_policy_file(path: &Path) -> Result<Vec<CompiledPolicy>, Vec<String>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| vec![format!("{}: cannot read: {e}", path.display())])?;
     let source = PolicySource(path.display().to_string());
-    let docs = serde_saphyr::from_multiple::<Value>(&text).unwrap_or_default();
+    let docs = yaml::documents(&text).unwrap_or_default();
     let is_manifest = docs
         .iter()
         .any(|d| matches!(kind(d), Some("ConfigMap" | "List" | "ConfigMapList")));

@@ -268,10 +268,14 @@ pub fn write(path: &Path, original_text: &str, file: &TestFile) -> Result<bool, 
         file: name(),
         message: e.to_string(),
     })?;
-    let back: TestFile = serde_saphyr::from_str(&body).map_err(|e| UpdateError::RoundTrip {
-        file: name(),
-        message: e.to_string(),
-    })?;
+    // Read back as `policy-test` reads a file (YAML into a value, then the model).
+    let back: TestFile = crate::yaml::document(&body)
+        .map_err(|e| e.to_string())
+        .and_then(|doc| serde_json::from_value(doc).map_err(|e| e.to_string()))
+        .map_err(|message| UpdateError::RoundTrip {
+            file: name(),
+            message,
+        })?;
     if back != *file {
         return Err(UpdateError::RoundTrip {
             file: name(),

@@ -315,6 +315,30 @@ mod tests {
     }
 
     #[test]
+    fn a_hostile_yaml_file_is_an_error_and_the_last_good_version_serves() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("team.yaml");
+        std::fs::write(&file, POLICY.replace("NAME", "one")).unwrap();
+        let mut src = FolderSource::new(dir.path());
+        src.scan().unwrap();
+        for (what, text) in spark_admission_testkit::hostile_yaml::texts() {
+            std::fs::write(&file, text).unwrap();
+            let r = src.scan().unwrap();
+            assert_eq!(r.errors.len(), 1, "{what}");
+            let e = r.errors[0].to_string();
+            assert!(
+                e.contains("team.yaml: /: not valid YAML: line "),
+                "{what}: {e}"
+            );
+            assert_eq!(
+                names(&src),
+                ["one"],
+                "{what}: last good version still serves"
+            );
+        }
+    }
+
+    #[test]
     fn many_changed_files_parsed_in_parallel_keep_their_own_results() {
         let dir = tempfile::tempdir().unwrap();
         let count = PARALLEL_FROM_FILES * 3;

@@ -294,7 +294,7 @@ fn bad_input_is_exit_2_with_the_file_and_the_path() {
         (
             "kind: [unclosed".to_owned(),
             vec![],
-            vec!["spark-admission-test.yaml: not valid YAML: line 1"],
+            vec!["spark-admission-test.yaml: not valid YAML: line 2 column 1: "],
         ),
         (
             test_file("p.yaml", "", "{result: maybe}"),

@@ -35,9 +35,20 @@ fn unknown_fields_wrong_kinds_and_bad_regexes_are_rejected() {
         ("kind: Pod\napiVersion: spark-admission.io/v1alpha1\nmetadata: {name: a}\nspec: {namespaces: [a]}", "/kind", "SparkPodPolicy"),
         ("kind: SparkPodPolicy\napiVersion: spark-admission.io/v1alpha1\nmetadata: {name: a}\nspec: {namespaces: [a], selector: {appName: \"([\"}}", "/spec/selector/appName", "regular expression"),
         ("kind: SparkPodPolicy\napiVersion: spark-admission.io/v1alpha1\nmetadata: {name: a}\nspec: {namespaces: [a], all: {resources: {force: {limits: {cpu: lots}}}}}", "/spec/all/resources/force/limits/cpu", "quantity"),
-        ("kind: SparkPodPolicy\napiVersion: spark-admission.io/v1alpha1\nmetadata: {name: a}\nspec: {namespaces: [a], all: {labels: {on: yes}}}", "/spec/all/labels", "quote"),
+        ("kind: SparkPodPolicy\napiVersion: spark-admission.io/v1alpha1\nmetadata: {name: a}\nspec: {namespaces: [a], all: {labels: {on: true}}}", "/spec/all/labels", "quote"),
         ("a: [unclosed", "/", "YAML"),
     ];
+    // The YAML 1.2 reader (crate::yaml) reads `yes`/`on` as the strings they look like.
+    let yes = parse_documents(
+        &PolicySource("t.yaml".into()),
+        "kind: SparkPodPolicy\napiVersion: spark-admission.io/v1alpha1\nmetadata: {name: a}\nspec: {namespaces: [a], all: {labels: {on: yes}}}",
+    )
+    .unwrap();
+    assert!(
+        yes[0].canonical.contains(r#""labels":{"on":"yes"}"#),
+        "{}",
+        yes[0].canonical
+    );
     for (text, path, needle) in cases {
         let errors = parse_documents(&PolicySource("t.yaml".into()), text).unwrap_err();
         assert!(

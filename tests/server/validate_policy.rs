@@ -161,6 +161,26 @@ async fn a_broken_policy_configmap_is_denied_with_document_path_and_expectation(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_yaml_is_denied_with_where_the_reader_stopped() {
+    let t = TestServer::start(&[("labels.yaml", LABEL_POLICY)]).await;
+    let mut conn = t.connect(Proto::H2).await;
+    for (what, text) in spark_admission_testkit::hostile_yaml::texts() {
+        let cm = configmap("hostile", true, &[("bad.yaml", &text)]);
+        let resp = post(&mut conn, &review("CREATE", cm)).await;
+        assert_eq!(resp["allowed"], false, "{what}: {resp}");
+        let message = resp["status"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("bad.yaml: /: not valid YAML: line "),
+            "{what}: {message}"
+        );
+    }
+    // The server still answers.
+    let cm = configmap("team-policies", true, &[("team.yaml", GOOD_TEAM)]);
+    let resp = post(&mut conn, &review("CREATE", cm)).await;
+    assert_eq!(resp["allowed"], true, "{resp}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_unlabelled_and_other_kinds_pass() {
     let t = TestServer::start(&[("labels.yaml", LABEL_POLICY)]).await;
     let mut conn = t.connect(Proto::H1).await;

@@ -35,7 +35,7 @@ pub struct Input {
 pub fn read_input(text: &str) -> Result<Input, ExplainError> {
     let doc: Value = match serde_json::from_str(text) {
         Ok(v) => v,
-        Err(json_err) => serde_saphyr::from_str(text).map_err(|yaml_err| {
+        Err(json_err) => crate::yaml::document(text).map_err(|yaml_err| {
             ExplainError::Syntax(format!(
                 "as JSON: {json_err}; as YAML: {}",
                 first_line(&yaml_err.to_string())

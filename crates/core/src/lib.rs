@@ -17,3 +17,4 @@ pub mod pinning;
 pub mod policy;
 pub mod quantity;
 pub mod spark;
+pub mod yaml;

@@ -7,6 +7,7 @@
 
 pub mod bench_policies;
 pub mod fixtures;
+pub mod hostile_yaml;
 pub mod key_order;
 pub mod proc_status;
 pub mod pyspark;

@@ -145,15 +145,19 @@ impl SchemaValidator {
             .iter_errors(doc)
             .map(|e| {
                 let mut message = shorten(&e.to_string());
-                // YAML 1.1 reads yes/no/on/off/y/n as booleans; say so where a string was expected.
+                // `enabled: true` where a string was expected; say so (yes/no/on/off are
+                // strings since the YAML 1.2 reader, see crate::yaml).
                 if e.instance().is_boolean() && message.contains("\"string\"") {
-                    message.push_str(" (YAML reads unquoted yes/no/y/n/on/off/true/false as booleans: quote the value)");
+                    message
+                        .push_str(" (YAML reads unquoted true/false as booleans: quote the value)");
                 } else if message.ends_with("has more than 1 property") {
                     // A choice flattened by `flatten_one_key_choices`.
                     message.push_str(" (set exactly one of them)");
-                } else if e.instance().is_number() && message.contains("is not of type \"string\"") {
+                } else if e.instance().is_number() && message.contains("is not of type \"string\"")
+                {
                     // sparkConf values, labels, env: `spark.executor.instances: 2` needs "2".
-                    message.push_str(" (YAML reads an unquoted number as a number: quote the value)");
+                    message
+                        .push_str(" (YAML reads an unquoted number as a number: quote the value)");
                 }
                 SchemaViolation {
                     path: e.instance_path().as_str().to_owned(),
