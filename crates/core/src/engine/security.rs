@@ -32,28 +32,25 @@ pub(crate) fn apply_pod(ctx: &mut Ctx<'_>, spec: &mut PodSpec, patch: &PodPatch)
     let Some(want) = &patch.pod_security_context else {
         return;
     };
-    let was_set = spec.security_context.is_some();
-    let cur = spec.security_context.get_or_insert_with(Default::default);
     let claim = |k: &'static str| ["securityContext", "pod", k];
     let shown = |k: &str| format!("securityContext.{k}");
-    let changed = merge!(ctx, claim, shown, cur, want, PodSecurityContext [
-        app_armor_profile "appArmorProfile",
-        fs_group "fsGroup",
-        fs_group_change_policy "fsGroupChangePolicy",
-        run_as_group "runAsGroup",
-        run_as_non_root "runAsNonRoot",
-        run_as_user "runAsUser",
-        se_linux_change_policy "seLinuxChangePolicy",
-        se_linux_options "seLinuxOptions",
-        seccomp_profile "seccompProfile",
-        supplemental_groups "supplementalGroups",
-        supplemental_groups_policy "supplementalGroupsPolicy",
-        sysctls "sysctls",
-        windows_options "windowsOptions",
-    ]);
-    if !changed && !was_set {
-        spec.security_context = None;
-    }
+    merge_into(&mut spec.security_context, |cur| {
+        merge!(ctx, claim, shown, cur, want, PodSecurityContext [
+            app_armor_profile "appArmorProfile",
+            fs_group "fsGroup",
+            fs_group_change_policy "fsGroupChangePolicy",
+            run_as_group "runAsGroup",
+            run_as_non_root "runAsNonRoot",
+            run_as_user "runAsUser",
+            se_linux_change_policy "seLinuxChangePolicy",
+            se_linux_options "seLinuxOptions",
+            seccomp_profile "seccompProfile",
+            supplemental_groups "supplementalGroups",
+            supplemental_groups_policy "supplementalGroupsPolicy",
+            sysctls "sysctls",
+            windows_options "windowsOptions",
+        ])
+    });
 }
 
 pub(crate) fn apply_container(
@@ -68,27 +65,34 @@ pub(crate) fn apply_container(
     let Some(c) = spec.containers.get_mut(spark) else {
         return;
     };
-    let was_set = c.security_context.is_some();
-    let cur = c.security_context.get_or_insert_with(Default::default);
     let name = c.name.as_str();
     let claim = |k: &'static str| ["securityContext", "container", name, k];
     let shown = |k: &str| format!("containers[{name}].securityContext.{k}");
-    let changed = merge!(ctx, claim, shown, cur, want, SecurityContext [
-        allow_privilege_escalation "allowPrivilegeEscalation",
-        app_armor_profile "appArmorProfile",
-        capabilities "capabilities",
-        privileged "privileged",
-        proc_mount "procMount",
-        read_only_root_filesystem "readOnlyRootFilesystem",
-        run_as_group "runAsGroup",
-        run_as_non_root "runAsNonRoot",
-        run_as_user "runAsUser",
-        se_linux_options "seLinuxOptions",
-        seccomp_profile "seccompProfile",
-        windows_options "windowsOptions",
-    ]);
+    merge_into(&mut c.security_context, |cur| {
+        merge!(ctx, claim, shown, cur, want, SecurityContext [
+            allow_privilege_escalation "allowPrivilegeEscalation",
+            app_armor_profile "appArmorProfile",
+            capabilities "capabilities",
+            privileged "privileged",
+            proc_mount "procMount",
+            read_only_root_filesystem "readOnlyRootFilesystem",
+            run_as_group "runAsGroup",
+            run_as_non_root "runAsNonRoot",
+            run_as_user "runAsUser",
+            se_linux_options "seLinuxOptions",
+            seccomp_profile "seccompProfile",
+            windows_options "windowsOptions",
+        ])
+    });
+}
+
+/// Runs `merge` on the context in `slot` (an empty one when there is none), which returns
+/// whether it wrote anything; a context made for it and left empty is taken away again.
+fn merge_into<T: Default>(slot: &mut Option<T>, merge: impl FnOnce(&mut T) -> bool) {
+    let was_set = slot.is_some();
+    let changed = merge(slot.get_or_insert_with(T::default));
     if !changed && !was_set {
-        c.security_context = None;
+        *slot = None;
     }
 }
 
