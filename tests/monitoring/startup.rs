@@ -38,6 +38,22 @@ fn run_to_exit(mut cmd: Command) -> (Option<i32>, String, String) {
     )
 }
 
+/// What a `serve` with JSON logs printed when it stopped on an error: exit code 2, nothing
+/// on stderr, and stdout's lines, each one JSON.
+fn json_lines_of_a_failed_serve(
+    (code, stdout, stderr): (Option<i32>, String, String),
+) -> Vec<Value> {
+    assert_eq!(code, Some(2), "{stdout}{stderr}");
+    assert!(
+        stderr.trim().is_empty(),
+        "nothing outside the JSON log: {stderr}"
+    );
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
 pub fn a_fatal_serve_error_is_the_last_log_line_and_json_when_logs_are_json() {
     // The webhook port is taken: serve starts (certificates, policies), then cannot bind.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -55,19 +71,10 @@ pub fn a_fatal_serve_error_is_the_last_log_line_and_json_when_logs_are_json() {
         run_to_exit(cmd)
     };
 
-    let (code, stdout, stderr) = serve("json");
-    assert_eq!(code, Some(2), "{stdout}{stderr}");
-    assert!(
-        stderr.trim().is_empty(),
-        "nothing outside the JSON log: {stderr}"
-    );
-    let lines: Vec<Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect();
+    let lines = json_lines_of_a_failed_serve(serve("json"));
     assert!(
         lines.len() > 1,
-        "the start-up log, then the error: {stdout}"
+        "the start-up log, then the error: {lines:?}"
     );
     let last = lines.last().unwrap();
     assert_eq!(last["level"], "ERROR", "{last}");
@@ -109,17 +116,8 @@ pub fn a_refused_command_line_is_one_json_line_when_serve_logs_json() {
         run_to_exit(cmd)
     };
 
-    let (code, stdout, stderr) = serve(&["--max-body", "3"], None);
-    assert_eq!(code, Some(2), "{stdout}{stderr}");
-    assert!(
-        stderr.trim().is_empty(),
-        "nothing outside the JSON line: {stderr}"
-    );
-    let lines: Vec<Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect();
-    assert_eq!(lines.len(), 1, "{stdout}");
+    let lines = json_lines_of_a_failed_serve(serve(&["--max-body", "3"], None));
+    assert_eq!(lines.len(), 1, "{lines:?}");
     let line = &lines[0];
     assert_eq!(line["level"], "ERROR", "{line}");
     assert_eq!(line["message"], "serve did not start: invalid command line");

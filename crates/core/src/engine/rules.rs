@@ -444,18 +444,18 @@ fn spark_setting_hint(role: SparkRole, resource: &str, kind: &str) -> String {
 mod tests {
     use super::*;
 
+    /// An object's keys, in order, but `name`.
+    fn keys_but_name(v: &serde_json::Value) -> Vec<&str> {
+        let keys = v.as_object().unwrap().keys().map(String::as_str);
+        keys.filter(|k| *k != "name").collect()
+    }
+
     /// The list names every volume source of the API (its OpenAPI schema, as k8s-openapi
     /// publishes it), spelled as in JSON.
     #[test]
     fn every_volume_source_is_a_kind() {
         let schema = serde_json::to_value(schemars::schema_for!(Volume)).unwrap();
-        let mut api: Vec<&str> = schema["properties"]
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .filter(|k| *k != "name")
-            .collect();
+        let mut api = keys_but_name(&schema["properties"]);
         api.sort_unstable();
         let mut ours = VOLUME_KINDS.to_vec();
         ours.sort_unstable();
@@ -500,13 +500,7 @@ mod tests {
         assert!(fixtures >= 5, "{fixtures} volumes in the fixtures");
         for v in &volumes {
             let json = serde_json::to_value(v).unwrap();
-            let keys: Vec<&str> = json
-                .as_object()
-                .unwrap()
-                .keys()
-                .map(String::as_str)
-                .filter(|k| *k != "name")
-                .collect();
+            let keys = keys_but_name(&json);
             let mut ours: Vec<&str> = volume_kinds(v).collect();
             ours.sort_unstable();
             assert_eq!(ours, keys, "{json}");
