@@ -72,7 +72,12 @@ fn refuse_command_line(e: clap::Error) -> ExitCode {
             | ErrorKind::DisplayVersion
             | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
     );
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    // Lossy: `env::args` would panic on an argument that is not UTF-8, which clap refuses
+    // as an error of its own.
+    let args: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     let format = std::env::var("SPARK_ADMISSION_LOG_FORMAT").ok();
     if shown || !serve_logs_json(&args, format.as_deref()) {
         e.exit()

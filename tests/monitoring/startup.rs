@@ -160,6 +160,20 @@ pub fn a_refused_command_line_is_one_json_line_when_serve_logs_json() {
         );
     }
 
+    // An argument that is not UTF-8 is refused the same way (not a panic).
+    let mut cmd = serve_command(dir.path());
+    cmd.arg("--listen")
+        .arg(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"\xff"));
+    let lines = json_lines_of_a_failed_serve(run_to_exit(cmd));
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("invalid UTF-8"),
+        "{lines:?}"
+    );
+
     let (code, stdout, _) = serve(&["--help"], None);
     assert_eq!(code, Some(0));
     assert!(stdout.contains("--log-format"), "{stdout}");
