@@ -7,6 +7,7 @@ use std::path::Path;
 use serde_json::{Map, Value};
 
 use super::compare::{list_key, match_up};
+use super::load::parse_test_file;
 use super::model::{Expect, TestFile, Verdict, WarningExpectation};
 use super::run::{policy_name, Actual};
 use crate::engine::APPLIED_ANNOTATION;
@@ -268,14 +269,15 @@ pub fn write(path: &Path, original_text: &str, file: &TestFile) -> Result<bool, 
         file: name(),
         message: e.to_string(),
     })?;
-    // Read back as `policy-test` reads a file (YAML into a value, then the model).
-    let back: TestFile = crate::yaml::document(&body)
-        .map_err(|e| e.to_string())
-        .and_then(|doc| serde_json::from_value(doc).map_err(|e| e.to_string()))
-        .map_err(|message| UpdateError::RoundTrip {
-            file: name(),
-            message,
-        })?;
+    // Read back the way `policy-test` will read the file next time (YAML, schema, model).
+    let back = parse_test_file(path, &body).map_err(|errors| UpdateError::RoundTrip {
+        file: name(),
+        message: errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; "),
+    })?;
     if back != *file {
         return Err(UpdateError::RoundTrip {
             file: name(),
