@@ -14,14 +14,6 @@ use crate::engine::Validation;
 use crate::policy::model::RuleMode;
 use crate::spark::SparkRole;
 
-fn mode_label(mode: RuleMode) -> &'static str {
-    match mode {
-        RuleMode::Enforce => "enforce",
-        RuleMode::Warn => "warn",
-        RuleMode::Audit => "audit",
-    }
-}
-
 /// Every series name starts with this.
 pub const PREFIX: &str = "spark_admission";
 
@@ -77,6 +69,15 @@ impl Outcome {
 /// The `role` label: the Spark role, or `none` for everything else.
 pub fn role_label(role: Option<SparkRole>) -> &'static str {
     role.map_or("none", SparkRole::as_str)
+}
+
+/// A rule's mode as its label: the name policies write it with.
+fn mode_label(mode: RuleMode) -> &'static str {
+    match mode {
+        RuleMode::Enforce => "enforce",
+        RuleMode::Warn => "warn",
+        RuleMode::Audit => "audit",
+    }
 }
 
 /// Why a slow client was cut off.
