@@ -8,6 +8,9 @@
 //! - `decode-indented/<fixture>`: the same on the fixture file as saved, indented, which is
 //!   what the figures before 3 December 2026 measured. `review/*` and `decode/*` take the
 //!   body as the API server sends it (`fixtures::as_sent`: no whitespace between tokens).
+//! - `json-floor/<fixture>`: the body read as JSON and thrown away (`IgnoredAny`): what
+//!   checking that the body is JSON at all costs, below which no decode that refuses a
+//!   malformed body can go.
 //! - `validate/<fixture>/<N>`: `Engine::validate` on the same pods.
 //! - `update/<fixture>/{create,annotation,image}`: decode + validate of an UPDATE body that
 //!   changes an annotation (not judged) or the image (judged), against the CREATE body.
@@ -190,6 +193,12 @@ fn bench_engine(c: &mut Criterion) {
         let Some(body) = &f.indented else { continue };
         c.bench_function(&format!("decode-indented/{}", f.name), |b| {
             b.iter(|| review::decode(black_box(body)).is_ok())
+        });
+    }
+    for f in &fixtures {
+        let Some(body) = &f.body else { continue };
+        c.bench_function(&format!("json-floor/{}", f.name), |b| {
+            b.iter(|| serde_json::from_slice::<serde::de::IgnoredAny>(black_box(body)).is_ok())
         });
     }
     for f in fixtures.iter().filter(|f| f.body.is_some()) {

@@ -14,12 +14,23 @@
 # Webhook and nginx alternate, NGINX_ROUNDS times each per protocol; the median of the
 # per-round ratios is reported. A benchmark, never a test: the figures depend on the
 # machine and on what else runs on it.
+#
+#   NGINX_CALLGRIND=2000 scripts/bench-nginx.sh   # instructions per request instead of req/s
+#   NGINX_CALLGRIND=2000 NGINX_CALLGRIND_OUT=dir scripts/bench-nginx.sh   # and keep the profiles
+#
+# counts what each server executes per request (TLS, HTTP, the review or the fixed answer,
+# logging, the runtime: the whole process) under valgrind's callgrind: both servers started
+# under it with instrumentation off, then per protocol the counters zeroed, N requests sent
+# by the same h2load, and the total divided by N. nginx runs one worker without a master so
+# that one process does it all. Instruction counts do not depend on the load of the machine,
+# so this is the repeatable form of the ratio (nginx's instructions ÷ the webhook's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ROUNDS=${NGINX_ROUNDS:-3}
 SECONDS_PER_RUN=${NGINX_SECONDS:-10}
 POLICIES=${NGINX_POLICIES:-1000}
+CALLGRIND=${NGINX_CALLGRIND:-}
 REVIEW=${NGINX_REVIEW:-tests/fixtures/admission/mutate-driver-rich.json}
 TARGET=${CARGO_TARGET_DIR:-target}
 WEBHOOK_PORT=${NGINX_WEBHOOK_PORT:-18443}
@@ -31,6 +42,7 @@ missing=()
 command -v nginx >/dev/null || missing+=(nginx-light)
 [[ -f $ECHO_MODULE ]] || missing+=(libnginx-mod-http-echo)
 command -v h2load >/dev/null || missing+=(nghttp2-client)
+[[ -z $CALLGRIND ]] || command -v valgrind >/dev/null || missing+=(valgrind)
 if ((${#missing[@]})); then
   echo "== installing ${missing[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
@@ -59,13 +71,20 @@ if [[ -z ${NGINX_INDENTED:-} ]]; then
   REVIEW=$WORK/review.json
 fi
 
+# Under callgrind each server starts with instrumentation off: start-up is not counted.
+wrap=()
+if [[ -n $CALLGRIND ]]; then
+  wrap=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$WORK/callgrind.%p"
+    --log-file="$WORK/valgrind.%p.log")
+fi
+
 echo "== webhook: $POLICIES policies, JSON logs to /dev/null"
-"$BIN" serve --listen "127.0.0.1:$WEBHOOK_PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
+"${wrap[@]}" "$BIN" serve --listen "127.0.0.1:$WEBHOOK_PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
   --policies "$WORK/policies" --certs-dir "$WORK/certs" --generate-certs false \
   >/dev/null 2>&1 &
 pids+=($!)
 webhook_pid=$!
-for _ in $(seq 1 300); do
+for _ in $(seq 1 1200); do
   curl -sf "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null && break
   sleep 0.1
 done
@@ -87,7 +106,7 @@ done)
 cat >"$WORK/nginx/nginx.conf" <<EOF
 load_module $ECHO_MODULE;
 daemon off;
-worker_processes auto;
+$(if [[ -n $CALLGRIND ]]; then echo "master_process off; worker_processes 1;"; else echo "worker_processes auto;"; fi)
 pid $WORK/nginx/nginx.pid;
 error_log $WORK/nginx/error.log warn;
 events { worker_connections 1024; }
@@ -117,9 +136,10 @@ $echoes
 }
 EOF
 nginx -c "$WORK/nginx/nginx.conf" -t -q
-nginx -c "$WORK/nginx/nginx.conf" &
+"${wrap[@]}" nginx -c "$WORK/nginx/nginx.conf" &
 pids+=($!)
-for _ in $(seq 1 100); do
+nginx_pid=$!
+for _ in $(seq 1 600); do
   curl -sf --cacert "$WORK/certs/ca.crt" --data-binary @"$REVIEW" \
     "https://127.0.0.1:$NGINX_PORT/mutate" >"$WORK/nginx-answer.json" && break
   sleep 0.1
@@ -143,6 +163,44 @@ measure() {
 }
 
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# Instructions per request of the process `pid` over `CALLGRIND` requests of one h2load run.
+instructions() {
+  local pid=$1 port=$2 proto=$3 out part
+  local args=(-n "$CALLGRIND" -c 8 -m 8 -t 1 -d "$REVIEW" -H 'content-type: application/json')
+  [[ $proto == h1 ]] && args+=(--h1)
+  callgrind_control -z "$pid" >/dev/null 2>&1
+  callgrind_control -i on "$pid" >/dev/null 2>&1
+  out=$(h2load "${args[@]}" "https://127.0.0.1:$port/mutate?timeout=10s" 2>&1)
+  callgrind_control -i off "$pid" >/dev/null 2>&1
+  callgrind_control -d "$proto" "$pid" >/dev/null 2>&1
+  if ! grep -Eq "^requests: $CALLGRIND total, .* $CALLGRIND succeeded" <<<"$out"; then
+    echo "$out" >&2
+    echo "h2load on port $port: failed requests" >&2
+    return 1
+  fi
+  # The dump just written: the highest part number of this process.
+  part=$(ls "$WORK/callgrind.$pid".* | sort -t. -k3 -n | tail -1)
+  awk -v n="$CALLGRIND" '/^totals:/ { printf "%.0f", $2 / n }' "$part"
+}
+
+if [[ -n $CALLGRIND ]]; then
+  echo "== callgrind: instructions per request over $CALLGRIND requests (h2load -c 8 -m 8 -t 1)"
+  printf '%-5s %12s %12s %7s\n' proto webhook nginx ratio
+  for proto in h2 h1; do
+    hook=$(instructions "$webhook_pid" "$WEBHOOK_PORT" "$proto")
+    ngx=$(instructions "$nginx_pid" "$NGINX_PORT" "$proto")
+    printf '%-5s %12s %12s %7s\n' "$proto" "$hook" "$ngx" \
+      "$(awk -v a="$hook" -v b="$ngx" 'BEGIN { printf "%.3f", b / a }')"
+  done
+  if [[ -n ${NGINX_CALLGRIND_OUT:-} ]]; then
+    mkdir -p "$NGINX_CALLGRIND_OUT"
+    # Part 1 of each process is h2, part 2 h1 (callgrind_annotate reads them).
+    cp "$WORK/callgrind.$webhook_pid".* "$WORK/callgrind.$nginx_pid".* "$NGINX_CALLGRIND_OUT/"
+    echo "   profiles: $NGINX_CALLGRIND_OUT (webhook pid $webhook_pid, nginx pid $nginx_pid)"
+  fi
+  exit 0
+fi
 
 echo "== h2load -c 8 -m 8 -t 1, ${SECONDS_PER_RUN} s each, $ROUNDS rounds, load $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-5s %-6s %12s %12s %7s\n' proto round webhook nginx ratio
