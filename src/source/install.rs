@@ -3,6 +3,7 @@
 //! every version in the history), and the metrics and log line of each install. The
 //! sources keep what differs: how they read, report errors and settle.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::matching::PolicySet;
@@ -22,6 +23,13 @@ pub enum Gate {
     Unready,
 }
 
+/// At most this many bytes of policy names go into one log line: containerd splits a
+/// container's log lines longer than 16 KiB into pieces that a JSON log pipeline cannot
+/// parse, and 10,000 policies' names are ~190 KB. The rest go into continuation lines.
+const NAMES_PER_LINE: usize = 8 * 1024;
+/// At most this many bytes of `changes` in the install's log line.
+const CHANGES_BYTES: usize = 2 * 1024;
+
 #[derive(Debug)]
 pub struct Installer {
     store: Arc<PolicyStore>,
@@ -30,6 +38,8 @@ pub struct Installer {
     origin: String,
     /// Good content changed since the last install (starts true: nothing installed yet).
     pending: bool,
+    /// What the last install served (name -> `name@version`), to log what the next changed.
+    served: Option<BTreeMap<String, String>>,
 }
 
 impl Installer {
@@ -39,6 +49,7 @@ impl Installer {
             metrics,
             origin: origin.into(),
             pending: true,
+            served: None,
         }
     }
 
@@ -72,6 +83,11 @@ impl Installer {
     /// (`serving 2 policies: a@1ab7e61fa9, b@…`), for the `PolicyLoaded` Event.
     pub fn install(&mut self, set: PolicySet, errors: usize) -> String {
         let n = set.len();
+        let served: BTreeMap<String, String> = set
+            .policies()
+            .iter()
+            .map(|p| (p.name.clone(), p.tag.clone()))
+            .collect();
         let names: Vec<String> = set.policies().iter().map(|p| p.tag.clone()).collect();
         self.store.install(set);
         self.pending = false;
@@ -83,13 +99,30 @@ impl Installer {
         } else {
             ReloadResult::Partial
         });
+        let changes = match &self.served {
+            None => "first set served by this replica".to_owned(),
+            Some(before) => bounded(&changes(before, &served), CHANGES_BYTES),
+        };
+        let lines = name_lines(&names, NAMES_PER_LINE);
         tracing::info!(
             source = self.origin.as_str(),
             policies = n,
-            names = names.join(",").as_str(),
+            changes = changes.as_str(),
+            names = lines.first().map_or("", String::as_str),
+            name_lines = lines.len(),
             rejected = errors,
             "policies loaded"
         );
+        for (i, line) in lines.iter().enumerate().skip(1) {
+            tracing::info!(
+                source = self.origin.as_str(),
+                line = i + 1,
+                of = lines.len(),
+                names = line.as_str(),
+                "policies loaded (names continued)"
+            );
+        }
+        self.served = Some(served);
         serving_line(&names, errors)
     }
 
@@ -103,6 +136,65 @@ impl Installer {
                 .set_policy_change_seen(i64::try_from(now_secs()).unwrap_or(i64::MAX));
         }
     }
+}
+
+/// What changed from `before` to `after` (name -> `name@version`): `added a@1`, `updated
+/// b@2`, `removed c`, in name order.
+fn changes(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, tag) in after {
+        match before.get(name) {
+            None => out.push(format!("added {tag}")),
+            Some(old) if old != tag => out.push(format!("updated {tag}")),
+            Some(_) => {}
+        }
+    }
+    out.extend(
+        before
+            .keys()
+            .filter(|name| !after.contains_key(*name))
+            .map(|name| format!("removed {name}")),
+    );
+    out
+}
+
+/// `items` joined with `, ` up to about `max` bytes, then how many were left out; `none`
+/// when there are none.
+fn bounded(items: &[String], max: usize) -> String {
+    let mut out = String::new();
+    for (i, item) in items.iter().enumerate() {
+        if !out.is_empty() && out.len() + 2 + item.len() > max {
+            out.push_str(&format!(", … and {} more", items.len() - i));
+            return out;
+        }
+        if !out.is_empty() {
+            out.push_str(", ");
+        }
+        out.push_str(item);
+    }
+    if out.is_empty() {
+        out.push_str("none");
+    }
+    out
+}
+
+/// The names joined with `,` into lines of at most `max` bytes each (a name longer than
+/// that, which policy names cannot be, gets a line of its own). Always at least one line.
+fn name_lines(names: &[String], max: usize) -> Vec<String> {
+    let mut lines = vec![String::new()];
+    for name in names {
+        let last = lines.len() - 1;
+        let line = &mut lines[last];
+        if !line.is_empty() && line.len() + 1 + name.len() > max {
+            lines.push(name.clone());
+        } else {
+            if !line.is_empty() {
+                line.push(',');
+            }
+            line.push_str(name);
+        }
+    }
+    lines
 }
 
 /// `serving N policies: tag, tag` and, when some documents were rejected, how many.
@@ -167,6 +259,63 @@ mod tests {
         assert_eq!(
             serving_line(&["a@1".to_owned(), "b@2".to_owned()], 1),
             "serving 2 policies: a@1, b@2 (1 rejected document(s) keep their last good version)"
+        );
+    }
+
+    fn map(entries: &[(&str, &str)]) -> BTreeMap<String, String> {
+        entries
+            .iter()
+            .map(|(n, t)| ((*n).to_owned(), (*t).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn changes_name_what_was_added_updated_and_removed() {
+        let before = map(&[("a", "a@1"), ("b", "b@1"), ("c", "c@1")]);
+        let after = map(&[("a", "a@1"), ("b", "b@2"), ("d", "d@1")]);
+        assert_eq!(
+            changes(&before, &after),
+            ["updated b@2", "added d@1", "removed c"]
+        );
+        assert!(changes(&after, &after).is_empty());
+        assert_eq!(bounded(&changes(&after, &after), 100), "none");
+    }
+
+    #[test]
+    fn a_long_change_list_is_cut_with_how_many_were_left_out() {
+        let items: Vec<String> = (0..1000)
+            .map(|i| format!("added p-{i:04}@abcdef0123"))
+            .collect();
+        let line = bounded(&items, CHANGES_BYTES);
+        assert!(line.len() <= CHANGES_BYTES + 30, "{}", line.len());
+        let kept = line.matches("added ").count();
+        assert!(kept > 50, "{kept}");
+        assert!(
+            line.ends_with(&format!(", … and {} more", 1000 - kept)),
+            "{line}"
+        );
+        assert_eq!(
+            bounded(&items[..2], CHANGES_BYTES),
+            "added p-0000@abcdef0123, added p-0001@abcdef0123"
+        );
+    }
+
+    #[test]
+    fn names_are_spread_over_lines_of_bounded_size_and_none_is_lost() {
+        let names: Vec<String> = (0..10_000)
+            .map(|i| format!("policy-{i:05}@0123456789"))
+            .collect();
+        let lines = name_lines(&names, NAMES_PER_LINE);
+        assert!(lines.len() > 1);
+        assert!(lines
+            .iter()
+            .all(|l| !l.is_empty() && l.len() <= NAMES_PER_LINE));
+        let back: Vec<&str> = lines.iter().flat_map(|l| l.split(',')).collect();
+        assert_eq!(back, names.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(name_lines(&[], NAMES_PER_LINE), [""]);
+        assert_eq!(
+            name_lines(&names[..2], NAMES_PER_LINE),
+            ["policy-00000@0123456789,policy-00001@0123456789"]
         );
     }
 }

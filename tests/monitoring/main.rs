@@ -91,6 +91,10 @@ fn main() {
                 "startup::the_log_names_the_policies_served_with_their_versions_at_start_and_on_each_change",
                 startup::the_log_names_the_policies_served_with_their_versions_at_start_and_on_each_change,
             ),
+            plain(
+                "startup::a_large_policy_set_is_logged_in_lines_a_log_pipeline_keeps_whole",
+                startup::a_large_policy_set_is_logged_in_lines_a_log_pipeline_keeps_whole,
+            ),
         ])
         .with(&promtool, |a| {
             vec![

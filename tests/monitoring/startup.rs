@@ -271,3 +271,82 @@ async fn the_log_names_the_policies() {
     let second = tag(&served(&w.log_text())[1]);
     assert_ne!(first, second, "a new version after the change");
 }
+
+pub fn a_large_policy_set_is_logged_in_lines_a_log_pipeline_keeps_whole() {
+    crate::runtime().block_on(a_large_policy_set_is_logged_in_bounded_lines());
+}
+
+/// containerd splits a container's log line longer than 16 KiB into pieces a JSON log
+/// pipeline cannot parse: 1,500 policies' names must arrive in whole lines, all of them,
+/// with what changed said first.
+async fn a_large_policy_set_is_logged_in_bounded_lines() {
+    let w = start_webhook(
+        "127.0.0.1",
+        &["--log-format", "json", "--policy-poll-interval", "200ms"],
+    )
+    .await;
+    // One file of 1,500 documents: installed at once (the folder is read file by file).
+    let docs: Vec<String> = (0..1500)
+        .map(|i| {
+            format!(
+                "apiVersion: spark-admission.io/v1alpha1\nkind: SparkPodPolicy\nmetadata:\n  name: team-{i:04}-defaults\nspec:\n  namespaces: [team-{i:04}]\n  all:\n    labels: {{team: t{i}}}\n"
+            )
+        })
+        .collect();
+    write_atomic(&w.policies.join("teams.yaml"), &docs.join("---\n"));
+    let loaded = |log: &str| -> Vec<(usize, Value)> {
+        log.lines()
+            .filter_map(|l| Some((l.len(), serde_json::from_str::<Value>(l).ok()?)))
+            .filter(|(_, v)| {
+                v["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("policies loaded"))
+            })
+            .collect()
+    };
+    eventually(
+        "the 1,501 policies loaded",
+        Duration::from_secs(60),
+        || async {
+            loaded(&w.log_text())
+                .iter()
+                .any(|(_, v)| v["message"] == "policies loaded" && v["policies"] == 1501)
+        },
+    )
+    .await;
+    let log = w.log_text();
+    for line in log.lines() {
+        assert!(line.len() < 16 * 1024, "a log line of {} bytes", line.len());
+    }
+    let lines = loaded(&log);
+    let first = lines
+        .iter()
+        .position(|(_, v)| v["message"] == "policies loaded" && v["policies"] == 1501)
+        .unwrap();
+    let head = &lines[first].1;
+    let count = head["name_lines"].as_u64().unwrap() as usize;
+    assert!(count > 1, "{head}");
+    let mut names: Vec<String> = Vec::new();
+    for (i, (_, v)) in lines[first..first + count].iter().enumerate() {
+        if i > 0 {
+            assert_eq!(v["message"], "policies loaded (names continued)", "{v}");
+            assert_eq!(v["line"], i + 1, "{v}");
+            assert_eq!(v["of"], count, "{v}");
+        }
+        names.extend(v["names"].as_str().unwrap().split(',').map(str::to_owned));
+    }
+    assert_eq!(names.len(), 1501, "every policy named once");
+    for i in [0, 777, 1499] {
+        let want = format!("team-{i:04}-defaults@");
+        assert!(names.iter().any(|n| n.starts_with(&want)), "{want} missing");
+    }
+    assert!(names.iter().any(|n| n.starts_with("test-labels@")));
+    // What changed, bounded: the first additions, then how many more.
+    let changes = head["changes"].as_str().unwrap();
+    assert!(
+        changes.starts_with("added team-0000-defaults@"),
+        "{changes}"
+    );
+    assert!(changes.contains(" more"), "{changes}");
+    assert!(!changes.contains("test-labels"), "unchanged: {changes}");
+}
