@@ -23,7 +23,7 @@ use kube::{Api, Client, Resource};
 use tokio::sync::mpsc;
 
 use super::events::{EventPublisher, PolicyEvent, Reporter};
-use super::install::{Gate, Installer};
+use super::install::{bounded, Gate, Installer, NAMES_PER_LINE};
 use super::PolicyStore;
 use crate::matching::PolicySet;
 use crate::metrics::{EventResult, Metrics, ReloadResult};
@@ -375,9 +375,12 @@ impl Reloader {
         let mut rejected = false;
         for map in update.maps.iter().filter(|m| m.reparsed > 0) {
             if map.errors.is_empty() {
+                // Cut like the install's line (a ConfigMap can hold thousands of
+                // policies); the install's lines name them all.
                 tracing::info!(
                     configmap = %format!("{ns}/{}", map.name),
-                    policies = map.serving.join(",").as_str(),
+                    count = map.serving.len(),
+                    policies = bounded(&map.serving, NAMES_PER_LINE).as_str(),
                     "policy ConfigMap read"
                 );
                 // Not during a (re)list: every replica would describe every ConfigMap on

@@ -26,7 +26,7 @@ pub enum Gate {
 /// At most this many bytes of policy names go into one log line: containerd splits a
 /// container's log lines longer than 16 KiB into pieces that a JSON log pipeline cannot
 /// parse, and 10,000 policies' names are ~190 KB. The rest go into continuation lines.
-const NAMES_PER_LINE: usize = 8 * 1024;
+pub(crate) const NAMES_PER_LINE: usize = 8 * 1024;
 /// At most this many bytes of `changes` in the install's log line.
 const CHANGES_BYTES: usize = 2 * 1024;
 
@@ -160,7 +160,7 @@ fn changes(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>) 
 
 /// `items` joined with `, ` up to about `max` bytes, then how many were left out; `none`
 /// when there are none.
-fn bounded(items: &[String], max: usize) -> String {
+pub(crate) fn bounded(items: &[String], max: usize) -> String {
     let mut out = String::new();
     for (i, item) in items.iter().enumerate() {
         if !out.is_empty() && out.len() + 2 + item.len() > max {
