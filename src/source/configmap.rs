@@ -23,7 +23,7 @@ use kube::{Api, Client, Resource};
 use tokio::sync::mpsc;
 
 use super::events::{EventPublisher, PolicyEvent, Reporter};
-use super::install::{bounded, Gate, Installer, NAMES_PER_LINE};
+use super::install::{bounded, Gate, Installer, LIST_IN_NOTE, NAMES_PER_LINE};
 use super::PolicyStore;
 use crate::matching::PolicySet;
 use crate::metrics::{EventResult, Metrics, ReloadResult};
@@ -389,7 +389,7 @@ impl Reloader {
                     out.push(PolicyEvent::normal(
                         map.reference.clone(),
                         REASON_LOADED,
-                        format!("policies in use: {}", or_none(&map.serving)),
+                        format!("policies in use: {}", bounded(&map.serving, LIST_IN_NOTE)),
                     ));
                 }
                 continue;
@@ -484,15 +484,11 @@ impl Reloader {
     }
 }
 
-fn or_none(tags: &[String]) -> String {
-    if tags.is_empty() {
-        "none".to_owned()
-    } else {
-        tags.join(", ")
-    }
-}
+/// Bytes of the served list in a `PolicyInvalid` note: the errors come after it.
+const SERVING_IN_INVALID_NOTE: usize = 256;
 
-/// The note of a `PolicyInvalid` Event: each error as `key#doc (name): /path: message`.
+/// The note of a `PolicyInvalid` Event: each error as `key#doc (name): /path: message`,
+/// after the policies still served, cut short so that the errors fit the note's 1 KiB.
 fn invalid_note(namespace: &str, name: &str, errors: &[PolicyError], serving: &[String]) -> String {
     let prefix = origin_prefix(namespace, name);
     let lines: Vec<String> = errors
@@ -505,7 +501,7 @@ fn invalid_note(namespace: &str, name: &str, errors: &[PolicyError], serving: &[
     format!(
         "{} error(s), the broken keys are not applied (still serving: {}): {}",
         errors.len(),
-        or_none(serving),
+        bounded(serving, SERVING_IN_INVALID_NOTE),
         lines.join("; ")
     )
 }
@@ -782,6 +778,64 @@ mod tests {
         assert_eq!(set.len(), 1);
         assert!(set.policies()[0].origin.contains("admin/aa"));
         assert_eq!(set.warnings.len(), 1);
+    }
+
+    /// A ConfigMap of 200 policies with one broken: `kubectl describe configmap` must show
+    /// the error, though the API server cuts an Event's note at 1 KiB and the policies
+    /// still served are listed before it.
+    #[test]
+    fn a_broken_key_beside_many_policies_keeps_its_error_within_the_events_note() {
+        let store = Arc::new(PolicyStore::new());
+        let replica = Reporter::new(Some("replica-1".to_owned()));
+        let mut r = Reloader::new(
+            "admin",
+            Arc::clone(&store),
+            Arc::new(Metrics::new()),
+            replica.pod.clone(),
+        );
+        let good: Vec<(String, String)> = (0..200)
+            .map(|i| {
+                let name = format!("team-{i:03}-defaults");
+                (format!("{name}.yaml"), GOOD.replace("NAME", &name))
+            })
+            .collect();
+        let mut data: Vec<(&str, &str)> =
+            good.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let broken = BROKEN.replace("NAME", "zz-broken");
+        data.push(("zz-broken.yaml", &broken));
+        r.handle(watcher::Event::Init);
+        r.handle(watcher::Event::InitApply(cm("m", true, &data[..1])));
+        r.handle(watcher::Event::InitDone);
+        // The ConfigMap's PolicyLoaded note names the policies in use, cut with a count.
+        let loaded = r.handle(watcher::Event::Apply(cm("m", true, &data[..200])));
+        assert_eq!(store.snapshot().len(), 200);
+        let note = loaded
+            .iter()
+            .find(|e| e.reason == REASON_LOADED && e.regarding.kind.as_deref() != Some("Pod"))
+            .expect("a PolicyLoaded Event")
+            .note
+            .clone();
+        assert!(note.len() <= 1024, "{}", note.len());
+        assert!(
+            note.starts_with("policies in use: team-000-defaults@"),
+            "{note}"
+        );
+        assert!(note.ends_with(" more"), "{note}");
+        let events = r.handle(watcher::Event::Apply(cm("m", true, &data)));
+        let invalid = events
+            .iter()
+            .find(|e| e.reason == REASON_INVALID)
+            .expect("a PolicyInvalid Event");
+        let note = invalid
+            .to_event(&replica, k8s_openapi::jiff::Timestamp::now())
+            .note
+            .unwrap_or_default();
+        assert!(note.len() <= 1024, "{}", note.len());
+        assert!(
+            note.contains("zz-broken.yaml#1 (zz-broken): /spec/namespaces: "),
+            "{note}"
+        );
+        assert!(note.contains(" more)"), "{note}");
     }
 
     #[test]

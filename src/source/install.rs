@@ -29,6 +29,9 @@ pub enum Gate {
 pub(crate) const NAMES_PER_LINE: usize = 8 * 1024;
 /// At most this many bytes of `changes` in the install's log line.
 const CHANGES_BYTES: usize = 2 * 1024;
+/// At most this many bytes of a list of policies in an Event's note: the API server refuses
+/// notes over 1 KiB (they are cut there), and what follows the list must survive the cut.
+pub(crate) const LIST_IN_NOTE: usize = 768;
 
 #[derive(Debug)]
 pub struct Installer {
@@ -199,11 +202,7 @@ fn name_lines(names: &[String], max: usize) -> Vec<String> {
 
 /// `serving N policies: tag, tag` and, when some documents were rejected, how many.
 fn serving_line(tags: &[String], rejected: usize) -> String {
-    let list = if tags.is_empty() {
-        "none".to_owned()
-    } else {
-        tags.join(", ")
-    };
+    let list = bounded(tags, LIST_IN_NOTE);
     let mut line = format!("serving {} policies: {list}", tags.len());
     if rejected > 0 {
         line.push_str(&format!(
@@ -260,6 +259,22 @@ mod tests {
             serving_line(&["a@1".to_owned(), "b@2".to_owned()], 1),
             "serving 2 policies: a@1, b@2 (1 rejected document(s) keep their last good version)"
         );
+    }
+
+    /// The replica's `PolicyLoaded` Event is cut at 1 KiB: with a thousand policies the
+    /// rejected count, which comes last, must still be in it.
+    #[test]
+    fn a_long_serving_line_keeps_its_rejected_count_within_an_events_note() {
+        let tags: Vec<String> = (0..1000)
+            .map(|i| format!("policy-{i:04}@0123456789"))
+            .collect();
+        let line = serving_line(&tags, 2);
+        assert!(line.len() <= 1024, "{}", line.len());
+        assert!(
+            line.starts_with("serving 1000 policies: policy-0000@0123456789, "),
+            "{line}"
+        );
+        assert!(line.contains(" more (2 rejected document(s)"), "{line}");
     }
 
     fn map(entries: &[(&str, &str)]) -> BTreeMap<String, String> {
