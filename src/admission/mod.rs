@@ -34,6 +34,7 @@ mod service;
 mod state;
 pub mod tls;
 mod update;
+mod warnings;
 
 pub use crate::shutdown::ShutdownHandle;
 pub use admin::{admin_router, Health};

@@ -9,6 +9,7 @@ use super::pins;
 use super::refusal::Refusal;
 use super::review::{PodCreate, AUDIT_APPLIED, AUDIT_CHECKED, AUDIT_FINDINGS};
 use super::state::AppState;
+use super::warnings;
 use crate::engine::{Deadline, EngineError, MutateRequest, Validation};
 use crate::metrics::{Endpoint, Outcome};
 use crate::pinning::{self, PinCheck, Unverified};
@@ -115,7 +116,7 @@ fn mutate<'a>(
             .audit_annotations
             .insert(AUDIT_APPLIED.to_owned(), policies.clone());
     }
-    answer.warnings = mutation.warnings;
+    answer.warnings = warnings::fit(mutation.warnings, warnings::MUTATE, warnings::FOR_A_POD);
     state.metrics.record_changes(&mutation.changes_by_policy);
     state.metrics.record_patch_operations(mutation.role, ops);
     if mutation.memory_raised && !create.dry_run {
@@ -152,10 +153,14 @@ pub(super) fn judged<'a>(
 ) -> (Answer, Decision<'a>) {
     state.metrics.record_findings(validation);
     let mut answer = Answer::allow(create.uid.as_str());
-    answer.warnings = validation
-        .with_mode(RuleMode::Warn)
-        .map(|f| f.message.clone())
-        .collect();
+    answer.warnings = warnings::fit(
+        validation
+            .with_mode(RuleMode::Warn)
+            .map(|f| f.message.clone())
+            .collect(),
+        warnings::VALIDATE,
+        warnings::FOR_A_POD,
+    );
     let audit: Vec<&str> = validation
         .with_mode(RuleMode::Audit)
         .map(|f| f.message.as_str())

@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use super::answer::Answer;
 use super::review::{text, Envelope, EnvelopeError, KindIn};
+use super::warnings;
 use crate::matching::PolicySet;
 use crate::policy::{parse_documents, PolicyError, PolicySource};
 use crate::source::configmap::{has_policy_label, is_policy_key, origin_prefix, POLICY_LABEL};
@@ -110,7 +111,11 @@ pub fn review(body: &[u8], current: &PolicySet) -> Result<PolicyVerdict, PolicyR
     }
     let checked = check(&cm, &namespace, &name, current);
     let mut answer = Answer::allow(req.uid.as_str());
-    answer.warnings = checked.warnings;
+    answer.warnings = warnings::fit(
+        checked.warnings,
+        warnings::POLICY_REVIEW,
+        warnings::FOR_A_POLICY_CONFIGMAP,
+    );
     if !checked.errors.is_empty() {
         answer.deny(
             403,

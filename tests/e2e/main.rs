@@ -68,6 +68,7 @@ fn main() {
                 memory_on_oom::an_oomkilled_executor_makes_the_next_one_bigger_across_restarts_and_replicas,
                 spark_submit::spark_submit_meets_the_webhook_in_cluster_and_client_mode,
                 validation::kubectl_shows_the_guardrail_refusal_and_the_warning_in_the_submitters_words,
+                validation::kubectl_shows_whole_warnings_and_how_many_more_when_there_are_too_many,
                 walkarounds::a_stored_spark_pod_cannot_be_changed_past_the_rules,
             ]
         })

@@ -79,3 +79,53 @@ pub async fn kubectl_shows_the_guardrail_refusal_and_the_warning_in_the_submitte
     );
     assert!(get.status.success(), "the warned pod was not stored");
 }
+
+/// The API server shows a request's warnings whole while they come to at most 4,096
+/// characters; past that it cuts each to 256 and drops the rest, saying nothing. A pod
+/// with 30 containers of unapproved images earns more than that: what kubectl prints must
+/// be whole warnings and a last one saying how many were left out.
+pub async fn kubectl_shows_whole_warnings_and_how_many_more_when_there_are_too_many() {
+    let ns = "team-many-warnings";
+    let s = Scenario::start("many-warnings", &[ns], &[]).await;
+    let c = s.cluster();
+    let mut pod = serde_json::to_value(webhook::driver_pod("many-sidecars-driver")).expect("JSON");
+    let containers = pod["spec"]["containers"]
+        .as_array_mut()
+        .expect("containers");
+    for i in 0..30 {
+        containers.push(json!({
+            "name": format!("helper-{i:02}"),
+            "image": format!("quay.io/someone/helper-{i:02}:1.0"),
+        }));
+    }
+    let out = c.kubectl(&["create", "-n", ns, "-f", "-"], Some(&pod.to_string()));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "a warn rule refused the pod:\n{stderr}"
+    );
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("Warning: "))
+        .collect();
+    let images: Vec<&&str> = warnings
+        .iter()
+        .filter(|w| w.contains("approved-images"))
+        .collect();
+    assert!(images.len() >= 5, "{stderr}");
+    for w in &images {
+        assert!(
+            w.ends_with("curlimages/curl:*)"),
+            "a warning cut short: {w}\n{stderr}"
+        );
+    }
+    let more = warnings
+        .iter()
+        .find(|w| w.contains("more warning"))
+        .unwrap_or_else(|| panic!("no line saying how many warnings were left out:\n{stderr}"));
+    let left: usize = more
+        .split_whitespace()
+        .find_map(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {more}"));
+    assert_eq!(images.len() + left, 30, "{stderr}");
+}

@@ -246,6 +246,60 @@ async fn warn_findings_become_warnings_and_audit_findings_audit_annotations() {
     }
 }
 
+/// The API server passes on 4,096 characters of a request's warnings whole and drops the
+/// rest silently (with a real one, 20 of these 30 reached kubectl; tests/e2e/validation.rs):
+/// the answer keeps the first whole within its share and counts the rest.
+#[tokio::test]
+async fn too_many_warnings_are_cut_to_whole_ones_and_a_count_of_the_rest() {
+    const IMAGES: &str = r#"apiVersion: spark-admission.io/v1alpha1
+kind: SparkPodPolicy
+metadata:
+  name: test-images
+spec:
+  namespaces: ["*"]
+  validate:
+    mode: warn
+    allowedImages: ["apache/spark:*", "registry.example.com/spark/*"]
+"#;
+    let f = router(&[IMAGES]);
+    let mut req = fixture_json("validate-driver-rich.json");
+    let containers = req["request"]["object"]["spec"]["containers"]
+        .as_array_mut()
+        .unwrap();
+    containers[0]["image"] = json!("apache/spark:3.5.3");
+    for i in 0..30 {
+        containers.push(json!({"name": format!("helper-{i:02}"), "image": format!("quay.io/x/helper-{i:02}:1")}));
+    }
+    let resp = review(&f.router, "/validate", &req).await;
+    assert_eq!(resp["allowed"], true, "{resp}");
+    let warnings: Vec<&str> = resp["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    let chars: usize = warnings.iter().map(|w| w.chars().count()).sum();
+    assert!(chars <= 4096 - 1024 - 256, "{chars} characters");
+    let (last, shown) = warnings.split_last().unwrap();
+    assert!(shown.len() >= 5, "{warnings:#?}");
+    for (i, w) in shown.iter().enumerate() {
+        assert!(w.contains(&format!("\"helper-{i:02}\"")), "in order: {w}");
+        assert!(w.ends_with("registry.example.com/spark/*)"), "whole: {w}");
+    }
+    assert!(
+        last.starts_with(&format!(
+            "spark-admission: {} more warning(s) left out",
+            30 - shown.len()
+        )),
+        "{last}"
+    );
+    // Every finding still counts in the metric, shown or not.
+    let metrics = f.metrics.encode().unwrap();
+    assert!(metrics.contains(
+        r#"spark_admission_rule_findings_total{policy="test-images",rule="allowedImages",mode="warn"} 1"#
+    ), "{metrics}");
+}
+
 #[tokio::test]
 async fn other_operations_and_kinds_are_allowed_unchanged() {
     let f = router(&[LABEL_POLICY, DENY_POLICY]);
