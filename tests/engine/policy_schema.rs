@@ -134,6 +134,60 @@ fn download_sources_are_checked_at_their_own_path() {
     parse_documents(&PolicySource("t.yaml".into()), &ok).unwrap_or_else(|e| panic!("{e:?}"));
 }
 
+/// What the API server refuses in a pod, refused in the policy that would write it: else
+/// every pod the policy patches would be refused (or, in a selector, none would match).
+#[test]
+fn names_labels_and_tolerations_the_api_server_refuses_are_refused_at_load() {
+    let doc = |section: &str| {
+        format!("kind: SparkPodPolicy\napiVersion: spark-admission.io/v1alpha1\nmetadata: {{name: a}}\nspec:\n  namespaces: [a]\n{section}\n")
+    };
+    let all = |patch: &str| doc(&format!("  all: {patch}"));
+    let cases = [
+        (all("{labels: {\"cost center\": x}}"), "/spec/all/labels/cost center", "key \"cost center\" is not valid"),
+        (all("{labels: {team: \"data platform\"}}"), "/spec/all/labels/team", "not a valid label value"),
+        (all(&format!("{{labels: {{team: {}}}}}", "v".repeat(64))), "/spec/all/labels/team", "63 characters or less"),
+        (all("{annotations: {\"Bad Key!\": x}}"), "/spec/all/annotations/Bad Key!", "is not valid"),
+        (all("{nodeSelector: {pool: \"a b\"}}"), "/spec/all/nodeSelector/pool", "not a valid label value"),
+        (all("{nodeSelector: {pool: \"${namespace}\"}}"), "/spec/all/nodeSelector/pool", "not a valid label value"),
+        (all("{priorityClassName: High_Priority}"), "/spec/all/priorityClassName", "not a valid name"),
+        (all("{schedulerName: \"volcano \"}"), "/spec/all/schedulerName", "not a valid name"),
+        (all("{runtimeClassName: Nvidia}"), "/spec/all/runtimeClassName", "not a valid name"),
+        (all("{volumes: [{volume: {name: Scratch_Space, emptyDir: {}}, mount: {mountPath: /s}}]}"), "/spec/all/volumes/0/volume/name", "volume name"),
+        (all("{sidecars: [{name: Log_Shipper, image: x}]}"), "/spec/all/sidecars/0/name", "container name"),
+        (all("{initContainers: [{name: a.b, image: x}]}"), "/spec/all/initContainers/0/name", "container name"),
+        (all("{tolerations: [{key: gpu, operator: Exist}]}"), "/spec/all/tolerations/0", "operator \"Exist\""),
+        (all("{tolerations: [{key: gpu, operator: Exists, value: \"yes\"}]}"), "/spec/all/tolerations/0", "no value"),
+        (all("{tolerations: [{operator: Equal, value: x}]}"), "/spec/all/tolerations/0", "without a key"),
+        (all("{tolerations: [{key: gpu, effect: NoScheduled}]}"), "/spec/all/tolerations/0", "effect \"NoScheduled\""),
+        (all("{tolerations: [{key: gpu, effect: NoSchedule, tolerationSeconds: 30}]}"), "/spec/all/tolerations/0", "NoExecute"),
+        (all("{tolerations: [{key: \"bad key\", operator: Exists}]}"), "/spec/all/tolerations/0", "key \"bad key\""),
+        (doc("  selector: {matchLabels: {\"team \": data}}"), "/spec/selector/matchLabels/team ", "match no pod"),
+        (doc("  selector: {matchLabels: {team: \"data platform\"}}"), "/spec/selector/matchLabels/team", "match no pod"),
+    ];
+    for (text, path, needle) in &cases {
+        let errors = parse_documents(&PolicySource("t.yaml".into()), text).unwrap_err();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.path == *path && e.message.contains(needle)),
+            "{text}\n=> {errors:?}"
+        );
+    }
+    // What the API server takes passes: prefixed keys, empty and upper-case values,
+    // annotation keys with capitals (checked lower-cased), label values from variables
+    // (known per pod), tolerations in every valid form.
+    let good = all(concat!(
+        "{labels: {app.kubernetes.io/part-of: Spark_Jobs, empty: \"\", team: \"team-${namespace}\"}, ",
+        "annotations: {Example.COM/Owner: \"any text at all\"}, ",
+        "nodeSelector: {kubernetes.io/arch: amd64}, priorityClassName: spark.high, ",
+        "volumes: [{volume: {name: scratch-1, emptyDir: {}}, mount: {mountPath: /s}}], ",
+        "sidecars: [{name: log-shipper, image: x}], ",
+        "tolerations: [{operator: Exists}, {key: gpu, value: \"\"}, {key: a, operator: Equal, value: b, effect: NoExecute, tolerationSeconds: 30}, {key: c, operator: \"\", effect: PreferNoSchedule}]}",
+    ));
+    let loaded = parse_documents(&PolicySource("t.yaml".into()), &good);
+    assert!(loaded.is_ok(), "{good}\n=> {loaded:?}");
+}
+
 #[test]
 fn check_policies_accepts_the_examples_and_rejects_a_broken_file() {
     let ok = Command::new(BIN)

@@ -15,7 +15,7 @@ fn pick<T: Clone + std::fmt::Debug + 'static>(items: &'static [T]) -> impl Strat
 }
 
 // Pools chosen to collide with what the real fixtures already carry.
-const LABEL_KEYS: &[&str] = &["team", "cost-center", "from-template", "example.com/a~b"];
+const LABEL_KEYS: &[&str] = &["team", "cost-center", "from-template", "example.com/a.b"];
 const VALUES: &[&str] = &["x", "data-eng", "y-1"];
 /// For fields that take variables: plain, each variable, the escape.
 const TEMPLATED: &[&str] = &[
@@ -26,6 +26,15 @@ const TEMPLATED: &[&str] = &[
     "${app.id}",
     "run-${role}",
     "$${x}",
+];
+/// `TEMPLATED` without the escape.
+const LABEL_TEMPLATED: &[&str] = &[
+    "x",
+    "data-eng",
+    "${namespace}",
+    "${app.name}",
+    "${app.id}",
+    "run-${role}",
 ];
 const SPARK_KEYS: &[&str] = &[
     "spark.eventLog.dir",
@@ -77,8 +86,11 @@ const FIXTURES: &[&str] = &[
     "spark/executor-client-1",
 ];
 
-fn string_map() -> impl Strategy<Value = Value> {
-    proptest::collection::btree_map(pick(LABEL_KEYS), pick(TEMPLATED), 0..3).prop_map(|m| json!(m))
+/// Annotations: any value. Labels: values a label can have once rendered (not the escape,
+/// whose literal `${x}` is no label value and refused at load).
+fn string_map(labels: bool) -> impl Strategy<Value = Value> {
+    let values = if labels { LABEL_TEMPLATED } else { TEMPLATED };
+    proptest::collection::btree_map(pick(LABEL_KEYS), pick(values), 0..3).prop_map(|m| json!(m))
 }
 
 fn spark_conf() -> impl Strategy<Value = Value> {
@@ -181,7 +193,7 @@ fn node_term() -> impl Strategy<Value = Value> {
 
 fn pod_patch() -> impl Strategy<Value = Value> {
     (
-        (any::<bool>(), string_map(), string_map(), proptest::collection::btree_map(pick(NODE_KEYS), pick(VALUES), 0..2)),
+        (any::<bool>(), string_map(true), string_map(false), proptest::collection::btree_map(pick(NODE_KEYS), pick(VALUES), 0..2)),
         (proptest::collection::vec(toleration(), 0..3), proptest::collection::vec(volume(), 0..3), proptest::collection::vec(dependency(), 0..2)),
         (
             proptest::collection::vec((pick(ENV_NAMES), pick(TEMPLATED)), 0..3),

@@ -2,8 +2,10 @@
 //! so that nothing on the request path parses or compiles anything.
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
+use k8s_openapi::api::core::v1::Toleration;
 use sha2::{Digest, Sha256};
 
+use super::kube_names;
 use super::model::{
     DependencySource, DownloadSource, DownloadUrl, PodPatch, ResourceValues, Rules, SparkPodPolicy,
 };
@@ -173,6 +175,24 @@ impl CompiledPolicy {
                 )
             })?),
         };
+        // A pod can only carry valid labels: a key or value no pod can have would make the
+        // policy silently match nothing.
+        for (key, value) in spec.selector.iter().flat_map(|s| &s.match_labels) {
+            let path = format!("/spec/selector/matchLabels/{}", escape_pointer(key));
+            let no_pod = "no pod can carry it, so this policy would match no pod";
+            kube_names::qualified_name(key).map_err(|e| {
+                err(
+                    &path,
+                    format!("key \"{key}\" is not a valid label key: {e}; {no_pod}"),
+                )
+            })?;
+            kube_names::label_value(value).map_err(|e| {
+                err(
+                    &path,
+                    format!("\"{value}\" is not a valid label value: it {e}; {no_pod}"),
+                )
+            })?;
+        }
         let match_labels = spec
             .selector
             .as_ref()
@@ -266,6 +286,7 @@ fn check_patch(
             }
         }
     }
+    check_kube_names(p, at, err)?;
     for key in p.labels.keys() {
         if SPARK_LABELS.contains(&key.as_str()) {
             return Err(err(
@@ -317,6 +338,139 @@ fn check_patch(
                 ));
             }
         }
+    }
+    Ok(())
+}
+
+/// What the API server checks of the names and labels a patch writes (see `kube_names`):
+/// a policy breaking it would have every pod it patches refused.
+fn check_kube_names(
+    p: &PodPatch,
+    at: &str,
+    err: &impl Fn(&str, String) -> PolicyError,
+) -> Result<(), PolicyError> {
+    const REFUSED: &str = "the API server would refuse every pod this policy patches";
+    for (field, map) in [
+        ("labels", &p.labels),
+        ("annotations", &p.annotations),
+        ("nodeSelector", &p.node_selector),
+    ] {
+        for (key, value) in map {
+            let path = format!("{at}/{field}/{}", escape_pointer(key));
+            // Annotation keys are checked lower-cased, as the API server does.
+            let checked = match field {
+                "annotations" => kube_names::qualified_name(&key.to_lowercase()),
+                _ => kube_names::qualified_name(key),
+            };
+            checked
+                .map_err(|e| err(&path, format!("key \"{key}\" is not valid: {e}; {REFUSED}")))?;
+            // A label value with variables is only known per pod; nodeSelector has none.
+            let literal = match field {
+                "labels" => match template::parse(value) {
+                    Ok(Parsed::Literal(text)) => Some(text),
+                    _ => None,
+                },
+                "nodeSelector" => Some(value.clone()),
+                _ => None,
+            };
+            if let Some(text) = literal {
+                kube_names::label_value(&text).map_err(|e| {
+                    err(
+                        &path,
+                        format!("\"{text}\" is not a valid label value: {e}; {REFUSED}"),
+                    )
+                })?;
+            }
+        }
+    }
+    for (field, value) in [
+        ("priorityClassName", &p.priority_class_name),
+        ("schedulerName", &p.scheduler_name),
+        ("runtimeClassName", &p.runtime_class_name),
+    ] {
+        if let Some(v) = value {
+            kube_names::dns_subdomain(v).map_err(|e| {
+                err(
+                    &format!("{at}/{field}"),
+                    format!("\"{v}\" is not a valid name: it {e}; {REFUSED}"),
+                )
+            })?;
+        }
+    }
+    for (i, v) in p.volumes.iter().enumerate() {
+        let name = &v.volume.name;
+        if !name.is_empty() {
+            kube_names::dns_label(name).map_err(|e| {
+                err(
+                    &format!("{at}/volumes/{i}/volume/name"),
+                    format!("volume name \"{name}\" is not valid: it {e}; {REFUSED}"),
+                )
+            })?;
+        }
+    }
+    for (list, containers) in [
+        ("initContainers", &p.init_containers),
+        ("sidecars", &p.sidecars),
+    ] {
+        for (i, c) in containers.iter().enumerate() {
+            if !c.name.is_empty() {
+                kube_names::dns_label(&c.name).map_err(|e| {
+                    err(
+                        &format!("{at}/{list}/{i}/name"),
+                        format!(
+                            "container name \"{}\" is not valid: it {e}; {REFUSED}",
+                            c.name
+                        ),
+                    )
+                })?;
+            }
+        }
+    }
+    for (i, t) in p.tolerations.iter().enumerate() {
+        check_toleration(t)
+            .map_err(|e| err(&format!("{at}/tolerations/{i}"), format!("{e}; {REFUSED}")))?;
+    }
+    Ok(())
+}
+
+/// The API server's rules for a toleration (`ValidateTolerations`).
+fn check_toleration(t: &Toleration) -> Result<(), String> {
+    let key = t.key.as_deref().unwrap_or("");
+    if !key.is_empty() {
+        kube_names::qualified_name(key).map_err(|e| format!("key \"{key}\" is not valid: {e}"))?;
+    }
+    // An empty operator means Equal.
+    match t
+        .operator
+        .as_deref()
+        .filter(|o| !o.is_empty())
+        .unwrap_or("Equal")
+    {
+        "Equal" if key.is_empty() => {
+            return Err("a toleration without a key must have operator Exists".to_owned())
+        }
+        "Equal" => {
+            kube_names::label_value(t.value.as_deref().unwrap_or("")).map_err(|e| {
+                format!(
+                    "value \"{}\" is not valid: it {e}",
+                    t.value.as_deref().unwrap_or("")
+                )
+            })?;
+        }
+        "Exists" if !t.value.as_deref().unwrap_or("").is_empty() => {
+            return Err("a toleration with operator Exists must have no value".to_owned())
+        }
+        "Exists" => {}
+        other => return Err(format!("operator \"{other}\" is not one of Equal, Exists")),
+    }
+    let effect = t.effect.as_deref().unwrap_or("");
+    if !matches!(effect, "" | "NoSchedule" | "PreferNoSchedule" | "NoExecute") {
+        return Err(format!(
+            "effect \"{effect}\" is not one of NoSchedule, PreferNoSchedule, NoExecute"
+        ));
+    }
+    if t.toleration_seconds.is_some() && effect != "NoExecute" {
+        return Err("tolerationSeconds needs effect NoExecute".to_owned());
     }
     Ok(())
 }

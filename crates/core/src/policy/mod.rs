@@ -1,6 +1,7 @@
 //! The policy format: serde/schemars model, schema check with JSON paths, loading, compiled form.
 
 mod compiled;
+mod kube_names;
 mod load;
 pub mod model;
 mod pattern;
