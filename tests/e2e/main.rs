@@ -13,6 +13,7 @@ mod fixtures;
 mod install;
 mod job_pinning;
 mod memory_on_oom;
+mod names;
 mod process;
 mod record;
 mod scenario;
@@ -66,6 +67,7 @@ fn main() {
                 job_pinning::executors_get_their_drivers_policy_versions_across_changes_restarts_and_replicas,
                 job_pinning::spark_itself_gives_the_pin_to_the_executors_of_a_driver_replayed_in_client_mode,
                 memory_on_oom::an_oomkilled_executor_makes_the_next_one_bigger_across_restarts_and_replicas,
+                names::the_api_server_and_the_policy_loader_refuse_the_same_names_and_labels,
                 spark_submit::spark_submit_meets_the_webhook_in_cluster_and_client_mode,
                 validation::kubectl_shows_the_guardrail_refusal_and_the_warning_in_the_submitters_words,
                 validation::kubectl_shows_whole_warnings_and_how_many_more_when_there_are_too_many,

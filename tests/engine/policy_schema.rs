@@ -150,7 +150,6 @@ fn names_labels_and_tolerations_the_api_server_refuses_are_refused_at_load() {
         (all("{nodeSelector: {pool: \"a b\"}}"), "/spec/all/nodeSelector/pool", "not a valid label value"),
         (all("{nodeSelector: {pool: \"${namespace}\"}}"), "/spec/all/nodeSelector/pool", "not a valid label value"),
         (all("{priorityClassName: High_Priority}"), "/spec/all/priorityClassName", "not a valid name"),
-        (all("{schedulerName: \"volcano \"}"), "/spec/all/schedulerName", "not a valid name"),
         (all("{runtimeClassName: Nvidia}"), "/spec/all/runtimeClassName", "not a valid name"),
         (all("{volumes: [{volume: {name: Scratch_Space, emptyDir: {}}, mount: {mountPath: /s}}]}"), "/spec/all/volumes/0/volume/name", "volume name"),
         (all("{sidecars: [{name: Log_Shipper, image: x}]}"), "/spec/all/sidecars/0/name", "container name"),
@@ -179,13 +178,52 @@ fn names_labels_and_tolerations_the_api_server_refuses_are_refused_at_load() {
     let good = all(concat!(
         "{labels: {app.kubernetes.io/part-of: Spark_Jobs, empty: \"\", team: \"team-${namespace}\"}, ",
         "annotations: {Example.COM/Owner: \"any text at all\"}, ",
-        "nodeSelector: {kubernetes.io/arch: amd64}, priorityClassName: spark.high, ",
+        "nodeSelector: {kubernetes.io/arch: amd64}, priorityClassName: spark.high, schedulerName: My_Scheduler, ",
         "volumes: [{volume: {name: scratch-1, emptyDir: {}}, mount: {mountPath: /s}}], ",
         "sidecars: [{name: log-shipper, image: x}], ",
         "tolerations: [{operator: Exists}, {key: gpu, value: \"\"}, {key: a, operator: Equal, value: b, effect: NoExecute, tolerationSeconds: 30}, {key: c, operator: \"\", effect: PreferNoSchedule}]}",
     ));
     let loaded = parse_documents(&PolicySource("t.yaml".into()), &good);
     assert!(loaded.is_ok(), "{good}\n=> {loaded:?}");
+}
+
+/// What a real kube-apiserver 1.32 said of each value of `pod_fields::corpus` in a pod
+/// (recorded by `tests/e2e/names.rs`): the loader takes a policy writing it exactly when
+/// the API server took the pod.
+#[test]
+fn the_loader_agrees_with_the_recorded_api_server_on_every_name_and_label() {
+    use spark_admission_testkit::pod_fields;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/apiserver/names/verdicts/pod-fields.json");
+    let recorded: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let cases: Vec<(String, serde_json::Value)> = recorded
+        .iter()
+        .map(|r| (r["field"].as_str().unwrap().to_owned(), r["value"].clone()))
+        .collect();
+    let corpus: Vec<(String, serde_json::Value)> = pod_fields::corpus()
+        .into_iter()
+        .map(|(f, v)| (f.to_owned(), v))
+        .collect();
+    assert_eq!(
+        cases, corpus,
+        "the corpus changed: record it again (README, \"The API-server tier\")"
+    );
+    assert!(recorded.iter().any(|r| r["accepted"] == true));
+    assert!(recorded.iter().any(|r| r["accepted"] == false));
+    for r in &recorded {
+        let (field, value) = (r["field"].as_str().unwrap(), &r["value"]);
+        let loaded = parse_documents(
+            &PolicySource("names.yaml".into()),
+            &pod_fields::policy(field, value),
+        );
+        assert_eq!(
+            loaded.is_ok(),
+            r["accepted"] == true,
+            "{field} {value}: the API server said {:?}; the loader {loaded:?}",
+            r["apiServer"]
+        );
+    }
 }
 
 #[test]

@@ -9,6 +9,7 @@ pub mod bench_policies;
 pub mod fixtures;
 pub mod hostile_yaml;
 pub mod key_order;
+pub mod pod_fields;
 pub mod proc_status;
 pub mod pyspark;
 pub mod tier;

@@ -383,9 +383,10 @@ fn check_kube_names(
             }
         }
     }
+    // Names of objects, which cannot exist with another syntax. (A scheduler is not an
+    // object: the API server takes any schedulerName, tests/e2e/names.rs.)
     for (field, value) in [
         ("priorityClassName", &p.priority_class_name),
-        ("schedulerName", &p.scheduler_name),
         ("runtimeClassName", &p.runtime_class_name),
     ] {
         if let Some(v) = value {

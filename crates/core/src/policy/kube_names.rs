@@ -72,7 +72,7 @@ pub(crate) fn dns_label(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A DNS-1123 subdomain: priority class, scheduler and runtime class names, key prefixes.
+/// A DNS-1123 subdomain: priority and runtime class names, key prefixes.
 pub(crate) fn dns_subdomain(name: &str) -> Result<(), String> {
     if name.len() > SUBDOMAIN_MAX {
         return Err(format!("must be {SUBDOMAIN_MAX} characters or less"));
