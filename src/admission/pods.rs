@@ -116,7 +116,7 @@ fn mutate<'a>(
             .audit_annotations
             .insert(AUDIT_APPLIED.to_owned(), policies.clone());
     }
-    answer.warnings = warnings::fit(mutation.warnings, warnings::MUTATE, warnings::FOR_A_POD);
+    answer.warnings = warnings::fit(mutation.warnings, warnings::FOR_A_POD);
     state.metrics.record_changes(&mutation.changes_by_policy);
     state.metrics.record_patch_operations(mutation.role, ops);
     if mutation.memory_raised && !create.dry_run {
@@ -158,7 +158,6 @@ pub(super) fn judged<'a>(
             .with_mode(RuleMode::Warn)
             .map(|f| f.message.clone())
             .collect(),
-        warnings::VALIDATE,
         warnings::FOR_A_POD,
     );
     let audit: Vec<&str> = validation

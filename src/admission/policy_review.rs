@@ -111,11 +111,7 @@ pub fn review(body: &[u8], current: &PolicySet) -> Result<PolicyVerdict, PolicyR
     }
     let checked = check(&cm, &namespace, &name, current);
     let mut answer = Answer::allow(req.uid.as_str());
-    answer.warnings = warnings::fit(
-        checked.warnings,
-        warnings::POLICY_REVIEW,
-        warnings::FOR_A_POLICY_CONFIGMAP,
-    );
+    answer.warnings = warnings::fit(checked.warnings, warnings::FOR_A_POLICY_CONFIGMAP);
     if !checked.errors.is_empty() {
         answer.deny(
             403,

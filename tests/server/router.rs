@@ -279,7 +279,7 @@ spec:
         .map(|w| w.as_str().unwrap())
         .collect();
     let chars: usize = warnings.iter().map(|w| w.chars().count()).sum();
-    assert!(chars <= 4096 - 1024 - 256, "{chars} characters");
+    assert!(chars <= 4096 - 256, "{chars} characters");
     let (last, shown) = warnings.split_last().unwrap();
     assert!(shown.len() >= 5, "{warnings:#?}");
     for (i, w) in shown.iter().enumerate() {
