@@ -377,7 +377,7 @@ fn check_kube_names(
                 kube_names::label_value(&text).map_err(|e| {
                     err(
                         &path,
-                        format!("\"{text}\" is not a valid label value: {e}; {REFUSED}"),
+                        format!("\"{text}\" is not a valid label value: it {e}; {REFUSED}"),
                     )
                 })?;
             }

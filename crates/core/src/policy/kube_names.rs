@@ -39,48 +39,42 @@ pub(crate) fn qualified_name(key: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("needs a name (after any prefix/)".to_owned());
     }
-    if name.len() > NAME_MAX {
-        return Err(format!(
-            "its name part must be {NAME_MAX} characters or less"
-        ));
+    let form = "consist of alphanumeric characters, '-', '_' or '.', and start and end with an alphanumeric character";
+    check(name, NAME_MAX, is_name_part(name), form).map_err(|e| format!("its name part {e}"))
+}
+
+/// `Ok` when `s` is at most `max` bytes and `well_formed`; else what is wrong with it.
+fn check(s: &str, max: usize, well_formed: bool, form: &str) -> Result<(), String> {
+    if s.len() > max {
+        Err(format!("must be {max} characters or less"))
+    } else if !well_formed {
+        Err(format!("must {form}"))
+    } else {
+        Ok(())
     }
-    if !is_name_part(name) {
-        return Err("its name part must consist of alphanumeric characters, '-', '_' or '.', and start and end with an alphanumeric character".to_owned());
-    }
-    Ok(())
 }
 
 /// A label value: empty, or at most 63 characters of the name-part alphabet.
 pub(crate) fn label_value(value: &str) -> Result<(), String> {
-    if value.len() > NAME_MAX {
-        return Err(format!("must be {NAME_MAX} characters or less"));
-    }
-    if !value.is_empty() && !is_name_part(value) {
-        return Err("must be empty or consist of alphanumeric characters, '-', '_' or '.', and start and end with an alphanumeric character".to_owned());
-    }
-    Ok(())
+    let form = "be empty or consist of alphanumeric characters, '-', '_' or '.', and start and end with an alphanumeric character";
+    check(
+        value,
+        NAME_MAX,
+        value.is_empty() || is_name_part(value),
+        form,
+    )
 }
 
 /// A DNS-1123 label: volume and container names.
 pub(crate) fn dns_label(name: &str) -> Result<(), String> {
-    if name.len() > NAME_MAX {
-        return Err(format!("must be {NAME_MAX} characters or less"));
-    }
-    if !is_dns_label(name) {
-        return Err("must consist of lower case alphanumeric characters or '-', and start and end with an alphanumeric character".to_owned());
-    }
-    Ok(())
+    let form = "consist of lower case alphanumeric characters or '-', and start and end with an alphanumeric character";
+    check(name, NAME_MAX, is_dns_label(name), form)
 }
 
 /// A DNS-1123 subdomain: priority and runtime class names, key prefixes.
 pub(crate) fn dns_subdomain(name: &str) -> Result<(), String> {
-    if name.len() > SUBDOMAIN_MAX {
-        return Err(format!("must be {SUBDOMAIN_MAX} characters or less"));
-    }
-    if !name.split('.').all(is_dns_label) {
-        return Err("must consist of lower case alphanumeric characters, '-' or '.', and start and end with an alphanumeric character".to_owned());
-    }
-    Ok(())
+    let form = "consist of lower case alphanumeric characters, '-' or '.', and start and end with an alphanumeric character";
+    check(name, SUBDOMAIN_MAX, name.split('.').all(is_dns_label), form)
 }
 
 #[cfg(test)]
